@@ -1,0 +1,234 @@
+/**
+ * The pubsub service that delivers events live. It is only for delivery: the `RunStore` holds the truth, so a bus
+ * may drop events for channels nobody listens to.
+ *
+ * @since 0.1.0
+ */
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as PubSub from "effect/PubSub"
+import * as Queue from "effect/Queue"
+import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import { EventBusError } from "./WorkflowError.js"
+
+export {
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
+  EventBusError
+} from "./WorkflowError.js"
+
+/**
+ * One message on a channel. Watch envelopes on a run channel are `{ type: "watch", runId, data }`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface BusEvent {
+  readonly type: string
+  readonly runId: string
+  readonly data: unknown
+}
+
+/**
+ * The schema every event read from a bus is decoded with.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const BusEvent: Schema.Schema<BusEvent> = Schema.Struct({
+  type: Schema.String,
+  runId: Schema.String,
+  data: Schema.Unknown
+})
+
+/**
+ * Options of `subscribe`: subscribers that share a `group` share the work (each event reaches one of them).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface SubscribeOptions {
+  readonly group?: string
+}
+
+/**
+ * The event bus service.
+ *
+ * @since 0.1.0
+ * @category tags
+ */
+export class EventBus extends Context.Tag("stepwise/EventBus")<EventBus, {
+  readonly publish: (channel: string, event: BusEvent) => Effect.Effect<void, EventBusError>
+  /** Subscribed once this effect succeeds; the subscription lasts as long as the scope. */
+  readonly subscribe: (
+    channel: string,
+    options?: SubscribeOptions
+  ) => Effect.Effect<Stream.Stream<BusEvent, EventBusError>, EventBusError, Scope.Scope>
+}>() {}
+
+/**
+ * The channel that carries a run's watch envelopes (seed name).
+ *
+ * @since 0.1.0
+ * @category channels
+ */
+export const runChannel = (runId: string): string => `workflow.events.v2.${runId}`
+
+/**
+ * The channel that tells readers of a run's streams (`getWritable`) that chunks were written, a stream was closed or
+ * the run ended. It carries notifications only; the chunks themselves are read from the `RunStore`.
+ *
+ * @since 0.1.0
+ * @category channels
+ */
+export const streamChannel = (runId: string): string => `workflow.streams.v2.${runId}`
+
+/**
+ * The channel of the evented engine's commands.
+ *
+ * @since 0.1.0
+ * @category channels
+ */
+export const workflowsChannel = "workflows"
+
+/**
+ * The channel on which the evented engine announces finished runs.
+ *
+ * @since 0.1.0
+ * @category channels
+ */
+export const workflowsFinishChannel = "workflows-finish"
+
+/**
+ * Introspection of the in-memory bus, for tests and benchmarks that check nothing is left behind.
+ *
+ * @since 0.1.0
+ * @category tags
+ */
+export class MemoryChannels extends Context.Tag("stepwise/EventBus/MemoryChannels")<MemoryChannels, {
+  /** How many channels currently have at least one subscriber (and so a `PubSub`). */
+  readonly size: Effect.Effect<number>
+}>() {}
+
+interface Channel {
+  readonly pubsub: PubSub.PubSub<BusEvent>
+  readonly groups: Map<string, { readonly queue: Queue.Queue<BusEvent>; members: number }>
+  subscribers: number
+}
+
+/**
+ * Builds an in-memory bus: one `PubSub` per channel, created when the first subscriber arrives and removed when the
+ * last one leaves. Publishing to a channel nobody subscribes to costs nothing and delivers nothing.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const makeMemory: Effect.Effect<
+  { readonly bus: EventBus["Type"]; readonly channels: MemoryChannels["Type"] }
+> = Effect.sync(() => {
+  const channels = new Map<string, Channel>()
+
+  const acquire = (name: string): Channel => {
+    let channel = channels.get(name)
+    if (channel === undefined) {
+      channel = { pubsub: Effect.runSync(PubSub.unbounded<BusEvent>()), groups: new Map(), subscribers: 0 }
+      channels.set(name, channel)
+    }
+    channel.subscribers++
+    return channel
+  }
+
+  const release = (name: string, channel: Channel) =>
+    Effect.suspend(() => {
+      channel.subscribers--
+      if (channel.subscribers > 0 || channels.get(name) !== channel) return Effect.void
+      channels.delete(name)
+      return PubSub.shutdown(channel.pubsub)
+    })
+
+  const publish = (channel: string, event: BusEvent): Effect.Effect<void, EventBusError> =>
+    Effect.suspend(() => {
+      const target = channels.get(channel)
+      if (target === undefined) return Effect.void
+      if (target.groups.size === 0) return PubSub.publish(target.pubsub, event)
+      return Effect.zipRight(
+        Effect.forEach(target.groups.values(), (group) => Queue.offer(group.queue, event), { discard: true }),
+        PubSub.publish(target.pubsub, event)
+      )
+    })
+
+  const subscribe = (channel: string, options?: SubscribeOptions) =>
+    Effect.gen(function*() {
+      const target = yield* Effect.acquireRelease(Effect.sync(() => acquire(channel)), (c) => release(channel, c))
+      const group = options?.group
+      if (group === undefined) {
+        const dequeue = yield* PubSub.subscribe(target.pubsub)
+        return Stream.fromQueue(dequeue)
+      }
+      const shared = yield* Effect.acquireRelease(
+        Effect.sync(() => {
+          let entry = target.groups.get(group)
+          if (entry === undefined) {
+            entry = { queue: Effect.runSync(Queue.unbounded<BusEvent>()), members: 0 }
+            target.groups.set(group, entry)
+          }
+          entry.members++
+          return entry
+        }),
+        (entry) =>
+          Effect.suspend(() => {
+            entry.members--
+            if (entry.members > 0) return Effect.void
+            target.groups.delete(group)
+            return Queue.shutdown(entry.queue)
+          })
+      )
+      return Stream.fromQueue(shared.queue)
+    })
+
+  return {
+    bus: EventBus.of({ publish, subscribe }),
+    channels: MemoryChannels.of({ size: Effect.sync(() => channels.size) })
+  }
+})
+
+/**
+ * The in-memory bus, for one process. Also provides `MemoryChannels` for introspection.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerMemory: Layer.Layer<EventBus | MemoryChannels> = Layer.effectContext(
+  Effect.map(makeMemory, ({ bus, channels }) =>
+    Context.make(EventBus, bus).pipe(Context.add(MemoryChannels, channels)))
+)
+
+/**
+ * Decodes an event read from an external broker. Malformed events are logged with their channel and skipped, as the
+ * contract requires; broker layers use this on every message they receive.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const decodeIncoming = (channel: string, raw: unknown): Effect.Effect<BusEvent | undefined> =>
+  Schema.decodeUnknown(BusEvent)(raw).pipe(
+    Effect.catchAll((error) =>
+      Effect.as(
+        Effect.logWarning(`Skipping malformed event on channel "${channel}"`, error.message),
+        undefined
+      )
+    )
+  )
+
+/**
+ * Wraps a cause from a backend into an `EventBusError`.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export const busError = (channel: string, reason: string): EventBusError => new EventBusError({ channel, reason })

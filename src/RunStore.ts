@@ -1,0 +1,296 @@
+/**
+ * The durable record of runs: their status, input and output, the result of every step by its path in the graph,
+ * the event log of each run and the chunks of each of its streams, all densely indexed from 0.
+ *
+ * The store is the truth; the `EventBus` only tells readers that something new is there.
+ *
+ * @since 0.1.0
+ */
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import type { SerializedError, WorkflowEvent } from "./WorkflowEvent.js"
+import { RunStoreError, StreamClosedError } from "./WorkflowError.js"
+
+export {
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
+  RunStoreError
+} from "./WorkflowError.js"
+
+/**
+ * Where a run is. `pending`: created, waiting for a process that knows its workflow; `waiting`: in a sleep;
+ * `suspended`: a step called `suspend` and waits for `resume`. The last three are terminal.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type RunStatus = "pending" | "running" | "waiting" | "suspended" | "success" | "failed" | "canceled"
+
+/**
+ * @since 0.1.0
+ * @category predicates
+ */
+export const isTerminal = (status: RunStatus): boolean =>
+  status === "success" || status === "failed" || status === "canceled"
+
+/**
+ * A step waiting in `suspend`, with the payload it suspended with.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface SuspendedStep {
+  readonly step: string
+  readonly path: string
+  readonly payload: unknown
+}
+
+/**
+ * One run. `input` and `output` are stored encoded with the workflow's schemas.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RunRecord {
+  readonly runId: string
+  readonly workflowId: string
+  readonly status: RunStatus
+  readonly input: unknown
+  readonly output?: unknown
+  readonly error?: SerializedError
+  /** The id of the step (or node) whose failure failed the run. */
+  readonly failedStep?: string
+  readonly suspended?: ReadonlyArray<SuspendedStep>
+  readonly createdAt: number
+  readonly updatedAt: number
+}
+
+/**
+ * The fields of a run that change over its life.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type RunPatch = Partial<Pick<RunRecord, "status" | "output" | "error" | "failedStep" | "suspended">>
+
+/**
+ * The outcome of one node at one path of a run's graph: a step's result, a condition's answer, a sleep's wake-up
+ * time. A path that has a `success` record is never executed again (after a resume or a recovery).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface StepRecord {
+  readonly path: string
+  readonly stepId: string
+  readonly status: "success" | "failed" | "suspended" | "waiting"
+  readonly output?: unknown
+  readonly error?: SerializedError
+  readonly suspendPayload?: unknown
+  /** Wake-up time of a sleep, in epoch milliseconds. */
+  readonly until?: number
+  readonly attempt?: number
+}
+
+/**
+ * A page of a run's event log.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface EventPage {
+  readonly events: ReadonlyArray<WorkflowEvent>
+  /** How many events the log holds in all. */
+  readonly size: number
+}
+
+/**
+ * A page of one run stream.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ChunkPage {
+  readonly chunks: ReadonlyArray<unknown>
+  /** How many chunks the stream holds in all (its tail index). */
+  readonly size: number
+  readonly closed: boolean
+}
+
+/**
+ * The run store service.
+ *
+ * @since 0.1.0
+ * @category tags
+ */
+export class RunStore extends Context.Tag("stepwise/RunStore")<RunStore, {
+  /** Creates a run; answers `false` (and changes nothing) when the id is taken. */
+  readonly createRun: (record: RunRecord) => Effect.Effect<boolean, RunStoreError>
+  readonly getRun: (runId: string) => Effect.Effect<RunRecord | undefined, RunStoreError>
+  readonly updateRun: (runId: string, patch: RunPatch) => Effect.Effect<void, RunStoreError>
+  readonly listRuns: (
+    filter: { readonly workflowId?: string; readonly statuses?: ReadonlyArray<RunStatus> }
+  ) => Effect.Effect<ReadonlyArray<RunRecord>, RunStoreError>
+  /** Appends to the run's event log; answers the event's index. */
+  readonly appendEvent: (runId: string, event: WorkflowEvent) => Effect.Effect<number, RunStoreError>
+  readonly readEvents: (runId: string, from: number, max: number) => Effect.Effect<EventPage, RunStoreError>
+  readonly putStep: (runId: string, record: StepRecord) => Effect.Effect<void, RunStoreError>
+  readonly getSteps: (runId: string) => Effect.Effect<ReadonlyArray<StepRecord>, RunStoreError>
+  /** Appends a chunk to a stream (`""` is the default stream); answers its index. */
+  readonly appendChunk: (
+    runId: string,
+    namespace: string,
+    chunk: unknown
+  ) => Effect.Effect<number, RunStoreError | StreamClosedError>
+  /** Closes a stream. Closing a closed stream does nothing. */
+  readonly closeStream: (runId: string, namespace: string) => Effect.Effect<void, RunStoreError>
+  readonly readChunks: (
+    runId: string,
+    namespace: string,
+    from: number,
+    max: number
+  ) => Effect.Effect<ChunkPage, RunStoreError>
+}>() {}
+
+/**
+ * How long a finished run stays in the memory store.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface MemoryOptions {
+  /** Finished runs older than this are dropped. Default: 1 hour. */
+  readonly retention?: Duration.DurationInput
+  /** At most this many finished runs are kept; the oldest go first. Default: 10,000. */
+  readonly maxFinishedRuns?: number
+}
+
+interface MemoryRun {
+  record: RunRecord
+  readonly events: Array<WorkflowEvent>
+  readonly steps: Map<string, StepRecord>
+  readonly streams: Map<string, { readonly chunks: Array<unknown>; closed: boolean }>
+}
+
+const emptyEvents: EventPage = { events: [], size: 0 }
+
+/**
+ * Builds a memory store. Runs in progress are always kept; finished ones are dropped by the retention bound, so a
+ * long-lived process does not grow without end.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore["Type"]> =>
+  Effect.sync(() => {
+    const retentionMillis = Duration.toMillis(options.retention ?? "1 hour")
+    const maxFinished = options.maxFinishedRuns ?? 10_000
+    if (!(maxFinished >= 0) || !(retentionMillis >= 0)) {
+      throw new RangeError("RunStore.layerMemory: retention and maxFinishedRuns must be non-negative")
+    }
+    const runs = new Map<string, MemoryRun>()
+    // Insertion-ordered: the oldest finished run is always first.
+    const finished = new Map<string, number>()
+
+    const evict = (now: number) => {
+      for (const [runId, finishedAt] of finished) {
+        if (finished.size <= maxFinished && now - finishedAt <= retentionMillis) break
+        finished.delete(runId)
+        runs.delete(runId)
+      }
+    }
+
+    const missing = (operation: string, runId: string) =>
+      new RunStoreError({ operation, runId, reason: "no such run (never created, or dropped by retention)" })
+
+    const withRun = <A>(operation: string, runId: string, f: (run: MemoryRun) => A) =>
+      Effect.suspend(() => {
+        const run = runs.get(runId)
+        return run === undefined ? Effect.fail(missing(operation, runId)) : Effect.succeed(f(run))
+      })
+
+    const stream = (run: MemoryRun, namespace: string) => {
+      let s = run.streams.get(namespace)
+      if (s === undefined) {
+        s = { chunks: [], closed: false }
+        run.streams.set(namespace, s)
+      }
+      return s
+    }
+
+    return RunStore.of({
+      createRun: (record) =>
+        Effect.map(Clock.currentTimeMillis, (now) => {
+          evict(now)
+          if (runs.has(record.runId)) return false
+          runs.set(record.runId, { record, events: [], steps: new Map(), streams: new Map() })
+          return true
+        }),
+      getRun: (runId) => Effect.sync(() => runs.get(runId)?.record),
+      updateRun: (runId, patch) =>
+        Effect.flatMap(Clock.currentTimeMillis, (now) =>
+          withRun("update run", runId, (run) => {
+            run.record = { ...run.record, ...patch, updatedAt: now }
+            if (patch.status !== undefined && isTerminal(patch.status)) {
+              finished.delete(runId)
+              finished.set(runId, now)
+              evict(now)
+            } else if (patch.status !== undefined) {
+              finished.delete(runId)
+            }
+          })),
+      listRuns: (filter) =>
+        Effect.sync(() => {
+          const out: Array<RunRecord> = []
+          for (const { record } of runs.values()) {
+            if (filter.workflowId !== undefined && record.workflowId !== filter.workflowId) continue
+            if (filter.statuses !== undefined && !filter.statuses.includes(record.status)) continue
+            out.push(record)
+          }
+          return out
+        }),
+      appendEvent: (runId, event) => withRun("append event", runId, (run) => run.events.push(event) - 1),
+      readEvents: (runId, from, max) =>
+        Effect.sync(() => {
+          const run = runs.get(runId)
+          if (run === undefined) return emptyEvents
+          return { events: run.events.slice(from, from + max), size: run.events.length }
+        }),
+      putStep: (runId, record) => withRun("store step result", runId, (run) => void run.steps.set(record.path, record)),
+      getSteps: (runId) => Effect.sync(() => Array.from(runs.get(runId)?.steps.values() ?? [])),
+      appendChunk: (runId, namespace, chunk) =>
+        Effect.flatMap(withRun("append chunk", runId, (run) => stream(run, namespace)), (s) =>
+          s.closed
+            ? Effect.fail(new StreamClosedError({ runId, namespace }))
+            : Effect.succeed(s.chunks.push(chunk) - 1)),
+      closeStream: (runId, namespace) => withRun("close stream", runId, (run) => void (stream(run, namespace).closed = true)),
+      readChunks: (runId, namespace, from, max) =>
+        Effect.sync(() => {
+          const s = runs.get(runId)?.streams.get(namespace)
+          if (s === undefined) return { chunks: [], size: 0, closed: false }
+          return { chunks: s.chunks.slice(from, from + max), size: s.chunks.length, closed: s.closed }
+        })
+    })
+  })
+
+/**
+ * The memory store with default retention (finished runs kept for 1 hour, at most 10,000 of them).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerMemory: Layer.Layer<RunStore> = Layer.effect(RunStore, makeMemory())
+
+/**
+ * The memory store with your own retention bound.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerMemoryWith = (options: MemoryOptions): Layer.Layer<RunStore> =>
+  Layer.effect(RunStore, makeMemory(options))

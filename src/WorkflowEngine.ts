@@ -1,0 +1,92 @@
+/**
+ * The engine: starts runs, finds them again, and executes the workflows it knows.
+ *
+ * ```ts
+ * const program = Effect.gen(function*() {
+ *   const engine = yield* WorkflowEngine.WorkflowEngine
+ *   const run = yield* engine.start(greet, { userId: "ada" })
+ *   return yield* run.result
+ * })
+ * Effect.runPromise(program.pipe(Effect.provide(WorkflowEngine.layerMemory)))
+ * ```
+ *
+ * @since 0.1.0
+ */
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as EventBus from "./EventBus.js"
+import * as Engine from "./internal/engine.js"
+import type { Run } from "./Run.js"
+import * as RunStore from "./RunStore.js"
+import type * as Step from "./Step.js"
+import type * as Workflow from "./Workflow.js"
+import type { RunNotFoundError, WorkflowInputError } from "./WorkflowError.js"
+
+/**
+ * The engine service.
+ *
+ * @since 0.1.0
+ * @category tags
+ */
+export class WorkflowEngine extends Context.Tag("stepwise/WorkflowEngine")<WorkflowEngine, {
+  /**
+   * Validates `input` with the workflow's `inputSchema` (bad input: `WorkflowInputError`, and no run is created),
+   * records the run and starts executing it in the background. The services the workflow requires are taken from
+   * the caller. Starting again with the `runId` of an existing run of the same workflow answers that run.
+   */
+  readonly start: <I, O, E, R>(
+    workflow: Workflow.Workflow<string, I, O, E, R>,
+    input: I,
+    options?: { readonly runId?: string }
+  ) => Effect.Effect<Run<O, E>, WorkflowInputError, R>
+  /** A handle on any run in the store, whichever process started it. */
+  readonly getRun: (runId: string) => Effect.Effect<Run<unknown, unknown>, RunNotFoundError>
+  /**
+   * Makes workflows executable in this process, with the services their steps need, and resumes their runs that
+   * the store shows as running or waiting with nobody executing them. Use the `register` layer rather than this.
+   */
+  readonly register: (
+    workflows: ReadonlyArray<Workflow.Any>,
+    services: Context.Context<never>
+  ) => Effect.Effect<void>
+}>() {}
+
+/**
+ * The default engine: each run is walked in fibers of this process.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerDefault: Layer.Layer<WorkflowEngine, never, EventBus.EventBus | RunStore.RunStore> = Layer.scoped(
+  WorkflowEngine,
+  Effect.map(Engine.makeDefault, WorkflowEngine.of)
+)
+
+/**
+ * The default engine with the in-memory bus and store: zero set-up. Also provides the bus and the store, so tests
+ * and apps can read them.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerMemory: Layer.Layer<
+  WorkflowEngine | EventBus.EventBus | EventBus.MemoryChannels | RunStore.RunStore
+> = layerDefault.pipe(Layer.provideMerge(Layer.merge(EventBus.layerMemory, RunStore.layerMemory)))
+
+/**
+ * Registers workflows with the engine of the context, taking the services they require from the context too, and
+ * resumes their unfinished runs. `start` registers its workflow implicitly; a process that only executes runs
+ * started elsewhere (or recovers after a crash) needs this.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const register = <const W extends ReadonlyArray<Workflow.Any>>(
+  ...workflows: W
+): Layer.Layer<never, never, WorkflowEngine | Step.Context<W[number]>> =>
+  Layer.effectDiscard(Effect.gen(function*() {
+    const engine = yield* WorkflowEngine
+    const services = (yield* Effect.context<never>()) as Context.Context<never>
+    yield* engine.register(workflows, services)
+  }))

@@ -1,0 +1,514 @@
+/**
+ * The one step executor. Both engines run every piece of user code through the four entry points below (execute,
+ * evaluateCondition, resolveSleep, resolveSleepUntil), and every one of them builds the user-facing context, writer
+ * included, in `makeContext`. Parity between engines is therefore structural: there is no second place that could
+ * forget the writer.
+ */
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as ParseResult from "effect/ParseResult"
+import type * as Schedule from "effect/Schedule"
+import * as Schema from "effect/Schema"
+import * as Sink from "effect/Sink"
+import * as EventBus from "../EventBus.js"
+import type { RunWritable } from "../RunContext.js"
+import { RunContext } from "../RunContext.js"
+import type * as RunStore from "../RunStore.js"
+import type * as Step from "../Step.js"
+import * as ToolStream from "../ToolStream.js"
+import type { Node } from "../Workflow.js"
+import { StreamClosedError } from "../WorkflowError.js"
+import type { SerializedError, WorkflowEvent } from "../WorkflowEvent.js"
+
+/** A step (or a nested workflow, or a map) failed: the run fails with it. */
+export class StepFailure extends Data.TaggedError("StepFailure")<{
+  readonly stepId: string
+  readonly path: string
+  readonly cause: Cause.Cause<unknown>
+}> {}
+
+/** One or more steps suspended: the run waits for `resume`. */
+export class Suspension extends Data.TaggedError("Suspension")<{
+  readonly suspended: ReadonlyArray<RunStore.SuspendedStep>
+}> {}
+
+/** How a walk of the graph stops short of its end. */
+export type Halt = StepFailure | Suspension
+
+/** Everything the executor needs to know about the run it executes in. */
+export interface RunEnv {
+  readonly runId: string
+  readonly workflowId: string
+  readonly store: RunStore.RunStore["Type"]
+  readonly bus: EventBus.EventBus["Type"]
+  /** The services the workflow's user code requires, captured from whoever started or registered it. */
+  readonly services: Context.Context<never>
+  readonly runContext: RunContext["Type"]
+  /** What the store already knows of this run's graph, by path. */
+  readonly memo: Map<string, RunStore.StepRecord>
+  /** Decoded resume data for the suspended paths being resumed. */
+  readonly resume: ReadonlyMap<string, unknown>
+  /** Records an event in the run's log and publishes it on the run channel. */
+  readonly emit: (event: WorkflowEvent) => Effect.Effect<void>
+}
+
+/** A workflow being walked: nested workflows get their own. */
+export interface WorkflowScope {
+  readonly initData: unknown
+  readonly results: Map<string, unknown>
+}
+
+/** What `execute` runs: a step, or a map node seen as a step without schemas. */
+export interface StepSpec {
+  readonly id: string
+  readonly inputSchema: Schema.Schema.AnyNoContext | undefined
+  readonly outputSchema: Schema.Schema.AnyNoContext | undefined
+  readonly suspendSchema: Schema.Schema.AnyNoContext | undefined
+  readonly retry: Schedule.Schedule<unknown, unknown> | undefined
+  readonly timeout: Duration.DurationInput | undefined
+  readonly run: (ctx: Step.StepContext<never, never, unknown>) => Effect.Effect<unknown, unknown, unknown>
+}
+
+/** Sees a step definition as a spec. */
+export const stepSpec = (step: Step.Any): StepSpec => ({
+  id: step.id,
+  inputSchema: step.inputSchema,
+  outputSchema: step.outputSchema,
+  suspendSchema: step.suspendSchema,
+  retry: step.retry,
+  timeout: step.timeout,
+  run: step.execute
+})
+
+// ---------------------------------------------------------------------------------------------------------------
+// the run environment
+
+/** Builds the environment of one run: its emitter and the writables behind `Workflow.getWritable`. */
+export const makeRunEnv = (options: {
+  readonly runId: string
+  readonly workflowId: string
+  readonly store: RunStore.RunStore["Type"]
+  readonly bus: EventBus.EventBus["Type"]
+  readonly services: Context.Context<never>
+  readonly memo: Map<string, RunStore.StepRecord>
+  readonly resume: ReadonlyMap<string, unknown>
+}): RunEnv => {
+  const { bus, runId, store } = options
+  const channel = EventBus.runChannel(runId)
+  const streams = EventBus.streamChannel(runId)
+  const emit = (event: WorkflowEvent) =>
+    Effect.zipRight(
+      store.appendEvent(runId, event),
+      publishQuietly(bus, channel, { type: "watch", runId, data: event })
+    ).pipe(Effect.orDie)
+
+  const writables = new Map<string, RunWritable<unknown>>()
+  const writable = (namespace: string): RunWritable<unknown> => {
+    const existing = writables.get(namespace)
+    if (existing !== undefined) return existing
+    const write = (chunk: unknown): Effect.Effect<void, StreamClosedError> =>
+      store.appendChunk(runId, namespace, chunk).pipe(
+        Effect.catchTag("RunStoreError", Effect.die),
+        Effect.flatMap((index) =>
+          publishQuietly(bus, streams, { type: "chunk", runId, data: { namespace, index } })
+        )
+      )
+    const close = Effect.orDie(store.closeStream(runId, namespace)).pipe(
+      Effect.zipRight(publishQuietly(bus, streams, { type: "close", runId, data: { namespace } }))
+    )
+    const created: RunWritable<unknown> = {
+      namespace,
+      write,
+      close,
+      sink: Sink.forEach((chunk: unknown) => Effect.orDie(write(chunk))),
+      toWritableStream: () =>
+        new WritableStream<unknown>({
+          write: (chunk) => Effect.runPromise(write(chunk)),
+          close: () => Effect.runPromise(close)
+        })
+    }
+    writables.set(namespace, created)
+    return created
+  }
+
+  return {
+    ...options,
+    emit,
+    runContext: RunContext.of({ runId, workflowId: options.workflowId, writable })
+  }
+}
+
+/** The bus is for delivery only: a failed publish is logged, never fatal (readers fall back on the store). */
+export const publishQuietly = (
+  bus: EventBus.EventBus["Type"],
+  channel: string,
+  event: EventBus.BusEvent
+): Effect.Effect<void> =>
+  Effect.catchAllCause(
+    bus.publish(channel, event),
+    (cause) => Effect.logWarning(`Could not publish on "${channel}"`, cause)
+  )
+
+// ---------------------------------------------------------------------------------------------------------------
+// the context of user code
+
+/** THE place where user-facing contexts are built, for all four entry points. */
+export const makeContext = (
+  env: RunEnv,
+  scope: WorkflowScope,
+  name: string,
+  callId: string,
+  inputData: unknown
+): Effect.Effect<Step.BaseContext<never>> =>
+  Effect.map(ToolStream.make({ callId, name, runId: env.runId }, env.emit), (writer) => ({
+    inputData: inputData as never,
+    runId: env.runId,
+    workflowId: env.workflowId,
+    getInitData: <T>() => scope.initData as T,
+    getStepResult: ((step: string | { readonly id: string }) =>
+      scope.results.get(typeof step === "string" ? step : step.id)) as Step.GetStepResult,
+    writer
+  }))
+
+/** Runs user code with the run's services and `RunContext`, capturing every failure, defect and throw. */
+const runUser = <A>(env: RunEnv, effect: () => Effect.Effect<A, unknown, unknown>): Effect.Effect<Exit.Exit<A, unknown>> =>
+  Effect.exit(
+    Effect.suspend(effect).pipe(
+      Effect.provideService(RunContext, env.runContext),
+      Effect.provide(env.services)
+    ) as Effect.Effect<A, unknown>
+  )
+
+// ---------------------------------------------------------------------------------------------------------------
+// entry point 1: execute
+
+/**
+ * Executes a step at a path: replays its stored result when it already succeeded, stays suspended when it is
+ * suspended and not being resumed, and otherwise runs it (with retries and timeout), validates its output, records
+ * the result and emits `workflow-step-start` / `workflow-step-result`.
+ */
+export const execute = (
+  env: RunEnv,
+  scope: WorkflowScope,
+  spec: StepSpec,
+  input: unknown,
+  path: string
+): Effect.Effect<unknown, Halt> =>
+  Effect.suspend(() => {
+    const known = env.memo.get(path)
+    if (known !== undefined) {
+      if (known.status === "success") return replay(scope, spec, known, path)
+      if (known.status === "suspended" && !env.resume.has(path)) {
+        return Effect.fail(
+          new Suspension({ suspended: [{ step: spec.id, path, payload: known.suspendPayload }] })
+        )
+      }
+    }
+    return run(env, scope, spec, input, path, known?.attempt ?? 0)
+  })
+
+const replay = (scope: WorkflowScope, spec: StepSpec, known: RunStore.StepRecord, path: string) =>
+  Effect.map(decodeStored(spec.id, path, spec.outputSchema, known.output), (output) => {
+    scope.results.set(spec.id, output)
+    return output
+  })
+
+/** Decodes a value the store holds; a value that no longer decodes fails the step with a message naming the row. */
+export const decodeStored = (
+  stepId: string,
+  path: string,
+  schema: Schema.Schema.AnyNoContext | undefined,
+  value: unknown
+): Effect.Effect<unknown, StepFailure> =>
+  schema === undefined
+    ? Effect.succeed(value)
+    : Effect.mapError(
+      Schema.decodeUnknown(schema)(value),
+      (error) =>
+        new StepFailure({
+          stepId,
+          path,
+          cause: Cause.die(
+            new Error(`The stored result of step "${stepId}" (path ${path}) no longer decodes: ${error.message}`)
+          )
+        })
+    )
+
+const run = (
+  env: RunEnv,
+  scope: WorkflowScope,
+  spec: StepSpec,
+  input: unknown,
+  path: string,
+  previousAttempts: number
+): Effect.Effect<unknown, Halt> =>
+  Effect.gen(function*() {
+    const stepCallId = crypto.randomUUID()
+    const encodedInput = spec.inputSchema === undefined
+      ? Exit.succeed(input)
+      : yield* Effect.exit(Schema.encodeUnknown(spec.inputSchema)(input))
+    const startedAt = yield* Clock.currentTimeMillis
+    yield* env.emit({
+      type: "workflow-step-start",
+      runId: env.runId,
+      from: "WORKFLOW",
+      payload: {
+        id: spec.id,
+        stepCallId,
+        status: "running",
+        payload: Exit.isSuccess(encodedInput) ? encodedInput.value : input,
+        startedAt
+      }
+    })
+    if (Exit.isFailure(encodedInput)) {
+      return yield* fail(env, spec.id, path, stepCallId, previousAttempts, Cause.die(new Error(
+        `Step "${spec.id}" received input that does not match its inputSchema: ${parseMessage(encodedInput.cause)}`
+      )))
+    }
+
+    const base = yield* makeContext(env, scope, spec.id, stepCallId, input)
+    let suspended: { readonly payload: unknown } | undefined
+    const suspend = (payload: unknown): Effect.Effect<never> =>
+      Effect.suspend(() => {
+        if (spec.suspendSchema !== undefined) {
+          const checked = Schema.validateEither(spec.suspendSchema)(payload)
+          if (checked._tag === "Left") {
+            return Effect.dieMessage(
+              `Step "${spec.id}" called suspend with a payload that does not match its suspendSchema: ` +
+                checked.left.message
+            )
+          }
+        }
+        suspended = { payload }
+        return Effect.interrupt
+      })
+    const resumeData = env.resume.get(path)
+    let attempt = previousAttempts
+    const once = Effect.suspend(() => {
+      attempt++
+      const attemptEffect = spec.run({ ...base, resumeData: resumeData as never, suspend, attempt })
+      return spec.timeout === undefined ? attemptEffect : Effect.timeout(attemptEffect, spec.timeout)
+    })
+    const exit = yield* runUser(env, () => spec.retry === undefined ? once : Effect.retry(once, spec.retry))
+
+    if (suspended !== undefined && Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)) {
+      const payload = suspended.payload
+      yield* env.store.putStep(env.runId, { path, stepId: spec.id, status: "suspended", suspendPayload: payload, attempt })
+        .pipe(Effect.orDie)
+      env.memo.set(path, { path, stepId: spec.id, status: "suspended", suspendPayload: payload, attempt })
+      yield* env.emit(stepResult(env, spec.id, stepCallId, "suspended", yield* Clock.currentTimeMillis))
+      yield* env.emit({
+        type: "workflow-step-suspended",
+        runId: env.runId,
+        from: "WORKFLOW",
+        payload: { id: spec.id, suspendPayload: payload }
+      })
+      return yield* new Suspension({ suspended: [{ step: spec.id, path, payload }] })
+    }
+    if (Exit.isFailure(exit)) return yield* fail(env, spec.id, path, stepCallId, attempt, exit.cause)
+
+    const encoded = spec.outputSchema === undefined
+      ? Exit.succeed(exit.value)
+      : yield* Effect.exit(Schema.encodeUnknown(spec.outputSchema)(exit.value))
+    if (Exit.isFailure(encoded)) {
+      return yield* fail(env, spec.id, path, stepCallId, attempt, Cause.die(new Error(
+        `Step "${spec.id}" returned output that does not match its outputSchema: ${parseMessage(encoded.cause)}`
+      )))
+    }
+    return yield* succeed(env, scope, spec.id, path, stepCallId, attempt, exit.value, encoded.value)
+  })
+
+/** Records a step's success: stored result, `getStepResult`, and the `workflow-step-result` event. */
+export const succeed = (
+  env: RunEnv,
+  scope: WorkflowScope,
+  stepId: string,
+  path: string,
+  stepCallId: string,
+  attempt: number,
+  output: unknown,
+  encoded: unknown
+): Effect.Effect<unknown> =>
+  Effect.gen(function*() {
+    const record: RunStore.StepRecord = { path, stepId, status: "success", output: encoded, attempt }
+    yield* Effect.orDie(env.store.putStep(env.runId, record))
+    env.memo.set(path, record)
+    scope.results.set(stepId, output)
+    const endedAt = yield* Clock.currentTimeMillis
+    yield* env.emit({
+      type: "workflow-step-result",
+      runId: env.runId,
+      from: "WORKFLOW",
+      payload: { id: stepId, stepCallId, status: "success", output: encoded, endedAt }
+    })
+    return output
+  })
+
+/** Records a step's failure and halts the walk with it. */
+export const fail = (
+  env: RunEnv,
+  stepId: string,
+  path: string,
+  stepCallId: string,
+  attempt: number,
+  cause: Cause.Cause<unknown>
+): Effect.Effect<never, StepFailure> =>
+  Effect.gen(function*() {
+    const error = serializeCause(cause)
+    yield* Effect.orDie(env.store.putStep(env.runId, { path, stepId, status: "failed", error, attempt }))
+    const endedAt = yield* Clock.currentTimeMillis
+    yield* env.emit({
+      type: "workflow-step-result",
+      runId: env.runId,
+      from: "WORKFLOW",
+      payload: { id: stepId, stepCallId, status: "failed", error, endedAt }
+    })
+    return yield* new StepFailure({ stepId, path, cause })
+  })
+
+const stepResult = (
+  env: RunEnv,
+  id: string,
+  stepCallId: string,
+  status: "success" | "failed" | "suspended",
+  endedAt: number
+): WorkflowEvent => ({
+  type: "workflow-step-result",
+  runId: env.runId,
+  from: "WORKFLOW",
+  payload: { id, stepCallId, status, endedAt }
+})
+
+/** Emits the `workflow-step-start` of something that is not user code (a nested workflow, a sleep). */
+export const emitStepStart = (env: RunEnv, id: string, stepCallId: string, payload: unknown): Effect.Effect<void> =>
+  Effect.flatMap(Clock.currentTimeMillis, (startedAt) =>
+    env.emit({
+      type: "workflow-step-start",
+      runId: env.runId,
+      from: "WORKFLOW",
+      payload: { id, stepCallId, status: "running", payload, startedAt }
+    }))
+
+// ---------------------------------------------------------------------------------------------------------------
+// entry points 2-4: conditions and sleeps (and maps' context, through execute)
+
+type GraphFn = Extract<Node, { readonly _tag: "Map" }>["fn"]
+
+/**
+ * Runs a function of the graph (not a step) once per path: its answer is recorded, so a resumed or recovered run
+ * never evaluates it again (and its writer events are never emitted twice).
+ */
+const evaluate = <A>(
+  env: RunEnv,
+  scope: WorkflowScope,
+  fn: GraphFn,
+  input: unknown,
+  nodeId: string,
+  path: string,
+  check: (value: unknown) => A | string
+): Effect.Effect<A, StepFailure> =>
+  Effect.gen(function*() {
+    const known = env.memo.get(path)
+    if (known !== undefined && known.status === "success") return known.output as A
+    const ctx = yield* makeContext(env, scope, nodeId, crypto.randomUUID(), input)
+    const exit = yield* runUser(env, () => fn(ctx))
+    if (Exit.isFailure(exit)) return yield* new StepFailure({ stepId: nodeId, path, cause: exit.cause })
+    const checked = check(exit.value)
+    if (typeof checked === "string") {
+      return yield* new StepFailure({ stepId: nodeId, path, cause: Cause.die(new TypeError(checked)) })
+    }
+    const record: RunStore.StepRecord = { path, stepId: nodeId, status: "success", output: checked }
+    yield* Effect.orDie(env.store.putStep(env.runId, record))
+    env.memo.set(path, record)
+    return checked
+  })
+
+/** Entry point 2: a branch or loop condition. */
+export const evaluateCondition = (
+  env: RunEnv,
+  scope: WorkflowScope,
+  fn: GraphFn,
+  input: unknown,
+  nodeId: string,
+  path: string
+): Effect.Effect<boolean, StepFailure> =>
+  evaluate(env, scope, fn, input, nodeId, path, (value) =>
+    typeof value === "boolean"
+      ? value
+      : `The condition of "${nodeId}" must produce a boolean, but produced ${typeof value}.`)
+
+/**
+ * Entry point 3: the wake-up time of a sleep (epoch ms), from its duration or duration function. Recorded, so a
+ * recovered run sleeps only for what remains.
+ */
+export const resolveSleep = (
+  env: RunEnv,
+  scope: WorkflowScope,
+  duration: Duration.DurationInput | GraphFn,
+  input: unknown,
+  nodeId: string,
+  path: string
+): Effect.Effect<number, StepFailure> =>
+  Effect.flatMap(Clock.currentTimeMillis, (now) =>
+    evaluate(env, scope, typeof duration === "function" ? duration : () => Effect.succeed(duration), input, nodeId, path, (value) => {
+      const decoded = Duration.decodeUnknown(value)
+      if (decoded._tag === "None") {
+        return `The sleep "${nodeId}" needs a duration (a number of milliseconds, a Duration or a string such as ` +
+          `"1 second"), but got ${JSON.stringify(value)}.`
+      }
+      const millis = Duration.toMillis(decoded.value)
+      if (!Number.isFinite(millis)) return `The sleep "${nodeId}" got an infinite duration.`
+      return now + Math.max(0, millis)
+    }))
+
+/** Entry point 4: the wake-up time of a sleepUntil (epoch ms), from its date or date function. */
+export const resolveSleepUntil = (
+  env: RunEnv,
+  scope: WorkflowScope,
+  date: Date | GraphFn,
+  input: unknown,
+  nodeId: string,
+  path: string
+): Effect.Effect<number, StepFailure> =>
+  evaluate(env, scope, typeof date === "function" ? date : () => Effect.succeed(date), input, nodeId, path, (value) =>
+    value instanceof Date && !Number.isNaN(value.getTime())
+      ? value.getTime()
+      : `The sleepUntil "${nodeId}" needs a valid Date, but got ${
+        value instanceof Date ? "an invalid Date" : JSON.stringify(value)
+      }.`)
+
+// ---------------------------------------------------------------------------------------------------------------
+// helpers
+
+const parseMessage = (cause: Cause.Cause<unknown>): string => {
+  const failure = Cause.failureOption(cause)
+  if (failure._tag === "Some" && ParseResult.isParseError(failure.value)) return failure.value.message
+  return Cause.pretty(cause)
+}
+
+/** Turns a cause into the `{ name, message }` that events and the store carry. */
+export const serializeCause = (cause: Cause.Cause<unknown>): SerializedError => {
+  const failure = Cause.failureOption(cause)
+  const value = failure._tag === "Some" ? failure.value : Cause.dieOption(cause).pipe((d) => d._tag === "Some" ? d.value : undefined)
+  if (value instanceof Error) return { name: value.name, message: value.message }
+  if (typeof value === "object" && value !== null) {
+    const name = "_tag" in value && typeof value._tag === "string" ? value._tag : "Error"
+    const message = "message" in value && typeof value.message === "string" ? value.message : safeJson(value)
+    return { name, message }
+  }
+  if (value !== undefined) return { name: "Error", message: String(value) }
+  return { name: Cause.isInterruptedOnly(cause) ? "Interrupted" : "Error", message: Cause.pretty(cause) }
+}
+
+const safeJson = (value: unknown): string => {
+  try {
+    return JSON.stringify(value)
+  } catch {
+    return String(value)
+  }
+}

@@ -1,0 +1,104 @@
+/**
+ * Readers of a run: its event log and its streams, as Effect Streams. History comes from the store; the bus only
+ * wakes the reader up. The reader subscribes before its first read and always reads by index from the store, so
+ * whenever it starts it sees every item exactly once, in order, with no gap and no duplicate.
+ */
+import * as Chunk from "effect/Chunk"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Stream from "effect/Stream"
+import * as EventBus from "../EventBus.js"
+import * as RunStore from "../RunStore.js"
+import { RunStreamError } from "../WorkflowError.js"
+import type { WorkflowEvent } from "../WorkflowEvent.js"
+
+const pageSize = 4096
+
+interface Page<A> {
+  readonly items: ReadonlyArray<A>
+  readonly size: number
+  /** Nothing more will ever come after these items. */
+  readonly ended: boolean
+}
+
+const resolveStart = (runId: string, startIndex: number | undefined, size: Effect.Effect<number, RunStreamError>) =>
+  Effect.suspend(() => {
+    if (startIndex === undefined || startIndex === 0) return Effect.succeed(0)
+    if (!Number.isInteger(startIndex)) {
+      return Effect.fail(
+        new RunStreamError({ runId, reason: `startIndex must be a whole number (negative: the last N), got ${startIndex}` })
+      )
+    }
+    return startIndex > 0 ? Effect.succeed(startIndex) : Effect.map(size, (n) => Math.max(0, n + startIndex))
+  })
+
+const follow = <A>(
+  bus: EventBus.EventBus["Type"],
+  runId: string,
+  channel: string,
+  startIndex: number | undefined,
+  read: (from: number) => Effect.Effect<Page<A>, RunStreamError>
+): Stream.Stream<A, RunStreamError> =>
+  Stream.unwrapScoped(Effect.gen(function*() {
+    const notes = yield* bus.subscribe(channel).pipe(Effect.mapError(storeOrBus(runId)))
+    const wake = yield* Stream.toPull(Stream.mapError(notes, storeOrBus(runId)))
+    let cursor = yield* resolveStart(runId, startIndex, Effect.map(read(0), (p) => p.size))
+    let ended = false
+    const pull: Effect.Effect<Chunk.Chunk<A>, Option.Option<RunStreamError>> = Effect.gen(function*() {
+      while (!ended) {
+        const page = yield* read(cursor)
+        cursor += page.items.length
+        ended = page.ended
+        if (page.items.length > 0) return Chunk.unsafeFromArray(page.items as Array<A>)
+        if (ended) break
+        yield* Effect.catchAll(wake, (e) => Option.isNone(e) ? Effect.succeed(Chunk.empty()) : Effect.fail(e.value))
+      }
+      return yield* Effect.fail(Option.none())
+    }).pipe(Effect.mapError((e) => Option.isOption(e) ? e : Option.some(e)))
+    return Stream.repeatEffectChunkOption(pull)
+  }))
+
+/** Wraps a store or bus failure met while reading a run. */
+export const streamError = (runId: string, error: { readonly message: string }): RunStreamError =>
+  new RunStreamError({ runId, reason: error.message })
+
+const storeOrBus = (runId: string) => (error: { readonly message: string }) => streamError(runId, error)
+
+/** The run's event log, from `startIndex`, ending after `workflow-finish`. */
+export const events = (
+  store: RunStore.RunStore["Type"],
+  bus: EventBus.EventBus["Type"],
+  runId: string,
+  startIndex?: number
+): Stream.Stream<WorkflowEvent, RunStreamError> =>
+  follow(bus, runId, EventBus.runChannel(runId), startIndex, (from) =>
+    Effect.map(Effect.mapError(store.readEvents(runId, from, pageSize), storeOrBus(runId)), (page) => {
+      const finish = page.events.findIndex((e) => e.type === "workflow-finish" && e.from === "WORKFLOW")
+      return finish === -1
+        ? { items: page.events, size: page.size, ended: false }
+        : { items: page.events.slice(0, finish + 1), size: page.size, ended: true }
+    }))
+
+/** One of the run's streams, from `startIndex`, ending when it is closed or the run has ended. */
+export const chunks = <A>(
+  store: RunStore.RunStore["Type"],
+  bus: EventBus.EventBus["Type"],
+  runId: string,
+  namespace: string,
+  startIndex?: number
+): Stream.Stream<A, RunStreamError> => {
+  const readPage = (from: number) =>
+    Effect.mapError(store.readChunks(runId, namespace, from, pageSize), storeOrBus(runId))
+  return follow(bus, runId, EventBus.streamChannel(runId), startIndex, (from) =>
+    Effect.gen(function*() {
+      const page = yield* readPage(from)
+      if (page.chunks.length > 0 || page.closed) {
+        return { items: page.chunks as ReadonlyArray<A>, size: page.size, ended: page.closed && page.chunks.length === 0 }
+      }
+      const run = yield* Effect.mapError(store.getRun(runId), storeOrBus(runId))
+      if (run !== undefined && !RunStore.isTerminal(run.status)) return { items: [], size: page.size, ended: false }
+      // The run has ended: everything it wrote is in the store now, so one more read drains the stream.
+      const last = yield* readPage(from)
+      return { items: last.chunks as ReadonlyArray<A>, size: last.size, ended: last.chunks.length === 0 }
+    }))
+}
