@@ -3,7 +3,7 @@
  *
  * ```ts
  * const wf = Workflow.make({ id: "greet", inputSchema, outputSchema }).pipe(
- *   Workflow.then(fetchUser),
+ *   Workflow.then(fetchUser),        // `Workflow.andThen` inside this module
  *   Workflow.sleep("1 second"),
  *   Workflow.then(greet),
  *   Workflow.commit
@@ -230,12 +230,14 @@ type UnionToIntersection<U> = (U extends unknown ? (_: U) => void : never) exten
 type Ctx<R> = Exclude<R, RunContext>
 
 /**
- * Runs a step (or a nested workflow) on the previous node's output.
+ * Runs a step (or a nested workflow) on the previous node's output. From the package index this is also
+ * `Workflow.then`; this module cannot export a function named `then` itself, because that would make the module's
+ * namespace object a thenable, and every loader that awaits a module (dynamic `import()`, vitest) would hang on it.
  *
  * @since 0.1.0
  * @category builders
  */
-export const then = <S extends StepLike>(step: S) =>
+export const andThen = <S extends StepLike>(step: S) =>
 <Id extends string, I, Prev extends Step.Input<S>, O, E, R>(
   self: Builder<Id, I, Prev, O, E, R>
 ): Builder<Id, I, Step.Output<S>, O, E | Step.Error<S>, R | Step.Context<S>> => {

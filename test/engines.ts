@@ -1,0 +1,40 @@
+/**
+ * The engines every shared suite runs against. A new engine or backend joins by adding one line here.
+ */
+import { Effect, Exit, Layer, Stream } from "effect"
+import { EventBus, RunStore, WorkflowEngine } from "stepwise"
+import type { Run, Workflow } from "stepwise"
+import type { Observed, Scenario } from "./scenarios.js"
+
+export interface EngineUnderTest {
+  readonly name: string
+  readonly layer: Layer.Layer<WorkflowEngine.WorkflowEngine | EventBus.EventBus | RunStore.RunStore>
+}
+
+export const engines: ReadonlyArray<EngineUnderTest> = [
+  { name: "default", layer: WorkflowEngine.layerMemory }
+]
+
+/** Runs one scenario on the engine of the context and observes everything it produced. */
+export const observe = (scenario: Scenario) =>
+  Effect.gen(function*() {
+    const engine = yield* WorkflowEngine.WorkflowEngine
+    const run = yield* engine.start(
+      scenario.workflow as unknown as Workflow.Workflow<string, unknown, unknown, unknown, never>,
+      scenario.input
+    )
+    if (scenario.drive !== undefined) yield* scenario.drive(run as Run.Run<unknown, unknown>)
+    const exit = yield* Effect.exit(run.result)
+    const events = yield* Stream.runCollect(run.events())
+    const streams: Record<string, ReadonlyArray<unknown>> = {}
+    for (const namespace of scenario.streams ?? []) {
+      streams[namespace] = Array.from(yield* Stream.runCollect(run.readable({ namespace })))
+    }
+    const observed: Observed = {
+      exit: exit as Exit.Exit<unknown, unknown>,
+      events: Array.from(events),
+      streams,
+      status: yield* run.status
+    }
+    return observed
+  })
