@@ -309,14 +309,15 @@ export const branch = <Prev, const Branches extends ReadonlyArray<BranchEntry<Pr
 }
 
 /**
- * Waits, then passes its input through. The duration may be computed from the context (with a `writer`).
+ * Waits, then passes its input through. The duration may be computed from the context (with a `writer`); a
+ * computed string that is not a duration (such as `"soon"`) fails the run with a message saying so.
  * The wake-up time is recorded, so a recovered run sleeps only for what remains.
  *
  * @since 0.1.0
  * @category builders
  */
 export const sleep = <Prev, E2 = never, R2 = never>(
-  duration: Duration.DurationInput | Fn<Prev, Duration.DurationInput, E2, R2>
+  duration: Duration.DurationInput | Fn<Prev, Duration.DurationInput | string, E2, R2>
 ) =>
 <Id extends string, I, O, E, R>(self: Builder<Id, I, Prev, O, E, R>): Builder<Id, I, Prev, O, E | E2, R | Ctx<R2>> =>
   addNode(self as unknown as AnyBuilder, (id) => ({

@@ -231,3 +231,11 @@ export const isBuiltin = (event: WorkflowEvent): event is BuiltinEvent => builti
  */
 export const is = <T extends BuiltinEvent["type"]>(type: T) =>
 (event: WorkflowEvent): event is Extract<BuiltinEvent, { readonly type: T }> => event.type === type && isBuiltin(event)
+
+/**
+ * Whether an event came from `writer.custom`. Narrows to `CustomEvent`, whose fields are `unknown` until checked.
+ *
+ * @since 0.1.0
+ * @category guards
+ */
+export const isCustom = (event: WorkflowEvent): event is CustomEvent => !builtinTypes.has(event.type)

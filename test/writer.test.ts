@@ -1,0 +1,206 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Schema, Stream, TestClock } from "effect"
+import { EventBus, Step, Workflow, WorkflowEngine, WorkflowEvent } from "stepwise"
+import { Recorded, recordingEngine } from "./helpers.js"
+import { awaitStatus } from "./scenarios.js"
+
+const Input = Schema.Struct({ go: Schema.Boolean })
+
+/** A workflow with user code at all four call sites, each calling write and custom and reporting its callId. */
+const everywhere = Workflow.make({ id: "everywhere", inputSchema: Input, outputSchema: Schema.Unknown }).pipe(
+  Workflow.then(Step.make({
+    id: "the-step",
+    inputSchema: Input,
+    outputSchema: Input,
+    execute: ({ inputData, writer }) =>
+      Effect.gen(function*() {
+        yield* writer.write({ from: "execute", callId: writer.callId })
+        yield* writer.custom({ type: "data-site", site: "execute" })
+        return inputData
+      })
+  })),
+  Workflow.branch([[
+    ({ writer }) =>
+      Effect.gen(function*() {
+        yield* writer.write({ from: "condition", callId: writer.callId })
+        yield* writer.custom({ type: "data-site", site: "condition" })
+        return true
+      }),
+    Step.make({ id: "chosen", inputSchema: Input, outputSchema: Input, execute: ({ inputData }) => Effect.succeed(inputData) })
+  ]]),
+  Workflow.map(({ getStepResult }) => Effect.succeed(getStepResult("the-step") as { readonly go: boolean })),
+  Workflow.sleep(({ writer }) =>
+    Effect.gen(function*() {
+      yield* writer.write({ from: "sleep", callId: writer.callId })
+      yield* writer.custom({ type: "data-site", site: "sleep" })
+      return "1 second"
+    })
+  ),
+  Workflow.sleepUntil(({ writer }) =>
+    Effect.gen(function*() {
+      yield* writer.write({ from: "sleepUntil", callId: writer.callId })
+      yield* writer.custom({ type: "data-site", site: "sleepUntil" })
+      const now = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
+      return new Date(now + 1000)
+    })
+  ),
+  Workflow.commit
+)
+
+const runEverywhere = Effect.gen(function*() {
+  const engine = yield* WorkflowEngine.WorkflowEngine
+  const run = yield* engine.start(everywhere, { go: true })
+  yield* awaitStatus(run, "waiting")
+  yield* TestClock.adjust("1 second")
+  yield* awaitStatus(run, "waiting")
+  yield* TestClock.adjust("1 second")
+  yield* run.result
+  return run
+})
+
+describe("writer (ToolStream)", () => {
+  it.effect("publishes the exact seed envelopes from execute, a condition, a sleep and a sleepUntil function", () =>
+    Effect.gen(function*() {
+      const run = yield* runEverywhere
+      const { runId } = run
+      const published = yield* Recorded
+      const fromWriters = published.filter(({ channel, event }) => {
+        if (channel !== EventBus.runChannel(runId)) return false
+        const data = event.data as { readonly type: string; readonly from?: string }
+        return data.type === "data-site" || data.from === "USER"
+      })
+      const names = ["the-step", "branch-1", "sleep-3", "sleepUntil-4"]
+      const sites = ["execute", "condition", "sleep", "sleepUntil"]
+      expect(fromWriters).toHaveLength(8)
+      fromWriters.forEach(({ channel, event }, i) => {
+        const site = Math.floor(i / 2)
+        expect(channel).toBe(`workflow.events.v2.${runId}`)
+        expect(channel).toBe(EventBus.runChannel(runId))
+        if (i % 2 === 0) {
+          const output = (event.data as { payload: { output: { callId: string } } }).payload.output
+          expect(event).toEqual({
+            type: "watch",
+            runId,
+            data: {
+              type: "workflow-step-output",
+              runId,
+              from: "USER",
+              payload: { output: { from: sites[site], callId: output.callId }, runId, stepName: names[site] }
+            }
+          })
+        } else {
+          expect(event).toEqual({ type: "watch", runId, data: { type: "data-site", site: sites[site] } })
+        }
+      })
+    }).pipe(Effect.provide(recordingEngine)))
+
+  it.effect("gives each call site its own fresh callId; a step's writer uses the step's stepCallId", () =>
+    Effect.gen(function*() {
+      const run = yield* runEverywhere
+      const events = Array.from(yield* Stream.runCollect(run.events()))
+      const callIds = events.filter(WorkflowEvent.is("workflow-step-output")).map((e) =>
+        (e.payload.output as { callId: string }).callId
+      )
+      expect(callIds).toHaveLength(4)
+      expect(new Set(callIds).size).toBe(4)
+      for (const id of callIds) expect(id).toMatch(/^[0-9a-f-]{36}$/)
+      const stepStart = events.filter(WorkflowEvent.is("workflow-step-start")).find((e) => e.payload.id === "the-step")
+      expect(stepStart?.payload.stepCallId).toBe(callIds[0])
+    }).pipe(Effect.provide(recordingEngine)))
+
+  it.effect("records every writer event in the run's event log, in the order each writer wrote", () =>
+    Effect.gen(function*() {
+      const run = yield* runEverywhere
+      const events = Array.from(yield* Stream.runCollect(run.events()))
+      const sites = events.filter(WorkflowEvent.isCustom).filter((e) => e.type === "data-site").map((e) => e["site"])
+      expect(sites).toEqual(["execute", "condition", "sleep", "sleepUntil"])
+      const published = (yield* Recorded).filter((p) => p.channel === EventBus.runChannel(run.runId))
+      // every event on the channel is in the log, and in the same order
+      expect(published.map((p) => p.event.data)).toEqual(events)
+    }).pipe(Effect.provide(recordingEngine)))
+
+  it.effect("refuses custom events that pose as the runtime's own, with a message saying what to do", () =>
+    Effect.gen(function*() {
+      const engine = yield* WorkflowEngine.WorkflowEngine
+      const wf = Workflow.make({ id: "impostor", inputSchema: Schema.Number, outputSchema: Schema.Number }).pipe(
+        Workflow.then(Step.make({
+          id: "fake-finish",
+          inputSchema: Schema.Number,
+          outputSchema: Schema.Number,
+          execute: ({ inputData, writer }) =>
+            Effect.as(writer.custom({ type: "workflow-finish", payload: { workflowStatus: "success" } }), inputData)
+        })),
+        Workflow.commit
+      )
+      const run = yield* engine.start(wf, 1)
+      const error = yield* Effect.flip(run.result)
+      expect(error.message).toContain(`writer.custom in "fake-finish"`)
+      expect(error.message).toContain(`"workflow-finish", which is reserved`)
+      const finishes = Array.from(yield* Stream.runCollect(run.events())).filter((e) => e.type === "workflow-finish")
+      expect(finishes).toHaveLength(1)
+    }).pipe(Effect.provide(WorkflowEngine.layerMemory)))
+
+  it.effect("toWritableStream writes through the same writer, in order", () =>
+    Effect.gen(function*() {
+      const engine = yield* WorkflowEngine.WorkflowEngine
+      const wf = Workflow.make({ id: "web-writer", inputSchema: Schema.Number, outputSchema: Schema.Number }).pipe(
+        Workflow.then(Step.make({
+          id: "web",
+          inputSchema: Schema.Number,
+          outputSchema: Schema.Number,
+          execute: ({ inputData, writer }) =>
+            Effect.as(
+              Effect.promise(() =>
+                new ReadableStream({
+                  start(controller) {
+                    for (const word of ["a", "b", "c"]) controller.enqueue(word)
+                    controller.close()
+                  }
+                }).pipeTo(writer.toWritableStream())
+              ),
+              inputData
+            )
+        })),
+        Workflow.commit
+      )
+      const run = yield* engine.start(wf, 1)
+      yield* run.result
+      const outputs = Array.from(yield* Stream.runCollect(run.events()))
+        .filter(WorkflowEvent.is("workflow-step-output"))
+        .map((e) => e.payload.output)
+      expect(outputs).toEqual(["a", "b", "c"])
+    }).pipe(Effect.provide(WorkflowEngine.layerMemory)))
+
+  it.effect("event consumers narrow the union by type without casts", () =>
+    Effect.gen(function*() {
+      const run = yield* runEverywhere
+      const seen: Array<string> = []
+      yield* Stream.runForEach(run.events(), (event) =>
+        Effect.sync(() => {
+          if (!WorkflowEvent.isBuiltin(event)) {
+            seen.push(`custom:${event.type}`)
+            return
+          }
+          switch (event.type) {
+            case "workflow-start":
+              seen.push(`start:${event.payload.workflowId}`)
+              break
+            case "workflow-step-output":
+              seen.push(`output:${event.payload.stepName}`)
+              break
+            case "workflow-finish":
+              seen.push(`finish:${event.payload.workflowStatus}`)
+              break
+          }
+        }))
+      expect(seen[0]).toBe("start:everywhere")
+      expect(seen).toContain("output:sleepUntil-4")
+      expect(seen).toContain("custom:data-site")
+      expect(seen.at(-1)).toBe("finish:success")
+      // and every event in the log decodes with the public schema
+      const events = Array.from(yield* Stream.runCollect(run.events()))
+      for (const event of events) {
+        expect(Schema.decodeUnknownSync(WorkflowEvent.WorkflowEvent)(event)).toEqual(event)
+      }
+    }).pipe(Effect.provide(recordingEngine)))
+})
