@@ -188,7 +188,8 @@ export const makeMemory: Effect.Effect<
             return Queue.shutdown(entry.queue)
           })
       )
-      return Stream.fromQueue(shared.queue)
+      // One event per pull: a member that pulled a whole batch would starve the other members of the group.
+      return Stream.fromQueue(shared.queue, { maxChunkSize: 1 })
     })
 
   return {

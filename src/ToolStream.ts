@@ -17,7 +17,6 @@
  * @since 0.1.0
  */
 import * as Effect from "effect/Effect"
-import * as Runtime from "effect/Runtime"
 import * as Sink from "effect/Sink"
 import type { WorkflowEvent } from "./WorkflowEvent.js"
 import { builtinTypes } from "./WorkflowEvent.js"
@@ -60,35 +59,34 @@ export interface Meta {
 }
 
 /**
- * Builds a writer over `emit`, the function that records and publishes one event of the run.
+ * Builds a writer over `emit`, the function that records and publishes one event of the run. `emit` needs nothing
+ * from the context, so the Web side (`toWritableStream`) can run it on its own.
  *
  * @since 0.1.0
  * @category constructors
  */
-export const make = <A = unknown>(
-  meta: Meta,
-  emit: (event: WorkflowEvent) => Effect.Effect<void>
-): Effect.Effect<ToolStream<A>> =>
-  Effect.map(Effect.runtime<never>(), (runtime) => {
-    const { name, runId } = meta
-    const write = (data: A) =>
-      emit({ type: "workflow-step-output", runId, from: "USER", payload: { output: data, runId, stepName: name } })
-    const custom = <C extends { readonly type: string }>(event: C) =>
-      builtinTypes.has(event.type)
-        ? Effect.dieMessage(
-          `writer.custom in "${name}" (run ${runId}) was given an event of type "${event.type}", which is reserved ` +
-            `for the runtime's own events. Use writer.write for step output, or a type of your own such as "data-${event.type}".`
-        )
-        : emit(event as C & WorkflowEvent)
-    const runPromise = Runtime.runPromise(runtime)
-    return {
-      prefix: "workflow-step",
-      callId: meta.callId,
-      name,
-      runId,
-      write,
-      custom,
-      sink: Sink.forEach(write),
-      toWritableStream: () => new WritableStream<A>({ write: (chunk) => runPromise(write(chunk)) })
-    }
-  })
+export const make = <A = unknown>(meta: Meta, emit: (event: WorkflowEvent) => Effect.Effect<void>): ToolStream<A> => {
+  const { callId, name, runId } = meta
+  const write = (data: A) =>
+    emit({ type: "workflow-step-output", runId, from: "USER", payload: { output: data, runId, stepName: name } })
+  const custom = <C extends { readonly type: string }>(event: C) =>
+    builtinTypes.has(event.type)
+      ? Effect.dieMessage(
+        `writer.custom in "${name}" (run ${runId}) was given an event of type "${event.type}", which is reserved ` +
+          `for the runtime's own events. Use writer.write for step output, or a type of your own such as "data-${event.type}".`
+      )
+      : emit(event as C & WorkflowEvent)
+  let sink: Sink.Sink<void, A> | undefined
+  return {
+    prefix: "workflow-step",
+    callId,
+    name,
+    runId,
+    write,
+    custom,
+    get sink() {
+      return sink ??= Sink.forEach(write)
+    },
+    toWritableStream: () => new WritableStream<A>({ write: (chunk) => Effect.runPromise(write(chunk)) })
+  }
+}

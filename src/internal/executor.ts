@@ -49,6 +49,8 @@ export interface RunEnv {
   /** The services the workflow's user code requires, captured from whoever started or registered it. */
   readonly services: Context.Context<never>
   readonly runContext: RunContext["Type"]
+  /** The services plus `RunContext`: everything user code is given, built once per run. */
+  readonly userContext: Context.Context<RunContext>
   /** What the store already knows of this run's graph, by path. */
   readonly memo: Map<string, RunStore.StepRecord>
   /** Decoded resume data for the suspended paths being resumed. */
@@ -136,11 +138,8 @@ export const makeRunEnv = (options: {
     return created
   }
 
-  return {
-    ...options,
-    emit,
-    runContext: RunContext.of({ runId, workflowId: options.workflowId, writable })
-  }
+  const runContext = RunContext.of({ runId, workflowId: options.workflowId, writable })
+  return { ...options, emit, runContext, userContext: Context.add(options.services, RunContext, runContext) }
 }
 
 /** The bus is for delivery only: a failed publish is logged, never fatal (readers fall back on the store). */
@@ -164,24 +163,20 @@ export const makeContext = (
   name: string,
   callId: string,
   inputData: unknown
-): Effect.Effect<Step.BaseContext<never>> =>
-  Effect.map(ToolStream.make({ callId, name, runId: env.runId }, env.emit), (writer) => ({
-    inputData: inputData as never,
-    runId: env.runId,
-    workflowId: env.workflowId,
-    getInitData: <T>() => scope.initData as T,
-    getStepResult: ((step: string | { readonly id: string }) =>
-      scope.results.get(typeof step === "string" ? step : step.id)) as Step.GetStepResult,
-    writer
-  }))
+): Step.BaseContext<never> => ({
+  inputData: inputData as never,
+  runId: env.runId,
+  workflowId: env.workflowId,
+  getInitData: <T>() => scope.initData as T,
+  getStepResult: ((step: string | { readonly id: string }) =>
+    scope.results.get(typeof step === "string" ? step : step.id)) as Step.GetStepResult,
+  writer: ToolStream.make({ callId, name, runId: env.runId }, env.emit)
+})
 
 /** Runs user code with the run's services and `RunContext`, capturing every failure, defect and throw. */
 const runUser = <A>(env: RunEnv, effect: () => Effect.Effect<A, unknown, unknown>): Effect.Effect<Exit.Exit<A, unknown>> =>
   Effect.exit(
-    Effect.suspend(effect).pipe(
-      Effect.provideService(RunContext, env.runContext),
-      Effect.provide(env.services)
-    ) as Effect.Effect<A, unknown>
+    Effect.provide(Effect.suspend(effect), env.userContext) as Effect.Effect<A, unknown>
   )
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -271,7 +266,7 @@ const run = (
       )))
     }
 
-    const base = yield* makeContext(env, scope, spec.id, stepCallId, input)
+    const base = makeContext(env, scope, spec.id, stepCallId, input)
     let suspended: { readonly payload: unknown } | undefined
     const suspend = (payload: unknown): Effect.Effect<never> =>
       Effect.suspend(() => {
@@ -415,7 +410,7 @@ const evaluate = <A>(
   Effect.gen(function*() {
     const known = env.memo.get(path)
     if (known !== undefined && known.status === "success") return known.output as A
-    const ctx = yield* makeContext(env, scope, nodeId, crypto.randomUUID(), input)
+    const ctx = makeContext(env, scope, nodeId, crypto.randomUUID(), input)
     const exit = yield* runUser(env, () => fn(ctx))
     if (Exit.isFailure(exit)) return yield* new StepFailure({ stepId: nodeId, path, cause: exit.cause })
     const checked = check(exit.value)

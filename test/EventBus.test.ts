@@ -1,0 +1,92 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Chunk, Effect, Fiber, Logger, Schema, Stream } from "effect"
+import { EventBus, Step, Workflow, WorkflowEngine } from "stepwise"
+
+const event = (n: number): EventBus.BusEvent => ({ type: "test", runId: "r", data: n })
+
+describe("EventBus.layerMemory", () => {
+  it.scoped("delivers what is published after subscribing, to every subscriber", () =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus.EventBus
+      yield* bus.publish("c", event(0)) // nobody listens: dropped
+      const a = yield* bus.subscribe("c")
+      const b = yield* bus.subscribe("c")
+      yield* bus.publish("c", event(1))
+      yield* bus.publish("c", event(2))
+      expect(Chunk.toArray(yield* Stream.runCollect(Stream.take(a, 2)))).toEqual([event(1), event(2)])
+      expect(Chunk.toArray(yield* Stream.runCollect(Stream.take(b, 2)))).toEqual([event(1), event(2)])
+    }).pipe(Effect.provide(EventBus.layerMemory)))
+
+  it.scoped("subscribers in one group share the events; a subscriber without a group gets them all", () =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus.EventBus
+      const w1 = yield* bus.subscribe("work", { group: "workers" })
+      const w2 = yield* bus.subscribe("work", { group: "workers" })
+      const watcher = yield* bus.subscribe("work")
+      const all = yield* Effect.fork(Stream.runCollect(Stream.take(watcher, 100)))
+      const shared = yield* Effect.fork(Stream.runCollect(Stream.take(
+        Stream.merge(
+          Stream.map(w1, (e) => ["w1", e.data as number] as const),
+          Stream.map(w2, (e) => ["w2", e.data as number] as const)
+        ),
+        100
+      )))
+      for (let i = 0; i < 100; i++) yield* bus.publish("work", event(i))
+      const got = Chunk.toArray(yield* Fiber.join(shared))
+      expect(got.map(([, n]) => n).sort((x, y) => x - y)).toEqual(Array.from({ length: 100 }, (_, i) => i))
+      expect(new Set(got.map(([worker]) => worker)).size).toBe(2)
+      expect(Chunk.size(yield* Fiber.join(all))).toBe(100)
+    }).pipe(Effect.provide(EventBus.layerMemory)))
+
+  it.effect("a channel exists while it has subscribers and is removed when the last one leaves", () =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus.EventBus
+      const channels = yield* EventBus.MemoryChannels
+      yield* bus.publish("lonely", event(1))
+      expect(yield* channels.size).toBe(0)
+      yield* Effect.scoped(Effect.gen(function*() {
+        yield* bus.subscribe("one")
+        yield* bus.subscribe("one")
+        yield* bus.subscribe("two", { group: "g" })
+        expect(yield* channels.size).toBe(2)
+      }))
+      expect(yield* channels.size).toBe(0)
+    }).pipe(Effect.provide(EventBus.layerMemory)))
+
+  it.effect("after 10,000 completed runs, each read by a reader, no channel is left", () =>
+    Effect.gen(function*() {
+      const engine = yield* WorkflowEngine.WorkflowEngine
+      const channels = yield* EventBus.MemoryChannels
+      const wf = Workflow.make({ id: "many", inputSchema: Schema.Number, outputSchema: Schema.Number }).pipe(
+        Workflow.then(Step.make({
+          id: "echo",
+          inputSchema: Schema.Number,
+          outputSchema: Schema.Number,
+          execute: ({ inputData, writer }) => Effect.as(writer.write(inputData), inputData)
+        })),
+        Workflow.commit
+      )
+      yield* Effect.forEach(Array.from({ length: 10_000 }, (_, i) => i), (i) =>
+        Effect.gen(function*() {
+          const run = yield* engine.start(wf, i)
+          const events = yield* Stream.runCollect(run.events())
+          expect(Chunk.size(events)).toBe(5)
+          yield* run.result
+          yield* Stream.runDrain(run.readable())
+        }), { concurrency: 50, discard: true })
+      expect(yield* channels.size).toBe(0)
+    }).pipe(Effect.provide(WorkflowEngine.layerMemory)))
+
+  it.effect("decodeIncoming skips a malformed event with a warning naming the channel", () =>
+    Effect.gen(function*() {
+      const logs: Array<string> = []
+      const logger = Logger.make(({ message }) => logs.push(Array.isArray(message) ? message.join(" ") : String(message)))
+      const good = yield* EventBus.decodeIncoming("workflows", { type: "x", runId: "r", data: 1 })
+      const bad = yield* EventBus.decodeIncoming("workflows", { type: 42 }).pipe(
+        Effect.provide(Logger.replace(Logger.defaultLogger, logger))
+      )
+      expect(good).toEqual({ type: "x", runId: "r", data: 1 })
+      expect(bad).toBeUndefined()
+      expect(logs.join("\n")).toContain(`Skipping malformed event on channel "workflows"`)
+    }))
+})
