@@ -1,0 +1,182 @@
+/**
+ * Seed example "Advanced Chat Streaming", with a scripted fake model: the workflow streams UI-message chunks (the AI
+ * SDK's shape) to the run's default stream while the model "types", calling a tool on the first turn. The model is
+ * an Effect service, so the workflow requires it and the app provides it; a test swaps in an instant one.
+ *
+ *   npm run demo            (this file)
+ */
+import { NodeRuntime } from "@effect/platform-node"
+import { Context, Duration, Effect, Layer, Schema, Stream } from "effect"
+import { Step, Workflow, WorkflowEngine } from "stepwise"
+
+/** The chunks a UI renders (a subset of the AI SDK's UIMessageChunk). */
+export type UIMessageChunk =
+  | { readonly type: "start"; readonly messageMetadata: { readonly createdAt: number; readonly messageId: string } }
+  | { readonly type: "text-start"; readonly id: string }
+  | { readonly type: "text-delta"; readonly id: string; readonly delta: string }
+  | { readonly type: "text-end"; readonly id: string }
+  | { readonly type: "tool-input-available"; readonly toolCallId: string; readonly toolName: string; readonly input: unknown }
+  | { readonly type: "tool-output-available"; readonly toolCallId: string; readonly output: unknown }
+  | { readonly type: "finish" }
+
+const Message = Schema.Struct({
+  role: Schema.Literal("user", "assistant", "tool"),
+  content: Schema.String
+})
+export type Message = typeof Message.Type
+
+const FinishReason = Schema.Literal("tool-calls", "stop")
+
+/** One model turn: chunks to stream now, then the messages it added and why it stopped. */
+export interface Turn {
+  readonly chunks: Stream.Stream<UIMessageChunk>
+  readonly messages: ReadonlyArray<Message>
+  readonly finishReason: typeof FinishReason.Type
+}
+
+/** The model, as a service the chat step requires. */
+export class ChatModel extends Context.Tag("examples/ChatModel")<ChatModel, {
+  readonly streamText: (messages: ReadonlyArray<Message>) => Effect.Effect<Turn>
+}>() {}
+
+/**
+ * A scripted model: the first turn calls a weather tool, the second answers in text, one word at a time, `delay`
+ * apart (so a reader sees the answer arrive live).
+ */
+export const FakeChatModel = (delay: Duration.DurationInput): Layer.Layer<ChatModel> =>
+  Layer.succeed(ChatModel, {
+    streamText: (messages) =>
+      Effect.sync(() => {
+        const turn = messages.filter((m) => m.role === "assistant").length
+        const paced = <A>(items: ReadonlyArray<A>) =>
+          Stream.fromIterable(items).pipe(Stream.tap(() => Effect.sleep(delay)))
+        if (turn === 0) {
+          const toolCallId = `call-${messages.length}`
+          return {
+            chunks: paced<UIMessageChunk>([
+              { type: "tool-input-available", toolCallId, toolName: "weather", input: { city: "Paris" } },
+              { type: "tool-output-available", toolCallId, output: { forecast: "sunny, 21°C" } }
+            ]),
+            messages: [
+              { role: "assistant", content: "[tool call: weather(Paris)]" },
+              { role: "tool", content: "sunny, 21°C" }
+            ],
+            finishReason: "tool-calls" as const
+          }
+        }
+        const words = "It is sunny in Paris today, about 21°C: a fine day for a walk along the Seine.".split(" ")
+        const id = `text-${turn}`
+        return {
+          chunks: paced<UIMessageChunk>([
+            { type: "text-start", id },
+            ...words.map((word, i): UIMessageChunk => ({ type: "text-delta", id, delta: i === 0 ? word : ` ${word}` })),
+            { type: "text-end", id }
+          ]),
+          messages: [{ role: "assistant", content: words.join(" ") }],
+          finishReason: "stop" as const
+        }
+      })
+  })
+
+const MAX_STEPS = 5
+
+const Conversation = Schema.Struct({
+  messages: Schema.Array(Message),
+  finishReason: Schema.optional(FinishReason),
+  steps: Schema.Number
+})
+
+const startStream = Step.make({
+  id: "start-stream",
+  inputSchema: Schema.Array(Message),
+  outputSchema: Conversation,
+  execute: ({ inputData, runId }) =>
+    Effect.gen(function*() {
+      const writable = yield* Workflow.getWritable<UIMessageChunk>()
+      const createdAt = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
+      yield* writable.write({ type: "start", messageMetadata: { createdAt, messageId: `msg-${runId}` } })
+      return { messages: inputData, steps: 0 }
+    })
+})
+
+const streamTextStep = Step.make({
+  id: "stream-text",
+  inputSchema: Conversation,
+  outputSchema: Conversation,
+  execute: ({ inputData, writer }) =>
+    Effect.gen(function*() {
+      const model = yield* ChatModel
+      const writable = yield* Workflow.getWritable<UIMessageChunk>()
+      const turn = yield* model.streamText(inputData.messages)
+      // Every chunk goes to the run's UI stream (for readers of run.readable) and through the writer's sink
+      // (as workflow-step-output events, for watchers of the run's events).
+      yield* turn.chunks.pipe(Stream.tap((chunk) => writable.write(chunk)), Stream.run(writer.sink))
+      return {
+        messages: [...inputData.messages, ...turn.messages],
+        finishReason: turn.finishReason,
+        steps: inputData.steps + 1
+      }
+    })
+})
+
+const endStream = Step.make({
+  id: "end-stream",
+  inputSchema: Conversation,
+  outputSchema: Schema.Array(Message),
+  execute: ({ inputData }) =>
+    Effect.gen(function*() {
+      const writable = yield* Workflow.getWritable<UIMessageChunk>()
+      yield* writable.write({ type: "finish" })
+      yield* writable.close
+      return inputData.messages
+    })
+})
+
+export const chat = Workflow.make({ id: "chat", inputSchema: Schema.Array(Message), outputSchema: Schema.Array(Message) })
+  .pipe(
+    Workflow.then(startStream),
+    Workflow.dountil(
+      streamTextStep,
+      ({ inputData }) => Effect.succeed(inputData.finishReason !== "tool-calls" || inputData.steps >= MAX_STEPS)
+    ),
+    Workflow.then(endStream),
+    Workflow.commit
+  )
+
+/** Starts a chat and hands each UI chunk to `onChunk` as it arrives; answers the final messages. */
+export const program = (onChunk: (chunk: UIMessageChunk) => Effect.Effect<void>) =>
+  Effect.gen(function*() {
+    const engine = yield* WorkflowEngine.WorkflowEngine
+    const run = yield* engine.start(chat, [{ role: "user", content: "What's the weather in Paris?" }])
+    yield* Stream.runForEach(run.readable<UIMessageChunk>(), onChunk)
+    return yield* run.result
+  })
+
+const print = (chunk: UIMessageChunk) =>
+  Effect.sync(() => {
+    switch (chunk.type) {
+      case "text-delta":
+        process.stdout.write(chunk.delta)
+        break
+      case "text-end":
+        process.stdout.write("\n")
+        break
+      case "tool-input-available":
+        process.stdout.write(`[tool ${chunk.toolName}(${JSON.stringify(chunk.input)})] `)
+        break
+      case "tool-output-available":
+        process.stdout.write(`-> ${JSON.stringify(chunk.output)}\n`)
+        break
+      default:
+        process.stdout.write(`<${chunk.type}>\n`)
+    }
+  })
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  NodeRuntime.runMain(
+    program(print).pipe(
+      Effect.flatMap((messages) => Effect.log(`chat finished with ${messages.length} messages`)),
+      Effect.provide(Layer.merge(WorkflowEngine.layerMemory, FakeChatModel("60 millis")))
+    )
+  )
+}
