@@ -88,12 +88,15 @@ export type RunPatch = Partial<Pick<RunRecord, "status" | "output" | "error" | "
 export interface StepRecord {
   readonly path: string
   readonly stepId: string
-  readonly status: "success" | "failed" | "suspended" | "waiting"
+  /** `running`: dispatched or executing (a nested workflow: started). */
+  readonly status: "running" | "success" | "failed" | "suspended"
   readonly output?: unknown
   readonly error?: SerializedError
   readonly suspendPayload?: unknown
-  /** Wake-up time of a sleep, in epoch milliseconds. */
-  readonly until?: number
+  /** Set by `resume` on a suspended step: the data its next execution receives. */
+  readonly resumeData?: unknown
+  /** The call id of the execution in progress, so its start and result events agree across processes. */
+  readonly stepCallId?: string
   readonly attempt?: number
 }
 

@@ -76,11 +76,11 @@ export const runStoreSuite = (name: string, layer: Layer.Layer<RunStore.RunStore
         yield* store.createRun(record("a"))
         yield* store.putStep("a", { path: "0", stepId: "s", status: "suspended", suspendPayload: 1 })
         yield* store.putStep("a", { path: "0", stepId: "s", status: "success", output: { n: 2 }, attempt: 1 })
-        yield* store.putStep("a", { path: "1", stepId: "sleep-1", status: "waiting", until: 1000 })
+        yield* store.putStep("a", { path: "1", stepId: "nested", status: "running", stepCallId: "call-1" })
         const steps = yield* store.getSteps("a")
         expect(steps).toHaveLength(2)
         expect(steps.find((s) => s.path === "0")).toMatchObject({ status: "success", output: { n: 2 } })
-        expect(steps.find((s) => s.path === "1")?.until).toBe(1000)
+        expect(steps.find((s) => s.path === "1")?.stepCallId).toBe("call-1")
       }).pipe(Effect.provide(layer)))
   })
 

@@ -1,6 +1,7 @@
 /**
- * What every engine shares: the registry of workflows this process can execute, the runs it executes now, run
- * handles, and how a run settles (store, events, waiters). The default engine walks the graph in a fiber per run.
+ * What every engine shares: the registry of workflows this process can execute, run handles, waiting for a run to
+ * settle, and recording how it settled (store, events, waiters). An engine adds a `Driver`: how runs are executed.
+ * The default driver walks each run in a fiber of this process.
  */
 import * as Cause from "effect/Cause"
 import type * as Context from "effect/Context"
@@ -10,7 +11,6 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
-import * as Stream from "effect/Stream"
 import * as EventBus from "../EventBus.js"
 import type { Run } from "../Run.js"
 import * as RunStore from "../RunStore.js"
@@ -24,9 +24,9 @@ import {
   StepFailedError,
   WorkflowInputError
 } from "../WorkflowError.js"
+import type * as WorkflowEvent from "../WorkflowEvent.js"
 import * as Executor from "./executor.js"
 import * as Interpreter from "./interpreter.js"
-import type * as WorkflowEvent from "../WorkflowEvent.js"
 import * as Reader from "./reader.js"
 
 /** How a run (or one generation of it, between suspensions) settled. */
@@ -36,15 +36,31 @@ export type Outcome =
   | { readonly _tag: "Canceled" }
   | { readonly _tag: "Suspended"; readonly suspended: ReadonlyArray<RunStore.SuspendedStep> }
 
-interface Registered {
+/** A workflow this process can execute, with the services its user code needs. */
+export interface Registered {
   readonly workflow: Workflow.Any
   readonly services: Context.Context<never>
 }
 
-interface Live {
-  fiber: Fiber.RuntimeFiber<void> | undefined
-  canceling: boolean
-  readonly settled: Deferred.Deferred<Outcome>
+/** What a walk of a whole run came to, with the output already encoded for the store. */
+export type WalkResult =
+  | { readonly _tag: "Success"; readonly output: unknown }
+  | { readonly _tag: "Failed"; readonly failure: Executor.StepFailure }
+  | { readonly _tag: "Suspended"; readonly suspended: ReadonlyArray<RunStore.SuspendedStep> }
+  | { readonly _tag: "Pending"; readonly waitingOnly: boolean }
+
+/** How an engine executes runs. */
+export interface Driver {
+  /** Starts executing a run that the store shows ready (just created, resumed, or left without an owner). */
+  readonly launch: (runId: string, registered: Registered, input: unknown) => Effect.Effect<void>
+  /** Cancels a run, returning once it is recorded canceled. */
+  readonly cancel: (runId: string) => Effect.Effect<void>
+  /** The status a new run is created with: `running` when the driver executes it at once, else `pending`. */
+  readonly initialStatus: RunStore.RunStatus
+  /** Which of a workflow's runs `register` hands to `launch`. */
+  readonly orphanStatuses: ReadonlyArray<RunStore.RunStatus>
+  /** Whether this process executes the run right now (then `register` leaves it alone). */
+  readonly isLive: (runId: string) => boolean
 }
 
 /** The shape of the engine service (see `WorkflowEngine.ts` for the public documentation). */
@@ -61,170 +77,153 @@ export interface EngineShape {
   ) => Effect.Effect<void>
 }
 
-const parseMessage = (error: { readonly message: string }) => error.message
-
 /** Finds a step definition by id anywhere in a workflow, nested workflows included. */
 const findStep = (workflow: Workflow.Any, stepId: string): Step.Any | undefined => {
-  const visit = (step: Workflow.StepLike): Step.Any | undefined =>
-    step._tag === "Step" ? (step.id === stepId ? step : undefined) : findIn(step)
-  const findIn = (wf: Workflow.Any): Step.Any | undefined => {
-    for (const node of wf.nodes) {
-      const candidates: ReadonlyArray<Workflow.StepLike> = node._tag === "Step" || node._tag === "Loop" ||
-          node._tag === "Foreach"
+  for (const node of workflow.nodes) {
+    const candidates: ReadonlyArray<Workflow.StepLike> =
+      node._tag === "Step" || node._tag === "Loop" || node._tag === "Foreach"
         ? [node.step]
         : node._tag === "Parallel"
         ? node.steps
         : node._tag === "Branch"
         ? node.branches.map(([, s]) => s)
         : []
-      for (const candidate of candidates) {
-        const found = visit(candidate)
-        if (found !== undefined) return found
-      }
+    for (const candidate of candidates) {
+      const found = candidate._tag === "Step"
+        ? (candidate.id === stepId ? candidate as Step.Any : undefined)
+        : findStep(candidate, stepId)
+      if (found !== undefined) return found
     }
-    return undefined
   }
-  return findIn(workflow)
+  return undefined
 }
 
-/** Builds the default engine over the store and bus of the context, with its runs living in `scope`. */
-export const makeDefault = Effect.gen(function*() {
-  const store = yield* RunStore.RunStore
-  const bus = yield* EventBus.EventBus
-  const scope: Scope.Scope = yield* Effect.scope
-  const registry = new Map<string, Registered>()
-  const live = new Map<string, Live>()
-  const transitions = yield* Effect.makeSemaphore(1)
-
-  const emitFor = (runId: string, workflowId: string) =>
-    Executor.makeRunEnv({
-      runId,
-      workflowId,
-      store,
-      bus,
-      services: registry.get(workflowId)?.services ?? (undefined as never),
-      memo: new Map(),
-      resume: new Map()
-    }).emit
-
-  const announceEnd = (runId: string) =>
-    Executor.publishQuietly(bus, EventBus.streamChannel(runId), { type: "run-end", runId, data: null })
-
-  /** Runs one generation of a run (from start or resume until it settles) in a fiber of the engine's scope. */
-  const launch = (
-    runId: string,
-    registered: Registered,
-    input: unknown,
-    resume: ReadonlyMap<string, unknown>
-  ): Effect.Effect<void> =>
-    Effect.gen(function*() {
-      const { services, workflow } = registered
-      const steps = yield* Effect.orDie(store.getSteps(runId))
-      const env = Executor.makeRunEnv({
-        runId,
-        workflowId: workflow.id,
-        store,
-        bus,
-        services,
-        memo: new Map(steps.map((s) => [s.path, s])),
-        resume
-      })
-      const entry: Live = { fiber: undefined, canceling: false, settled: yield* Deferred.make<Outcome>() }
-      live.set(runId, entry)
-      const ready = yield* Deferred.make<void>()
-      let sleeping = 0
-      const waits: Interpreter.WaitTracker = {
-        enter: Effect.suspend(() => ++sleeping === 1 ? setStatus(runId, "waiting") : Effect.void),
-        leave: Effect.suspend(() => --sleeping === 0 ? setStatus(runId, "running") : Effect.void)
-      }
-      const generation = Deferred.await(ready).pipe(
-        Effect.zipRight(Effect.exit(Interpreter.runWorkflow(env, waits, workflow, input, ""))),
-        Effect.flatMap((exit) => settle(env, workflow, exit)),
-        Effect.flatMap((outcome) => Deferred.succeed(entry.settled, outcome)),
-        Effect.onInterrupt(() =>
-          entry.canceling
-            ? Effect.flatMap(recordCanceled(runId, env.emit), () => Deferred.succeed(entry.settled, { _tag: "Canceled" }))
-            : Deferred.interrupt(entry.settled)
-        ),
-        Effect.catchAllCause((cause) =>
-          // Only a bug of ours (or a store that died) gets here: fail this run, never the engine.
-          Effect.zipRight(
-            Effect.logError(`Run ${runId} failed inside the engine`, cause),
-            Effect.ignore(Effect.flatMap(
-              settle(env, workflow, Exit.failCause(Cause.die(Cause.squash(cause)))),
-              (outcome) => Deferred.succeed(entry.settled, outcome)
-            ))
-          )
-        ),
-        Effect.ensuring(Effect.sync(() => {
-          if (live.get(runId) === entry) live.delete(runId)
-        })),
-        Effect.asVoid
-      )
-      entry.fiber = yield* Effect.forkIn(generation, scope)
-      yield* Deferred.succeed(ready, undefined)
-    })
-
-  const setStatus = (runId: string, status: RunStore.RunStatus) => Effect.orDie(store.updateRun(runId, { status }))
-
-  /** Records how a generation ended, emits `workflow-finish` when the run is over, and answers the outcome. */
-  const settle = (
-    env: Executor.RunEnv,
-    workflow: Workflow.Any,
-    exit: Exit.Exit<unknown, Executor.Halt>
-  ): Effect.Effect<Outcome> =>
-    Effect.gen(function*() {
-      const { runId } = env
-      let failure: Executor.StepFailure
-      if (Exit.isSuccess(exit)) {
-        const encoded = yield* Effect.either(Schema.encodeUnknown(workflow.outputSchema)(exit.value))
-        if (encoded._tag === "Right") {
-          yield* setRun(runId, { status: "success", output: encoded.right })
-          yield* env.emit(finish(runId, { workflowStatus: "success", output: encoded.right }))
-          yield* announceEnd(runId)
-          return { _tag: "Success", output: exit.value }
-        }
-        failure = new Executor.StepFailure({
+/** Interprets the exit of a walk of a whole run, encoding its output with the workflow's schema. */
+export const classify = (workflow: Workflow.Any, exit: Exit.Exit<unknown, Executor.Halt>): Effect.Effect<WalkResult> =>
+  Effect.gen(function*() {
+    if (Exit.isSuccess(exit)) {
+      const encoded = yield* Effect.either(Schema.encodeUnknown(workflow.outputSchema)(exit.value))
+      if (encoded._tag === "Right") return { _tag: "Success", output: encoded.right }
+      return {
+        _tag: "Failed",
+        failure: new Executor.StepFailure({
           stepId: workflow.id,
           path: "",
           cause: Cause.die(
             new Error(`Workflow "${workflow.id}" produced output that does not match its outputSchema: ${encoded.left.message}`)
           )
         })
-      } else {
-        const halt = Cause.failureOption(exit.cause)
-        if (halt._tag === "Some" && halt.value._tag === "Suspension") {
-          yield* setRun(runId, { status: "suspended", suspended: halt.value.suspended })
+      }
+    }
+    const halt = Cause.failureOption(exit.cause)
+    if (halt._tag === "Some") {
+      switch (halt.value._tag) {
+        case "Suspension":
           return { _tag: "Suspended", suspended: halt.value.suspended }
-        }
-        failure = halt._tag === "Some" && halt.value._tag === "StepFailure"
-          ? halt.value
-          : new Executor.StepFailure({ stepId: workflow.id, path: "", cause: exit.cause })
+        case "Pending":
+          return { _tag: "Pending", waitingOnly: halt.value.waitingOnly }
+        case "StepFailure":
+          return { _tag: "Failed", failure: halt.value }
       }
-      const error = Executor.serializeCause(failure.cause)
-      yield* setRun(runId, { status: "failed", error, failedStep: failure.stepId })
-      yield* env.emit(finish(runId, { workflowStatus: "failed", error }))
-      yield* announceEnd(runId)
-      return {
-        _tag: "Failed",
-        error: new StepFailedError({ runId, stepId: failure.stepId, cause: failure.cause })
-      }
+    }
+    // Only a bug of ours (or a store that died) gets here: it fails this run, never the engine.
+    yield* Effect.logError(`A walk of workflow "${workflow.id}" died`, exit.cause)
+    return { _tag: "Failed", failure: new Executor.StepFailure({ stepId: workflow.id, path: "", cause: exit.cause }) }
+  })
+
+const maxRememberedCauses = 1000
+
+/** Builds what engines share, over the store and bus of the context. */
+export const makeCore = Effect.gen(function*() {
+  const store = yield* RunStore.RunStore
+  const bus = yield* EventBus.EventBus
+  const registry = new Map<string, Registered>()
+  const waiters = new Map<string, Deferred.Deferred<void>>()
+  // The exact causes of failures seen in this process (the store keeps only name and message), bounded.
+  const causes = new Map<string, Cause.Cause<unknown>>()
+
+  const rememberCause = (key: string, cause: Cause.Cause<unknown>) => {
+    causes.delete(key)
+    causes.set(key, cause)
+    if (causes.size > maxRememberedCauses) causes.delete(causes.keys().next().value!)
+  }
+
+  const makeEnv = (runId: string, registered: Registered, memo: Map<string, RunStore.StepRecord>, mode: Executor.Mode) =>
+    Executor.makeRunEnv({
+      runId,
+      workflowId: registered.workflow.id,
+      store,
+      bus,
+      services: registered.services,
+      memo,
+      mode,
+      failureCause: (path, record) => causes.get(`${runId}|${path}`) ?? Executor.rebuildCause(path, record),
+      onFailure: (path, cause) => rememberCause(`${runId}|${path}`, cause)
     })
+
+  const emitter = (runId: string) => Executor.makeEmit(store, bus, runId)
 
   const setRun = (runId: string, patch: RunStore.RunPatch) => Effect.orDie(store.updateRun(runId, patch))
 
-  const finish = (
-    runId: string,
-    payload: typeof WorkflowEvent.WorkflowFinish.Type["payload"]
-  ) => ({ type: "workflow-finish" as const, runId, from: "WORKFLOW" as const, payload })
+  const announceEnd = (runId: string) =>
+    Executor.publishQuietly(bus, EventBus.streamChannel(runId), { type: "run-end", runId, data: null })
 
-  const recordCanceled = (runId: string, emit: Executor.RunEnv["emit"]) =>
+  const finish = (runId: string, payload: typeof WorkflowEvent.WorkflowFinish.Type["payload"]) =>
+    ({ type: "workflow-finish" as const, runId, from: "WORKFLOW" as const, payload })
+
+  /** Wakes whoever waits for this run to settle (in this process). */
+  const notify = (runId: string) =>
+    Effect.suspend(() => {
+      const waiter = waiters.get(runId)
+      if (waiter === undefined) return Effect.void
+      waiters.delete(runId)
+      return Deferred.succeed(waiter, undefined)
+    })
+
+  const completeRun = (runId: string, workflowId: string, output: unknown) =>
     Effect.gen(function*() {
+      yield* setRun(runId, { status: "success", output })
+      yield* emitter(runId)(finish(runId, { workflowStatus: "success", output }))
+      yield* announceEnd(runId)
+      yield* notify(runId)
+    })
+
+  const failRun = (runId: string, workflowId: string, failure: Executor.StepFailure) =>
+    Effect.gen(function*() {
+      const error = Executor.serializeCause(failure.cause)
+      rememberCause(runId, failure.cause)
+      yield* setRun(runId, { status: "failed", error, failedStep: failure.stepId })
+      yield* emitter(runId)(finish(runId, { workflowStatus: "failed", error }))
+      yield* announceEnd(runId)
+      yield* notify(runId)
+    })
+
+  const suspendRun = (runId: string, suspended: ReadonlyArray<RunStore.SuspendedStep>) =>
+    Effect.zipRight(setRun(runId, { status: "suspended", suspended }), notify(runId))
+
+  const cancelRun = (runId: string, workflowId: string) =>
+    Effect.gen(function*() {
+      const emit = emitter(runId)
       yield* setRun(runId, { status: "canceled" })
       yield* emit({ type: "workflow-canceled", runId, from: "WORKFLOW", payload: {} })
       yield* emit(finish(runId, { workflowStatus: "canceled" }))
       yield* announceEnd(runId)
+      yield* notify(runId)
     })
+
+  /** Applies a walk's result directly (the default engine; the evented one goes through bus commands). */
+  const applyWalk = (runId: string, workflowId: string, result: WalkResult) => {
+    switch (result._tag) {
+      case "Success":
+        return completeRun(runId, workflowId, result.output)
+      case "Failed":
+        return failRun(runId, workflowId, result.failure)
+      case "Suspended":
+        return suspendRun(runId, result.suspended)
+      case "Pending":
+        return Effect.dieMessage(`An inline walk of run ${runId} ended pending`)
+    }
+  }
 
   // -------------------------------------------------------------------------------------------------------------
   // run handles
@@ -242,12 +241,11 @@ export const makeDefault = Effect.gen(function*() {
           return { _tag: "Success", output }
         }
         case "failed": {
-          const error = Object.assign(new Error(record.error?.message ?? "unknown failure"), {
-            name: record.error?.name ?? "Error"
-          })
+          const cause = causes.get(runId) ??
+            Executor.rebuildCause("", { path: "", stepId: "", status: "failed", ...(record.error ? { error: record.error } : {}) })
           return {
             _tag: "Failed",
-            error: new StepFailedError({ runId, stepId: record.failedStep ?? record.workflowId, cause: Cause.die(error) })
+            error: new StepFailedError({ runId, stepId: record.failedStep ?? record.workflowId, cause })
           }
         }
         case "canceled":
@@ -259,23 +257,20 @@ export const makeDefault = Effect.gen(function*() {
       }
     })
 
-  /** Waits until the run settles: through the live fiber when it runs here, else by watching the store. */
+  /** Waits until the run settles. A waiter registers before reading the store, so no settlement is missed. */
   const awaitOutcome = (runId: string): Effect.Effect<Outcome> =>
-    Effect.suspend(() => {
-      const entry = live.get(runId)
-      if (entry !== undefined) return Deferred.await(entry.settled)
-      return Effect.scoped(Effect.gen(function*() {
-        const notes = yield* Effect.orDie(bus.subscribe(EventBus.runChannel(runId)))
-        const wake = yield* Stream.toPull(notes)
-        while (true) {
-          const local = live.get(runId)
-          if (local !== undefined) return yield* Deferred.await(local.settled)
-          const outcome = yield* outcomeFromStore(runId)
-          if (outcome !== undefined) return outcome
-          // Another process runs it: its events wake us; the timeout covers a status change with no event.
-          yield* Effect.ignore(Effect.timeout(wake, "200 millis"))
+    Effect.gen(function*() {
+      while (true) {
+        let waiter = waiters.get(runId)
+        if (waiter === undefined) {
+          waiter = yield* Deferred.make<void>()
+          waiters.set(runId, waiter)
         }
-      }))
+        const outcome = yield* outcomeFromStore(runId)
+        if (outcome !== undefined) return outcome
+        // Another process may settle it without telling this one: look again now and then.
+        yield* Effect.ignore(Effect.timeout(Deferred.await(waiter), "1 second"))
+      }
     })
 
   const toResult = <O, E>(runId: string) =>
@@ -292,26 +287,16 @@ export const makeDefault = Effect.gen(function*() {
     }
   }
 
-  const cancel = (runId: string): Effect.Effect<void> =>
-    transitions.withPermits(1)(Effect.gen(function*() {
-      const entry = live.get(runId)
-      if (entry?.fiber !== undefined) {
-        entry.canceling = true
-        return yield* Fiber.interrupt(entry.fiber)
-      }
-      const record = yield* Effect.orDie(store.getRun(runId))
-      if (record === undefined || RunStore.isTerminal(record.status)) return
-      yield* recordCanceled(runId, emitFor(runId, record.workflowId))
-    }))
-
-  const resume = (runId: string, step: string, resumeData: unknown): Effect.Effect<void, RunResumeError> =>
-    transitions.withPermits(1)(Effect.gen(function*() {
+  /**
+   * Validates a resume request and records it: the resume data goes into the suspended step's record, where the
+   * next walk finds it. Answers what the driver needs to continue the run.
+   */
+  const prepareResume = (runId: string, step: string, resumeData: unknown, isLive: boolean) =>
+    Effect.gen(function*() {
       const refuse = (reason: string) => new RunResumeError({ runId, step, reason })
       const record = yield* Effect.orDie(store.getRun(runId))
       if (record === undefined) return yield* refuse("no such run exists in the run store")
-      if (record.status !== "suspended" || live.has(runId)) {
-        return yield* refuse(`the run is ${record.status}, not suspended`)
-      }
+      if (record.status !== "suspended" || isLive) return yield* refuse(`the run is ${record.status}, not suspended`)
       const suspended = record.suspended ?? []
       const byPath = suspended.filter((s) => s.path === step)
       const matches = byPath.length > 0 ? byPath : suspended.filter((s) => s.step === step)
@@ -333,98 +318,179 @@ export const makeDefault = Effect.gen(function*() {
         )
       }
       const target = matches[0]!
-      const definition = findStep(registered.workflow, target.step)
-      const schema = definition?.resumeSchema
-      const data = schema === undefined
-        ? resumeData
-        : yield* Effect.mapError(
-          Schema.decodeUnknown(schema)(resumeData),
-          (e) => refuse(`resumeData does not match the step's resumeSchema: ${parseMessage(e)}`)
-        )
-      const input = yield* Schema.decodeUnknown(registered.workflow.inputSchema)(record.input).pipe(Effect.orDie)
-      yield* setRun(runId, { status: "running", suspended: [] })
-      yield* launch(runId, registered, input, new Map([[target.path, data]]))
-    }))
-
-  const handle = <O, E>(runId: string, workflowId: string): Run<O, E> => ({
-    runId,
-    workflowId,
-    result: Effect.flatMap(awaitOutcome(runId), toResult<O, E>(runId)),
-    status: Effect.flatMap(Effect.orDie(store.getRun(runId)), (record) =>
-      record === undefined ? Effect.die(new RunNotFoundError({ runId })) : Effect.succeed(record.status)),
-    events: (options) => Reader.events(store, bus, runId, options?.startIndex),
-    readable: <A>(options?: { readonly namespace?: string; readonly startIndex?: number }) =>
-      Reader.chunks<A>(store, bus, runId, options?.namespace ?? "", options?.startIndex),
-    streamSize: (options) =>
-      Effect.mapError(
-        Effect.map(store.readChunks(runId, options?.namespace ?? "", 0, 0), (page) => page.size),
-        (e) => Reader.streamError(runId, e)
-      ),
-    cancel: cancel(runId),
-    resume: ({ resumeData, step }) => resume(runId, step, resumeData)
-  })
-
-  // -------------------------------------------------------------------------------------------------------------
-  // the service
-
-  const register = (workflows: ReadonlyArray<Workflow.Any>, services: Context.Context<never>) =>
-    Effect.forEach(workflows, (workflow) =>
-      Effect.gen(function*() {
-        registry.set(workflow.id, { workflow, services })
-        // Runs of this workflow left running or waiting with nobody executing them (their process died).
-        const orphans = yield* Effect.orDie(store.listRuns({ workflowId: workflow.id, statuses: ["running", "waiting"] }))
-        for (const record of orphans) {
-          if (live.has(record.runId)) continue
-          const input = yield* Effect.orDie(Schema.decodeUnknown(workflow.inputSchema)(record.input))
-          yield* launch(record.runId, { workflow, services }, input, new Map())
-        }
-      }), { discard: true })
-
-  const start = <I, O, E, R>(
-    workflow: Workflow.Workflow<string, I, O, E, R>,
-    input: I,
-    options?: { readonly runId?: string }
-  ): Effect.Effect<Run<O, E>, WorkflowInputError, R> =>
-    Effect.gen(function*() {
-      const services = (yield* Effect.context<R>()) as Context.Context<never>
-      const workflowId = workflow.id
-      const encoded = yield* Effect.mapError(
-        Schema.encodeUnknown(workflow.inputSchema)(input),
-        (e) => new WorkflowInputError({ workflowId, reason: `input does not match inputSchema: ${e.message}` })
+      const schema = findStep(registered.workflow, target.step)?.resumeSchema
+      const data = schema === undefined ? resumeData : yield* Effect.mapError(
+        Schema.decodeUnknown(schema)(resumeData),
+        (e) => refuse(`resumeData does not match the step's resumeSchema: ${e.message}`)
       )
-      const runId = options?.runId ?? crypto.randomUUID()
-      if (typeof runId !== "string" || runId.length === 0) {
-        return yield* new WorkflowInputError({ workflowId, reason: "runId must be a non-empty string" })
-      }
-      const registered: Registered = { workflow: workflow as unknown as Workflow.Any, services }
-      registry.set(workflowId, registered)
-      const now = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
-      const created = yield* Effect.orDie(store.createRun({
-        runId,
-        workflowId,
-        status: "running",
-        input: encoded,
-        createdAt: now,
-        updatedAt: now
-      }))
-      if (!created) {
-        const existing = yield* Effect.orDie(store.getRun(runId))
-        if (existing !== undefined && existing.workflowId === workflowId) return handle<O, E>(runId, workflowId)
-        return yield* new WorkflowInputError({
-          workflowId,
-          reason: `runId "${runId}" already belongs to a run of workflow "${existing?.workflowId}"`
-        })
-      }
-      yield* emitFor(runId, workflowId)({ type: "workflow-start", runId, from: "WORKFLOW", payload: { workflowId } })
-      yield* launch(runId, registered, input, new Map())
-      return handle<O, E>(runId, workflowId)
+      const steps = yield* Effect.orDie(store.getSteps(runId))
+      const suspendedRecord = steps.find((s) => s.path === target.path)
+      if (suspendedRecord === undefined) return yield* refuse(`the store has no record of path ${target.path}`)
+      yield* Effect.orDie(store.putStep(runId, { ...suspendedRecord, resumeData: data }))
+      const input = yield* Effect.orDie(Schema.decodeUnknown(registered.workflow.inputSchema)(record.input))
+      yield* setRun(runId, { status: "running", suspended: [] })
+      return { registered, input }
     })
 
-  const getRun = (runId: string) =>
-    Effect.flatMap(Effect.orDie(store.getRun(runId)), (record) =>
-      record === undefined
-        ? Effect.fail(new RunNotFoundError({ runId }))
-        : Effect.succeed(handle<unknown, unknown>(runId, record.workflowId)))
+  const withDriver = (driver: Driver, scope: Scope.Scope) => {
+    const transitions = Effect.unsafeMakeSemaphore(1)
 
-  return { start, getRun, register } satisfies EngineShape
+    const handle = <O, E>(runId: string, workflowId: string): Run<O, E> => ({
+      runId,
+      workflowId,
+      result: Effect.flatMap(awaitOutcome(runId), toResult<O, E>(runId)),
+      status: Effect.flatMap(Effect.orDie(store.getRun(runId)), (record) =>
+        record === undefined ? Effect.die(new RunNotFoundError({ runId })) : Effect.succeed(record.status)),
+      events: (options) => Reader.events(store, bus, runId, options?.startIndex),
+      readable: <A>(options?: { readonly namespace?: string; readonly startIndex?: number }) =>
+        Reader.chunks<A>(store, bus, runId, options?.namespace ?? "", options?.startIndex),
+      streamSize: (options) =>
+        Effect.mapError(
+          Effect.map(store.readChunks(runId, options?.namespace ?? "", 0, 0), (page) => page.size),
+          (e) => Reader.streamError(runId, e)
+        ),
+      cancel: transitions.withPermits(1)(driver.cancel(runId)),
+      resume: ({ resumeData, step }) =>
+        transitions.withPermits(1)(
+          Effect.flatMap(
+            prepareResume(runId, step, resumeData, driver.isLive(runId)),
+            ({ input, registered }) => driver.launch(runId, registered, input)
+          )
+        )
+    })
+
+    const register = (workflows: ReadonlyArray<Workflow.Any>, services: Context.Context<never>) =>
+      Effect.forEach(workflows, (workflow) =>
+        Effect.gen(function*() {
+          const registered = { workflow, services }
+          registry.set(workflow.id, registered)
+          const orphans = yield* Effect.orDie(store.listRuns({ workflowId: workflow.id, statuses: driver.orphanStatuses }))
+          for (const record of orphans) {
+            if (driver.isLive(record.runId)) continue
+            const input = yield* Effect.orDie(Schema.decodeUnknown(workflow.inputSchema)(record.input))
+            yield* driver.launch(record.runId, registered, input)
+          }
+        }), { discard: true })
+
+    const start = <I, O, E, R>(
+      workflow: Workflow.Workflow<string, I, O, E, R>,
+      input: I,
+      options?: { readonly runId?: string }
+    ): Effect.Effect<Run<O, E>, WorkflowInputError, R> =>
+      Effect.gen(function*() {
+        const services = (yield* Effect.context<R>()) as Context.Context<never>
+        const workflowId = workflow.id
+        const encoded = yield* Effect.mapError(
+          Schema.encodeUnknown(workflow.inputSchema)(input),
+          (e) => new WorkflowInputError({ workflowId, reason: `input does not match inputSchema: ${e.message}` })
+        )
+        const runId = options?.runId ?? crypto.randomUUID()
+        if (typeof runId !== "string" || runId.length === 0) {
+          return yield* new WorkflowInputError({ workflowId, reason: "runId must be a non-empty string" })
+        }
+        const registered: Registered = { workflow: workflow as unknown as Workflow.Any, services }
+        registry.set(workflowId, registered)
+        const now = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
+        const created = yield* Effect.orDie(store.createRun({
+          runId,
+          workflowId,
+          status: driver.initialStatus,
+          input: encoded,
+          createdAt: now,
+          updatedAt: now
+        }))
+        if (!created) {
+          const existing = yield* Effect.orDie(store.getRun(runId))
+          if (existing !== undefined && existing.workflowId === workflowId) return handle<O, E>(runId, workflowId)
+          return yield* new WorkflowInputError({
+            workflowId,
+            reason: `runId "${runId}" already belongs to a run of workflow "${existing?.workflowId}"`
+          })
+        }
+        yield* emitter(runId)({ type: "workflow-start", runId, from: "WORKFLOW", payload: { workflowId } })
+        yield* driver.launch(runId, registered, input)
+        return handle<O, E>(runId, workflowId)
+      })
+
+    const getRun = (runId: string) =>
+      Effect.flatMap(Effect.orDie(store.getRun(runId)), (record) =>
+        record === undefined
+          ? Effect.fail(new RunNotFoundError({ runId }))
+          : Effect.succeed(handle<unknown, unknown>(runId, record.workflowId)))
+
+    void scope
+    return { start, getRun, register } satisfies EngineShape
+  }
+
+  return {
+    store,
+    bus,
+    registry,
+    makeEnv,
+    setRun,
+    completeRun,
+    failRun,
+    suspendRun,
+    cancelRun,
+    applyWalk,
+    withDriver
+  }
+})
+
+/** The default engine: each run (each generation between suspensions) is walked inline in a fiber of the scope. */
+export const makeDefault = Effect.gen(function*() {
+  const core = yield* makeCore
+  const scope = yield* Effect.scope
+  const live = new Map<string, { fiber: Fiber.RuntimeFiber<void> | undefined; canceling: boolean }>()
+
+  const launch = (runId: string, registered: Registered, input: unknown): Effect.Effect<void> =>
+    Effect.gen(function*() {
+      const { workflow } = registered
+      const memo = Executor.memoOf(yield* Effect.orDie(core.store.getSteps(runId)))
+      const env = core.makeEnv(runId, registered, memo, Executor.inline)
+      const entry: { fiber: Fiber.RuntimeFiber<void> | undefined; canceling: boolean } = {
+        fiber: undefined,
+        canceling: false
+      }
+      live.set(runId, entry)
+      let sleeping = 0
+      const waits: Interpreter.WaitTracker = {
+        enter: Effect.suspend(() => ++sleeping === 1 ? core.setRun(runId, { status: "waiting" }) : Effect.void),
+        leave: Effect.suspend(() => --sleeping === 0 ? core.setRun(runId, { status: "running" }) : Effect.void)
+      }
+      const ready = yield* Deferred.make<void>()
+      const generation = Deferred.await(ready).pipe(
+        Effect.zipRight(Effect.exit(Interpreter.runWorkflow(env, waits, workflow, input, ""))),
+        Effect.flatMap((exit) => classify(workflow, exit)),
+        Effect.flatMap((result) => core.applyWalk(runId, workflow.id, result)),
+        // Interrupted without a cancel: the engine is shutting down, and the run stays as the store has it.
+        Effect.onInterrupt(() => entry.canceling ? core.cancelRun(runId, workflow.id) : Effect.void),
+        Effect.catchAllCause((cause) => Effect.logError(`Run ${runId} could not be recorded`, cause)),
+        Effect.ensuring(Effect.sync(() => {
+          if (live.get(runId) === entry) live.delete(runId)
+        }))
+      )
+      entry.fiber = yield* Effect.forkIn(generation, scope)
+      yield* Deferred.succeed(ready, undefined)
+    })
+
+  const cancel = (runId: string): Effect.Effect<void> =>
+    Effect.gen(function*() {
+      const entry = live.get(runId)
+      if (entry?.fiber !== undefined) {
+        entry.canceling = true
+        return yield* Fiber.interrupt(entry.fiber)
+      }
+      const record = yield* Effect.orDie(core.store.getRun(runId))
+      if (record === undefined || RunStore.isTerminal(record.status)) return
+      yield* core.cancelRun(runId, record.workflowId)
+    })
+
+  return core.withDriver({
+    launch,
+    cancel,
+    initialStatus: "running",
+    orphanStatuses: ["running", "waiting"],
+    isLive: (runId) => live.has(runId)
+  }, scope)
 })

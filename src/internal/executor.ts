@@ -37,8 +37,34 @@ export class Suspension extends Data.TaggedError("Suspension")<{
   readonly suspended: ReadonlyArray<RunStore.SuspendedStep>
 }> {}
 
+/**
+ * The walk cannot go further now: steps are dispatched to other handlers, or sleeps have not woken. Only the evented
+ * engine's walks meet it. `waitingOnly`: nothing but sleeps is pending (the run's status is then `waiting`).
+ */
+export class Pending extends Data.TaggedError("Pending")<{ readonly waitingOnly: boolean }> {}
+
 /** How a walk of the graph stops short of its end. */
-export type Halt = StepFailure | Suspension
+export type Halt = StepFailure | Suspension | Pending
+
+/**
+ * How a walk treats work that has not happened yet.
+ * - `Inline` (default engine): executes everything, in fibers of this walk.
+ * - `Dispatch` (evented engine, on every transition): evaluates conditions and sleeps, and hands each ready step to
+ *   `dispatch` (which publishes `workflow.step.run`) instead of executing it.
+ * - `Execute` (evented engine, on `workflow.step.run`): executes the one node at `path`; anything else not yet done
+ *   is pending.
+ */
+export type Mode =
+  | { readonly _tag: "Inline" }
+  | {
+    readonly _tag: "Dispatch"
+    readonly dispatch: (path: string) => Effect.Effect<void>
+    readonly wakeAt: (path: string, until: number) => Effect.Effect<void>
+  }
+  | { readonly _tag: "Execute"; readonly path: string }
+
+/** The mode of the default engine. */
+export const inline: Mode = { _tag: "Inline" }
 
 /** Everything the executor needs to know about the run it executes in. */
 export interface RunEnv {
@@ -53,8 +79,11 @@ export interface RunEnv {
   readonly userContext: Context.Context<RunContext>
   /** What the store already knows of this run's graph, by path. */
   readonly memo: Map<string, RunStore.StepRecord>
-  /** Decoded resume data for the suspended paths being resumed. */
-  readonly resume: ReadonlyMap<string, unknown>
+  readonly mode: Mode
+  /** The exact cause of a failure recorded at `path` by this process, when it still has it (else rebuilt). */
+  readonly failureCause: (path: string, record: RunStore.StepRecord) => Cause.Cause<unknown>
+  /** Told of every failure this process records, with its exact cause. */
+  readonly onFailure?: ((path: string, cause: Cause.Cause<unknown>) => void) | undefined
   /** Records an event in the run's log and publishes it on the run channel. */
   readonly emit: (event: WorkflowEvent) => Effect.Effect<void>
 }
@@ -98,16 +127,13 @@ export const makeRunEnv = (options: {
   readonly bus: EventBus.EventBus["Type"]
   readonly services: Context.Context<never>
   readonly memo: Map<string, RunStore.StepRecord>
-  readonly resume: ReadonlyMap<string, unknown>
+  readonly mode: Mode
+  readonly failureCause?: (path: string, record: RunStore.StepRecord) => Cause.Cause<unknown>
+  readonly onFailure?: (path: string, cause: Cause.Cause<unknown>) => void
 }): RunEnv => {
   const { bus, runId, store } = options
-  const channel = EventBus.runChannel(runId)
   const streams = EventBus.streamChannel(runId)
-  const emit = (event: WorkflowEvent) =>
-    Effect.zipRight(
-      store.appendEvent(runId, event),
-      publishQuietly(bus, channel, { type: "watch", runId, data: event })
-    ).pipe(Effect.orDie)
+  const emit = makeEmit(store, bus, runId)
 
   const writables = new Map<string, RunWritable<unknown>>()
   const writable = (namespace: string): RunWritable<unknown> => {
@@ -139,7 +165,38 @@ export const makeRunEnv = (options: {
   }
 
   const runContext = RunContext.of({ runId, workflowId: options.workflowId, writable })
-  return { ...options, emit, runContext, userContext: Context.add(options.services, RunContext, runContext) }
+  return {
+    ...options,
+    failureCause: options.failureCause ?? rebuildCause,
+    emit,
+    runContext,
+    userContext: Context.add(options.services, RunContext, runContext)
+  }
+}
+
+/** A failure read back from the store, as a defect carrying the recorded name and message. */
+export const rebuildCause = (_path: string, record: RunStore.StepRecord): Cause.Cause<unknown> =>
+  Cause.die(Object.assign(new Error(record.error?.message ?? "unknown failure"), { name: record.error?.name ?? "Error" }))
+
+/** Builds the memo of a walk from the store's records. */
+export const memoOf = (steps: ReadonlyArray<RunStore.StepRecord>): Map<string, RunStore.StepRecord> => {
+  const memo = new Map<string, RunStore.StepRecord>()
+  for (const step of steps) memo.set(step.path, step)
+  return memo
+}
+
+/** Records an event in the run's log, then publishes it on the run channel as a watch envelope. */
+export const makeEmit = (
+  store: RunStore.RunStore["Type"],
+  bus: EventBus.EventBus["Type"],
+  runId: string
+): (event: WorkflowEvent) => Effect.Effect<void> => {
+  const channel = EventBus.runChannel(runId)
+  return (event) =>
+    Effect.zipRight(
+      store.appendEvent(runId, event),
+      publishQuietly(bus, channel, { type: "watch", runId, data: event })
+    ).pipe(Effect.orDie)
 }
 
 /** The bus is for delivery only: a failed publish is logged, never fatal (readers fall back on the store). */
@@ -197,15 +254,42 @@ export const execute = (
   Effect.suspend(() => {
     const known = env.memo.get(path)
     if (known !== undefined) {
-      if (known.status === "success") return replay(scope, spec, known, path)
-      if (known.status === "suspended" && !env.resume.has(path)) {
-        return Effect.fail(
-          new Suspension({ suspended: [{ step: spec.id, path, payload: known.suspendPayload }] })
+      switch (known.status) {
+        case "success":
+          return replay(scope, spec, known, path)
+        case "failed":
+          return Effect.fail(new StepFailure({ stepId: spec.id, path, cause: env.failureCause(path, known) }))
+        case "suspended":
+          if (known.resumeData === undefined) {
+            return Effect.fail(new Suspension({ suspended: [{ step: spec.id, path, payload: known.suspendPayload }] }))
+          }
+      }
+    }
+    const mode = env.mode
+    switch (mode._tag) {
+      case "Inline":
+        return run(env, scope, spec, input, path, known)
+      case "Execute":
+        return mode.path === path ? run(env, scope, spec, input, path, known) : pending
+      case "Dispatch": {
+        if (known?.status === "running") return pending
+        const record: RunStore.StepRecord = {
+          path,
+          stepId: spec.id,
+          status: "running",
+          ...(known?.resumeData === undefined ? {} : { resumeData: known.resumeData }),
+          ...(known?.attempt === undefined ? {} : { attempt: known.attempt })
+        }
+        return Effect.orDie(env.store.putStep(env.runId, record)).pipe(
+          Effect.tap(() => env.memo.set(path, record)),
+          Effect.zipRight(mode.dispatch(path)),
+          Effect.zipRight(pending)
         )
       }
     }
-    return run(env, scope, spec, input, path, known?.attempt ?? 0)
   })
+
+const pending = Effect.fail(new Pending({ waitingOnly: false }))
 
 const replay = (scope: WorkflowScope, spec: StepSpec, known: RunStore.StepRecord, path: string) =>
   Effect.map(decodeStored(spec.id, path, spec.outputSchema, known.output), (output) => {
@@ -240,10 +324,11 @@ const run = (
   spec: StepSpec,
   input: unknown,
   path: string,
-  previousAttempts: number
+  known: RunStore.StepRecord | undefined
 ): Effect.Effect<unknown, Halt> =>
   Effect.gen(function*() {
     const stepCallId = crypto.randomUUID()
+    const previousAttempts = known?.attempt ?? 0
     const encodedInput = spec.inputSchema === undefined
       ? Exit.succeed(input)
       : yield* Effect.exit(Schema.encodeUnknown(spec.inputSchema)(input))
@@ -282,8 +367,9 @@ const run = (
         suspended = { payload }
         return Effect.interrupt
       })
-    const resumeData = env.resume.get(path)
-    let attempt = previousAttempts
+    // A resumed step starts counting attempts again; a step re-run after a crash counts on.
+    const resumeData = known?.resumeData
+    let attempt = resumeData === undefined ? known?.attempt ?? 0 : 0
     const once = Effect.suspend(() => {
       attempt++
       const attemptEffect = spec.run({ ...base, resumeData: resumeData as never, suspend, attempt })
@@ -293,9 +379,9 @@ const run = (
 
     if (suspended !== undefined && Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)) {
       const payload = suspended.payload
-      yield* env.store.putStep(env.runId, { path, stepId: spec.id, status: "suspended", suspendPayload: payload, attempt })
-        .pipe(Effect.orDie)
-      env.memo.set(path, { path, stepId: spec.id, status: "suspended", suspendPayload: payload, attempt })
+      const record: RunStore.StepRecord = { path, stepId: spec.id, status: "suspended", suspendPayload: payload, attempt }
+      yield* Effect.orDie(env.store.putStep(env.runId, record))
+      env.memo.set(path, record)
       yield* env.emit(stepResult(env, spec.id, stepCallId, "suspended", yield* Clock.currentTimeMillis))
       yield* env.emit({
         type: "workflow-step-suspended",
@@ -355,7 +441,10 @@ export const fail = (
 ): Effect.Effect<never, StepFailure> =>
   Effect.gen(function*() {
     const error = serializeCause(cause)
-    yield* Effect.orDie(env.store.putStep(env.runId, { path, stepId, status: "failed", error, attempt }))
+    const record: RunStore.StepRecord = { path, stepId, status: "failed", error, attempt }
+    yield* Effect.orDie(env.store.putStep(env.runId, record))
+    env.memo.set(path, record)
+    env.onFailure?.(path, cause)
     const endedAt = yield* Clock.currentTimeMillis
     yield* env.emit({
       type: "workflow-step-result",
@@ -406,10 +495,12 @@ const evaluate = <A>(
   nodeId: string,
   path: string,
   check: (value: unknown) => A | string
-): Effect.Effect<A, StepFailure> =>
+): Effect.Effect<A, StepFailure | Pending> =>
   Effect.gen(function*() {
     const known = env.memo.get(path)
     if (known !== undefined && known.status === "success") return known.output as A
+    // Executing one dispatched step evaluates nothing else: the dispatching walk does that, once.
+    if (env.mode._tag === "Execute") return yield* pending
     const ctx = makeContext(env, scope, nodeId, crypto.randomUUID(), input)
     const exit = yield* runUser(env, () => fn(ctx))
     if (Exit.isFailure(exit)) return yield* new StepFailure({ stepId: nodeId, path, cause: exit.cause })
@@ -431,7 +522,7 @@ export const evaluateCondition = (
   input: unknown,
   nodeId: string,
   path: string
-): Effect.Effect<boolean, StepFailure> =>
+): Effect.Effect<boolean, StepFailure | Pending> =>
   evaluate(env, scope, fn, input, nodeId, path, (value) =>
     typeof value === "boolean"
       ? value
@@ -448,7 +539,7 @@ export const resolveSleep = (
   input: unknown,
   nodeId: string,
   path: string
-): Effect.Effect<number, StepFailure> =>
+): Effect.Effect<number, StepFailure | Pending> =>
   Effect.flatMap(Clock.currentTimeMillis, (now) =>
     evaluate(env, scope, typeof duration === "function" ? duration : () => Effect.succeed(duration), input, nodeId, path, (value) => {
       const decoded = Duration.decodeUnknown(value)
@@ -469,7 +560,7 @@ export const resolveSleepUntil = (
   input: unknown,
   nodeId: string,
   path: string
-): Effect.Effect<number, StepFailure> =>
+): Effect.Effect<number, StepFailure | Pending> =>
   evaluate(env, scope, typeof date === "function" ? date : () => Effect.succeed(date), input, nodeId, path, (value) =>
     value instanceof Date && !Number.isNaN(value.getTime())
       ? value.getTime()
@@ -480,7 +571,7 @@ export const resolveSleepUntil = (
 // ---------------------------------------------------------------------------------------------------------------
 // helpers
 
-const parseMessage = (cause: Cause.Cause<unknown>): string => {
+export const parseMessage = (cause: Cause.Cause<unknown>): string => {
   const failure = Cause.failureOption(cause)
   if (failure._tag === "Some" && ParseResult.isParseError(failure.value)) return failure.value.message
   return Cause.pretty(cause)

@@ -1,24 +1,33 @@
 /**
- * The default engine's walk of a workflow graph, in fibers. Every piece of user code goes through the executor;
- * this module only decides what runs next. Each node has a path; results recorded at a path are replayed, which is
- * what makes resume (and recovery) re-walk the graph without re-running finished work.
+ * The walk of a workflow graph, shared by both engines. Every piece of user code goes through the executor; this
+ * module only decides what comes next. Each node has a path, and what the store recorded at a path is replayed, so
+ * a walk can always start again from the root: that is how the default engine resumes (and recovers), and how the
+ * evented engine takes each transition with no memory of its own between messages.
+ *
+ * Paths: node `i` of the root is `i`; of a nested workflow at `p`, `p/i`. A parallel or branch child is `p:stepId`,
+ * a foreach element `p[k]`, a loop iteration `p#k` (its condition `p#k?`), a branch condition `p?i`, and a sleep's
+ * end `p!`.
  */
+import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Schema from "effect/Schema"
+import type * as RunStore from "../RunStore.js"
 import type * as Step from "../Step.js"
 import type { Node, StepLike } from "../Workflow.js"
 import * as Executor from "./executor.js"
 import type { Halt, RunEnv, WorkflowScope } from "./executor.js"
-import * as Cause from "effect/Cause"
 
-/** Tracks how many sleeps are in progress, so the run's status is `waiting` exactly while one is. */
+/** Tracks how many sleeps are in progress (inline walks), so the run's status is `waiting` exactly while one is. */
 export interface WaitTracker {
   readonly enter: Effect.Effect<void>
   readonly leave: Effect.Effect<void>
 }
+
+/** A tracker that tracks nothing, for walks whose engine derives the status from the walk's outcome. */
+export const noWaits: WaitTracker = { enter: Effect.void, leave: Effect.void }
 
 /** Walks a whole workflow (the root, or a nested one) and answers its last node's output. */
 export const runWorkflow = (
@@ -52,35 +61,25 @@ const runNode = (
     case "Step":
       return runStepLike(env, waits, scope, node.step, input, path)
     case "Parallel":
-      return all(
-        node.steps.map((step) => [step.id, runStepLike(env, waits, scope, step, input, `${path}:${step.id}`)] as const),
-        "unbounded"
-      ).pipe(Effect.map(Object.fromEntries))
+      return Effect.map(
+        all(env, node.steps.map((step) => [step.id, runStepLike(env, waits, scope, step, input, `${path}:${step.id}`)]), "unbounded"),
+        Object.fromEntries
+      )
     case "Branch":
       return Effect.gen(function*() {
         const chosen: Array<StepLike> = []
         for (let i = 0; i < node.branches.length; i++) {
           const [condition, step] = node.branches[i]!
-          if (yield* Executor.evaluateCondition(env, scope, condition, input, node.id, `${path}?${i}`)) {
-            chosen.push(step)
-          }
+          if (yield* Executor.evaluateCondition(env, scope, condition, input, node.id, `${path}?${i}`)) chosen.push(step)
         }
-        const outputs = yield* all(
-          chosen.map((step) => [step.id, runStepLike(env, waits, scope, step, input, `${path}:${step.id}`)] as const),
-          "unbounded"
+        return Object.fromEntries(
+          yield* all(env, chosen.map((step) => [step.id, runStepLike(env, waits, scope, step, input, `${path}:${step.id}`)]), "unbounded")
         )
-        return Object.fromEntries(outputs)
       })
     case "Sleep":
-      return Effect.flatMap(
-        Executor.resolveSleep(env, scope, node.duration, input, node.id, path),
-        (until) => wait(env, waits, node.id, path, until, input)
-      )
+      return wait(env, waits, node.id, path, input, Executor.resolveSleep(env, scope, node.duration, input, node.id, path))
     case "SleepUntil":
-      return Effect.flatMap(
-        Executor.resolveSleepUntil(env, scope, node.date, input, node.id, path),
-        (until) => wait(env, waits, node.id, path, until, input)
-      )
+      return wait(env, waits, node.id, path, input, Executor.resolveSleepUntil(env, scope, node.date, input, node.id, path))
     case "Loop":
       return Effect.gen(function*() {
         let value = input
@@ -97,14 +96,16 @@ const runNode = (
             new Executor.StepFailure({
               stepId: node.id,
               path,
-              cause: Cause.die(new TypeError(`"${node.id}" iterates over its input, which must be an array, but got ${typeof input}.`))
+              cause: Cause.die(
+                new TypeError(`"${node.id}" iterates over its input, which must be an array, but got ${typeof input}.`)
+              )
             })
           )
         }
-        return all(
-          input.map((item: unknown, k) => [k, runStepLike(env, waits, scope, node.step, item, `${path}[${k}]`)] as const),
-          node.concurrency
-        ).pipe(Effect.map((entries) => entries.map(([, out]) => out)))
+        return Effect.map(
+          all(env, input.map((item: unknown, k) => [k, runStepLike(env, waits, scope, node.step, item, `${path}[${k}]`)]), node.concurrency),
+          (entries) => entries.map(([, out]) => out)
+        )
       })
     case "Map":
       return Executor.execute(env, scope, {
@@ -141,50 +142,79 @@ const runNested = (
   path: string
 ): Effect.Effect<unknown, Halt> =>
   Effect.gen(function*() {
-    const known = env.memo.get(path)
-    if (known !== undefined && known.status === "success") {
+    let known = env.memo.get(path)
+    if (known?.status === "success") {
       const output = yield* Executor.decodeStored(workflow.id, path, workflow.outputSchema, known.output)
       scope.results.set(workflow.id, output)
       return output
     }
-    const stepCallId = crypto.randomUUID()
-    const encodedInput = yield* Effect.exit(Schema.encodeUnknown(workflow.inputSchema)(input))
-    yield* Executor.emitStepStart(env, workflow.id, stepCallId, Exit.isSuccess(encodedInput) ? encodedInput.value : input)
-    if (Exit.isFailure(encodedInput)) {
-      return yield* Executor.fail(env, workflow.id, path, stepCallId, 1, Cause.die(new Error(
-        `Nested workflow "${workflow.id}" received input that does not match its inputSchema: ${
-          Cause.squash(encodedInput.cause) instanceof Error ? (Cause.squash(encodedInput.cause) as Error).message : ""
-        }`
-      )))
+    if (known?.status === "failed") {
+      return yield* new Executor.StepFailure({ stepId: workflow.id, path, cause: env.failureCause(path, known) })
     }
+    if (known === undefined) {
+      if (env.mode._tag === "Execute") return yield* new Executor.Pending({ waitingOnly: false })
+      // Started once: the record keeps the call id, so the result event matches the start event in any process.
+      const stepCallId = crypto.randomUUID()
+      const encodedInput = yield* Effect.exit(Schema.encodeUnknown(workflow.inputSchema)(input))
+      yield* Executor.emitStepStart(env, workflow.id, stepCallId, Exit.isSuccess(encodedInput) ? encodedInput.value : input)
+      if (Exit.isFailure(encodedInput)) {
+        return yield* Executor.fail(env, workflow.id, path, stepCallId, 1, Cause.die(new Error(
+          `Nested workflow "${workflow.id}" received input that does not match its inputSchema: ${
+            Executor.parseMessage(encodedInput.cause)
+          }`
+        )))
+      }
+      known = { path, stepId: workflow.id, status: "running", stepCallId }
+      yield* Effect.orDie(env.store.putStep(env.runId, known))
+      env.memo.set(path, known)
+    }
+    const stepCallId = known.stepCallId ?? crypto.randomUUID()
     const output = yield* runWorkflow(env, waits, workflow, input, `${path}/`)
     const encoded = yield* Effect.exit(Schema.encodeUnknown(workflow.outputSchema)(output))
     if (Exit.isFailure(encoded)) {
       return yield* Executor.fail(env, workflow.id, path, stepCallId, 1, Cause.die(new Error(
         `Nested workflow "${workflow.id}" produced output that does not match its outputSchema: ${
-          (Cause.squash(encoded.cause) as Error).message
+          Executor.parseMessage(encoded.cause)
         }`
       )))
     }
     return yield* Executor.succeed(env, scope, workflow.id, path, stepCallId, 1, output, encoded.value)
   })
 
-/** Sleeps until `until` (recorded by the executor), emitting `workflow-step-waiting`, then passes `input` through. */
+/**
+ * A sleep: its wake-up time comes from the executor (recorded, so a resumed walk keeps it). The first walk that
+ * meets it emits `workflow-step-waiting`; the walk that finds it due records its end and emits its result. An inline
+ * walk sleeps in its fiber; an evented one asks for a wake-up and stops there.
+ */
 const wait = (
   env: RunEnv,
   waits: WaitTracker,
   id: string,
   path: string,
-  until: number,
-  input: unknown
-): Effect.Effect<unknown> =>
+  input: unknown,
+  resolve: Effect.Effect<number, Executor.StepFailure | Executor.Pending>
+): Effect.Effect<unknown, Halt> =>
   Effect.gen(function*() {
     const done = `${path}!`
     if (env.memo.get(done)?.status === "success") return input
-    const startedAt = yield* Clock.currentTimeMillis
-    yield* env.emit({ type: "workflow-step-waiting", runId: env.runId, from: "WORKFLOW", payload: { id, startedAt, until } })
-    yield* Effect.acquireUseRelease(waits.enter, () => Effect.sleep(Math.max(0, until - startedAt)), () => waits.leave)
-    const record = { path: done, stepId: id, status: "success" as const }
+    const resolvedBefore = env.memo.has(path)
+    const until = yield* resolve
+    const now = yield* Clock.currentTimeMillis
+    if (!resolvedBefore) {
+      yield* env.emit({ type: "workflow-step-waiting", runId: env.runId, from: "WORKFLOW", payload: { id, startedAt: now, until } })
+    }
+    const mode = env.mode
+    if (until > now) {
+      if (mode._tag === "Inline") {
+        yield* Effect.acquireUseRelease(waits.enter, () => Effect.sleep(until - now), () => waits.leave)
+      } else {
+        if (mode._tag === "Dispatch") yield* mode.wakeAt(path, until)
+        return yield* new Executor.Pending({ waitingOnly: true })
+      }
+    } else if (mode._tag === "Execute" && mode.path !== path) {
+      return yield* new Executor.Pending({ waitingOnly: false })
+    }
+    const record: RunStore.StepRecord = { path: done, stepId: id, status: "success" }
     yield* Effect.orDie(env.store.putStep(env.runId, record))
     env.memo.set(done, record)
     const endedAt = yield* Clock.currentTimeMillis
@@ -198,30 +228,67 @@ const wait = (
   })
 
 /**
- * Runs keyed branches concurrently to their end, then fails with the first failure in the given order, or with all
- * suspensions together, or answers every output. Siblings are never interrupted by a failure, so what a run emits
- * does not depend on timing.
+ * Runs keyed branches to their end, then fails with the first failure in the given order, or with all suspensions
+ * together, or answers every output; while any branch is pending, the whole is pending. Siblings are never
+ * interrupted by a failure, so what a run emits does not depend on timing, and both engines settle alike.
+ *
+ * Inline, at most `concurrency` branches run at once. Dispatching, branches are walked in order and at most
+ * `concurrency` of them may be pending (in flight) at once; the rest wait for a later walk.
  */
 const all = <K>(
+  env: RunEnv,
   entries: ReadonlyArray<readonly [K, Effect.Effect<unknown, Halt>]>,
   concurrency: number | "unbounded"
-): Effect.Effect<Array<readonly [K, unknown]>, Halt> =>
-  Effect.flatMap(
-    Effect.forEach(entries, ([key, effect]) => Effect.map(Effect.either(effect), (result) => [key, result] as const), {
-      concurrency
-    }),
-    (results): Effect.Effect<Array<readonly [K, unknown]>, Halt> => {
-      const suspended: Array<Executor.Suspension["suspended"][number]> = []
-      const outputs: Array<readonly [K, unknown]> = []
-      for (const [key, result] of results) {
-        if (Either.isRight(result)) {
-          outputs.push([key, result.right])
-        } else if (result.left._tag === "StepFailure") {
-          return Effect.fail(result.left)
-        } else {
-          suspended.push(...result.left.suspended)
-        }
+): Effect.Effect<Array<readonly [K, unknown]>, Halt> => {
+  const settle = (
+    results: ReadonlyArray<readonly [K, Either.Either<unknown, Halt>]>
+  ): Effect.Effect<Array<readonly [K, unknown]>, Halt> => {
+    const suspended: Array<RunStore.SuspendedStep> = []
+    const outputs: Array<readonly [K, unknown]> = []
+    let failure: Executor.StepFailure | undefined
+    let pending: Executor.Pending | undefined
+    for (const [key, result] of results) {
+      if (Either.isRight(result)) {
+        outputs.push([key, result.right])
+        continue
       }
-      return suspended.length > 0 ? Effect.fail(new Executor.Suspension({ suspended })) : Effect.succeed(outputs)
+      const halt = result.left
+      switch (halt._tag) {
+        case "StepFailure":
+          failure ??= halt
+          break
+        case "Pending":
+          pending = pending === undefined || !halt.waitingOnly ? halt : pending
+          break
+        case "Suspension":
+          suspended.push(...halt.suspended)
+      }
     }
-  )
+    if (pending !== undefined) return Effect.fail(pending)
+    if (failure !== undefined) return Effect.fail(failure)
+    if (suspended.length > 0) return Effect.fail(new Executor.Suspension({ suspended }))
+    return Effect.succeed(outputs)
+  }
+  if (env.mode._tag !== "Dispatch" || concurrency === "unbounded") {
+    return Effect.flatMap(
+      Effect.forEach(entries, ([key, effect]) => Effect.map(Effect.either(effect), (r) => [key, r] as const), {
+        concurrency
+      }),
+      settle
+    )
+  }
+  return Effect.gen(function*() {
+    const results: Array<readonly [K, Either.Either<unknown, Halt>]> = []
+    let inFlight = 0
+    for (const [key, effect] of entries) {
+      if (inFlight >= concurrency) {
+        results.push([key, Either.left(new Executor.Pending({ waitingOnly: false }))])
+        continue
+      }
+      const result = yield* Effect.either(effect)
+      if (Either.isLeft(result) && result.left._tag === "Pending") inFlight++
+      results.push([key, result])
+    }
+    return yield* settle(results)
+  })
+}
