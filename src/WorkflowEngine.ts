@@ -17,6 +17,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as EventBus from "./EventBus.js"
 import * as Engine from "./internal/engine.js"
+import * as Evented from "./internal/evented.js"
 import type { Run } from "./Run.js"
 import * as RunStore from "./RunStore.js"
 import type * as Step from "./Step.js"
@@ -90,3 +91,62 @@ export const register = <const W extends ReadonlyArray<Workflow.Any>>(
     const services = (yield* Effect.context<never>()) as Context.Context<never>
     yield* engine.register(workflows, services)
   }))
+
+/**
+ * The evented engine: every transition of a run is a command on the `EventBus` channel `workflows`
+ * (`workflow.start`, `workflow.step.run`, `workflow.step.end`, `workflow.suspend`, `workflow.resume`,
+ * `workflow.cancel`, `workflow.end`, `workflow.fail`), handled by whichever engine instance of the consumer group
+ * receives it, with all state in the `RunStore`. Outcomes are announced on `workflows-finish`. It runs the same
+ * workflows as `layerDefault`, through the same step executor, with the same events. Building it fails with
+ * `EventBusError` when the bus cannot subscribe.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerEvented: Layer.Layer<
+  WorkflowEngine,
+  EventBus.EventBusError,
+  EventBus.EventBus | RunStore.RunStore
+> = Layer.scoped(
+  WorkflowEngine,
+  Effect.map(Evented.makeEvented(), WorkflowEngine.of)
+)
+
+/**
+ * The evented engine with a consumer group of your choosing: instances in one group share the work; instances in
+ * different groups each execute every run (rarely what you want).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerEventedWith = (
+  options: { readonly group?: string }
+): Layer.Layer<WorkflowEngine, EventBus.EventBusError, EventBus.EventBus | RunStore.RunStore> =>
+  Layer.scoped(WorkflowEngine, Effect.map(Evented.makeEvented(options), WorkflowEngine.of))
+
+/**
+ * The evented engine with the in-memory bus and store.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerEventedMemory: Layer.Layer<
+  WorkflowEngine | EventBus.EventBus | EventBus.MemoryChannels | RunStore.RunStore,
+  EventBus.EventBusError
+> = layerEvented.pipe(Layer.provideMerge(Layer.merge(EventBus.layerMemory, RunStore.layerMemory)))
+
+/**
+ * The commands of the evented engine's `workflows` channel, for tools that watch it.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const Command = Evented.Command
+
+/**
+ * What the evented engine announces on `workflows-finish`.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const Finished = Evented.Finished

@@ -8,11 +8,12 @@ import type { Observed, Scenario } from "./scenarios.js"
 
 export interface EngineUnderTest {
   readonly name: string
-  readonly layer: Layer.Layer<WorkflowEngine.WorkflowEngine | EventBus.EventBus | RunStore.RunStore>
+  readonly layer: Layer.Layer<WorkflowEngine.WorkflowEngine | EventBus.EventBus | RunStore.RunStore, unknown>
 }
 
 export const engines: ReadonlyArray<EngineUnderTest> = [
-  { name: "default", layer: WorkflowEngine.layerMemory }
+  { name: "default", layer: WorkflowEngine.layerMemory },
+  { name: "evented", layer: WorkflowEngine.layerEventedMemory }
 ]
 
 /** Runs one scenario on the engine of the context and observes everything it produced. */

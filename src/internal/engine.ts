@@ -180,7 +180,7 @@ export const makeCore = Effect.gen(function*() {
       return Deferred.succeed(waiter, undefined)
     })
 
-  const completeRun = (runId: string, workflowId: string, output: unknown) =>
+  const completeRun = (runId: string, output: unknown) =>
     Effect.gen(function*() {
       yield* setRun(runId, { status: "success", output })
       yield* emitter(runId)(finish(runId, { workflowStatus: "success", output }))
@@ -188,7 +188,7 @@ export const makeCore = Effect.gen(function*() {
       yield* notify(runId)
     })
 
-  const failRun = (runId: string, workflowId: string, failure: Executor.StepFailure) =>
+  const failRun = (runId: string, failure: Executor.StepFailure) =>
     Effect.gen(function*() {
       const error = Executor.serializeCause(failure.cause)
       rememberCause(runId, failure.cause)
@@ -201,7 +201,7 @@ export const makeCore = Effect.gen(function*() {
   const suspendRun = (runId: string, suspended: ReadonlyArray<RunStore.SuspendedStep>) =>
     Effect.zipRight(setRun(runId, { status: "suspended", suspended }), notify(runId))
 
-  const cancelRun = (runId: string, workflowId: string) =>
+  const cancelRun = (runId: string) =>
     Effect.gen(function*() {
       const emit = emitter(runId)
       yield* setRun(runId, { status: "canceled" })
@@ -212,12 +212,12 @@ export const makeCore = Effect.gen(function*() {
     })
 
   /** Applies a walk's result directly (the default engine; the evented one goes through bus commands). */
-  const applyWalk = (runId: string, workflowId: string, result: WalkResult) => {
+  const applyWalk = (runId: string, result: WalkResult) => {
     switch (result._tag) {
       case "Success":
-        return completeRun(runId, workflowId, result.output)
+        return completeRun(runId, result.output)
       case "Failed":
-        return failRun(runId, workflowId, result.failure)
+        return failRun(runId, result.failure)
       case "Suspended":
         return suspendRun(runId, result.suspended)
       case "Pending":
@@ -258,7 +258,7 @@ export const makeCore = Effect.gen(function*() {
     })
 
   /** Waits until the run settles. A waiter registers before reading the store, so no settlement is missed. */
-  const awaitOutcome = (runId: string): Effect.Effect<Outcome> =>
+  const awaitOutcome = (runId: string, until: (outcome: Outcome) => boolean = () => true): Effect.Effect<Outcome> =>
     Effect.gen(function*() {
       while (true) {
         let waiter = waiters.get(runId)
@@ -267,7 +267,7 @@ export const makeCore = Effect.gen(function*() {
           waiters.set(runId, waiter)
         }
         const outcome = yield* outcomeFromStore(runId)
-        if (outcome !== undefined) return outcome
+        if (outcome !== undefined && until(outcome)) return outcome
         // Another process may settle it without telling this one: look again now and then.
         yield* Effect.ignore(Effect.timeout(Deferred.await(waiter), "1 second"))
       }
@@ -422,10 +422,16 @@ export const makeCore = Effect.gen(function*() {
     return { start, getRun, register } satisfies EngineShape
   }
 
+  /** Waits until the run is over: succeeded, failed or canceled. */
+  const awaitTerminal = (runId: string) => Effect.asVoid(awaitOutcome(runId, (outcome) => outcome._tag !== "Suspended"))
+
   return {
     store,
     bus,
     registry,
+    notify,
+    awaitTerminal,
+    causeAt: (runId: string, path: string): Cause.Cause<unknown> | undefined => causes.get(`${runId}|${path}`),
     makeEnv,
     setRun,
     completeRun,
@@ -462,9 +468,9 @@ export const makeDefault = Effect.gen(function*() {
       const generation = Deferred.await(ready).pipe(
         Effect.zipRight(Effect.exit(Interpreter.runWorkflow(env, waits, workflow, input, ""))),
         Effect.flatMap((exit) => classify(workflow, exit)),
-        Effect.flatMap((result) => core.applyWalk(runId, workflow.id, result)),
+        Effect.flatMap((result) => core.applyWalk(runId, result)),
         // Interrupted without a cancel: the engine is shutting down, and the run stays as the store has it.
-        Effect.onInterrupt(() => entry.canceling ? core.cancelRun(runId, workflow.id) : Effect.void),
+        Effect.onInterrupt(() => entry.canceling ? core.cancelRun(runId) : Effect.void),
         Effect.catchAllCause((cause) => Effect.logError(`Run ${runId} could not be recorded`, cause)),
         Effect.ensuring(Effect.sync(() => {
           if (live.get(runId) === entry) live.delete(runId)
@@ -483,7 +489,7 @@ export const makeDefault = Effect.gen(function*() {
       }
       const record = yield* Effect.orDie(core.store.getRun(runId))
       if (record === undefined || RunStore.isTerminal(record.status)) return
-      yield* core.cancelRun(runId, record.workflowId)
+      yield* core.cancelRun(runId)
     })
 
   return core.withDriver({

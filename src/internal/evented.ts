@@ -1,0 +1,331 @@
+/**
+ * The evented engine: every transition of a run is a command on the `workflows` channel, handled by whichever engine
+ * instance of the consumer group receives it. Handlers keep nothing between messages: each one reads the run from
+ * the store, walks its graph with the shared interpreter (replaying what is recorded) and publishes what follows.
+ *
+ * - `workflow.start` / `workflow.resume` / `workflow.step.end`: a dispatching walk. Ready steps are recorded
+ *   `running` and sent as `workflow.step.run`; sleeps ask for a wake-up; a finished walk sends `workflow.end`,
+ *   `workflow.fail` or `workflow.suspend`.
+ * - `workflow.step.run`: an executing walk that runs that one node through the step executor, then sends
+ *   `workflow.step.end`. These run concurrently; everything else for one run is serialized.
+ * - `workflow.end` / `workflow.fail` / `workflow.cancel`: record the outcome, emit the run's last events, and
+ *   announce it on `workflows-finish`, which every engine instance hears. `workflow.suspend` only announces: the
+ *   walk that found the run suspended recorded it, under the run's lock, so that a duplicate cannot undo a resume.
+ */
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Schedule from "effect/Schedule"
+import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
+import * as EventBus from "../EventBus.js"
+import * as RunStore from "../RunStore.js"
+import { SerializedError } from "../WorkflowEvent.js"
+import { classify, makeCore, type Registered } from "./engine.js"
+import * as Executor from "./executor.js"
+import * as Interpreter from "./interpreter.js"
+
+const command = <T extends string, F extends Schema.Struct.Fields>(type: T, data: F) =>
+  Schema.Struct({ type: Schema.Literal(type), runId: Schema.String, data: Schema.Struct(data) })
+
+const Suspended = Schema.Struct({ step: Schema.String, path: Schema.String, payload: Schema.Unknown })
+
+/** The commands of the `workflows` channel. */
+export const Command = Schema.Union(
+  command("workflow.start", {}),
+  command("workflow.step.run", { path: Schema.String }),
+  command("workflow.step.end", { path: Schema.String }),
+  command("workflow.suspend", { suspended: Schema.Array(Suspended) }),
+  command("workflow.resume", {}),
+  command("workflow.cancel", {}),
+  command("workflow.end", { output: Schema.Unknown }),
+  command("workflow.fail", { stepId: Schema.String, path: Schema.String, error: SerializedError })
+)
+export type Command = typeof Command.Type
+
+/** What `workflows-finish` carries: how a run settled (`suspended` included, so waiters can wake up). */
+export const Finished = command("workflow.finished", {
+  status: Schema.Literal("success", "failed", "canceled", "suspended")
+})
+export type Finished = typeof Finished.Type
+
+type Data<T extends Command["type"]> = Extract<Command, { readonly type: T }>["data"]
+
+export const defaultGroup = "stepwise-engine"
+
+export const makeEvented = (options: { readonly group?: string } = {}) =>
+  Effect.gen(function*() {
+    const core = yield* makeCore
+    const { bus, store } = core
+    const scope = yield* Effect.scope
+    const group = options.group ?? defaultGroup
+
+    // Process-local bookkeeping only: a restart loses none of a run's state.
+    const locks = new Map<string, { readonly semaphore: Effect.Semaphore; users: number }>()
+    const executing = new Map<string, Set<Fiber.RuntimeFiber<void>>>()
+    const timers = new Map<string, Map<string, Fiber.RuntimeFiber<void>>>()
+
+    const send = <T extends Command["type"]>(type: T, runId: string, data: Data<T>): Effect.Effect<void> =>
+      bus.publish(EventBus.workflowsChannel, { type, runId, data }).pipe(
+        Effect.retry(Schedule.intersect(Schedule.exponential("10 millis"), Schedule.recurs(5))),
+        Effect.orDie
+      )
+
+    const announce = (runId: string, status: Finished["data"]["status"]) =>
+      Executor.publishQuietly(bus, EventBus.workflowsFinishChannel, { type: "workflow.finished", runId, data: { status } })
+
+    /** Serializes the control handlers of one run; step executions are not serialized. */
+    const withLock = <A>(runId: string, effect: Effect.Effect<A>): Effect.Effect<A> =>
+      Effect.suspend(() => {
+        let lock = locks.get(runId)
+        if (lock === undefined) {
+          lock = { semaphore: Effect.unsafeMakeSemaphore(1), users: 0 }
+          locks.set(runId, lock)
+        }
+        const held = lock
+        held.users++
+        return held.semaphore.withPermits(1)(effect).pipe(
+          Effect.ensuring(Effect.sync(() => {
+            if (--held.users === 0 && locks.get(runId) === held) locks.delete(runId)
+          }))
+        )
+      })
+
+    /** The run and what it needs to be walked, or nothing when it is over or unknown to this process. */
+    const load = (runId: string) =>
+      Effect.gen(function*() {
+        const record = yield* Effect.orDie(store.getRun(runId))
+        if (record === undefined || RunStore.isTerminal(record.status)) return undefined
+        const registered = core.registry.get(record.workflowId)
+        if (registered === undefined) {
+          yield* Effect.logWarning(
+            `Run ${runId} needs workflow "${record.workflowId}", which is not registered in this process; it stays ` +
+              `${record.status} until a process that registers it picks it up.`
+          )
+          return undefined
+        }
+        const input = yield* Effect.orDie(Schema.decodeUnknown(registered.workflow.inputSchema)(record.input))
+        const memo = Executor.memoOf(yield* Effect.orDie(store.getSteps(runId)))
+        return { record, registered, input, memo }
+      })
+
+    const wakeAt = (runId: string) => (path: string, until: number): Effect.Effect<void> =>
+      Effect.gen(function*() {
+        let forRun = timers.get(runId)
+        if (forRun?.has(path)) return
+        if (forRun === undefined) {
+          forRun = new Map()
+          timers.set(runId, forRun)
+        }
+        const owned = forRun
+        const now = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
+        const fiber = yield* Effect.sleep(Math.max(0, until - now)).pipe(
+          Effect.zipRight(send("workflow.step.run", runId, { path })),
+          Effect.ensuring(Effect.sync(() => {
+            owned.delete(path)
+            if (owned.size === 0 && timers.get(runId) === owned) timers.delete(runId)
+          })),
+          Effect.forkIn(scope)
+        )
+        owned.set(path, fiber)
+      })
+
+    /** Walks the run, dispatching what is ready, and sends what the walk came to. */
+    const advance = (runId: string) =>
+      Effect.gen(function*() {
+        const loaded = yield* load(runId)
+        // A suspended run waits for resume (which sets it running first); a late step end has nothing to advance.
+        if (loaded === undefined || loaded.record.status === "suspended") return
+        const { input, memo, record, registered } = loaded
+        const env = core.makeEnv(runId, registered, memo, {
+          _tag: "Dispatch",
+          dispatch: (path) => send("workflow.step.run", runId, { path }),
+          wakeAt: wakeAt(runId)
+        })
+        const exit = yield* Effect.exit(Interpreter.runWorkflow(env, Interpreter.noWaits, registered.workflow, input, ""))
+        const result = yield* classify(registered.workflow, exit)
+        switch (result._tag) {
+          case "Success":
+            return yield* send("workflow.end", runId, { output: result.output })
+          case "Failed": {
+            const { failure } = result
+            return yield* send("workflow.fail", runId, {
+              stepId: failure.stepId,
+              path: failure.path,
+              error: Executor.serializeCause(failure.cause)
+            })
+          }
+          case "Suspended":
+            // Recorded here, under the run's lock, so a second walk of the same state cannot suspend it again
+            // after a resume; the command announces it.
+            yield* core.suspendRun(runId, result.suspended)
+            return yield* send("workflow.suspend", runId, { suspended: result.suspended })
+          case "Pending": {
+            const status = result.waitingOnly ? "waiting" : "running"
+            if (record.status !== status) yield* core.setRun(runId, { status })
+          }
+        }
+      })
+
+    /** Executes one dispatched node, then reports its end. */
+    const executeNode = (runId: string, path: string) =>
+      Effect.gen(function*() {
+        const loaded = yield* load(runId)
+        if (loaded === undefined) return
+        const { input, memo, registered } = loaded
+        const env = core.makeEnv(runId, registered, memo, { _tag: "Execute", path })
+        // Whatever the walk comes to (the node's own outcome is recorded), the dispatching side takes it from here.
+        yield* Effect.exit(Interpreter.runWorkflow(env, Interpreter.noWaits, registered.workflow, input, ""))
+        yield* send("workflow.step.end", runId, { path })
+      })
+
+    const track = (runId: string, effect: Effect.Effect<void>) =>
+      Effect.gen(function*() {
+        let set = executing.get(runId)
+        if (set === undefined) {
+          set = new Set()
+          executing.set(runId, set)
+        }
+        const owned = set
+        const fiber = yield* Effect.forkIn(effect, scope)
+        owned.add(fiber)
+        fiber.addObserver(() => {
+          owned.delete(fiber)
+          if (owned.size === 0 && executing.get(runId) === owned) executing.delete(runId)
+        })
+      })
+
+    /** Stops what this process executes or waits for in a run (finalizers in the steps run). */
+    const stopLocal = (runId: string) =>
+      Effect.gen(function*() {
+        const running = Array.from(executing.get(runId) ?? [])
+        const sleeping = Array.from(timers.get(runId)?.values() ?? [])
+        yield* Fiber.interruptAll([...running, ...sleeping])
+      })
+
+    const settled = (runId: string) =>
+      Effect.map(Effect.orDie(store.getRun(runId)), (record) => record === undefined || RunStore.isTerminal(record.status))
+
+    const handle = (message: Command): Effect.Effect<void> => {
+      const { runId } = message
+      switch (message.type) {
+        case "workflow.step.run":
+          return track(runId, executeNode(runId, message.data.path))
+        case "workflow.start":
+          return withLock(
+            runId,
+            Effect.gen(function*() {
+              const record = yield* Effect.orDie(store.getRun(runId))
+              if (record?.status === "pending" && core.registry.has(record.workflowId)) {
+                yield* core.setRun(runId, { status: "running" })
+              }
+              yield* advance(runId)
+            })
+          )
+        case "workflow.step.end":
+        case "workflow.resume":
+          return withLock(runId, advance(runId))
+        case "workflow.end":
+          return withLock(
+            runId,
+            Effect.gen(function*() {
+              const record = yield* Effect.orDie(store.getRun(runId))
+              if (record === undefined || RunStore.isTerminal(record.status)) return
+              yield* core.completeRun(runId, message.data.output)
+              yield* announce(runId, "success")
+            })
+          )
+        case "workflow.fail":
+          return withLock(
+            runId,
+            Effect.gen(function*() {
+              if (yield* settled(runId)) return
+              const { error, path, stepId } = message.data
+              const cause = core.causeAt(runId, path) ??
+                Executor.rebuildCause(path, { path, stepId, status: "failed", error })
+              yield* core.failRun(runId, new Executor.StepFailure({ stepId, path, cause }))
+              yield* announce(runId, "failed")
+            })
+          )
+        case "workflow.suspend":
+          return announce(runId, "suspended")
+        case "workflow.cancel":
+          return withLock(
+            runId,
+            Effect.gen(function*() {
+              if (yield* settled(runId)) return
+              yield* stopLocal(runId)
+              yield* core.cancelRun(runId)
+              yield* announce(runId, "canceled")
+            })
+          )
+      }
+    }
+
+    const decodeCommand = Schema.decodeUnknown(Command)
+    const decodeFinished = Schema.decodeUnknown(Finished)
+
+    const commands = yield* bus.subscribe(EventBus.workflowsChannel, { group })
+    yield* commands.pipe(
+      Stream.runForEach((raw) =>
+        decodeCommand(raw).pipe(
+          Effect.matchEffect({
+            onFailure: (error) =>
+              Effect.logWarning(`Skipping malformed message on channel "${EventBus.workflowsChannel}"`, error.message),
+            onSuccess: (message) =>
+              Effect.forkIn(
+                Effect.catchAllCause(
+                  handle(message),
+                  (cause) => Effect.logError(`Handling ${message.type} for run ${message.runId} failed`, cause)
+                ),
+                scope
+              )
+          })
+        )
+      ),
+      Effect.catchAllCause((cause) => Effect.logError("The evented engine stopped reading commands", cause)),
+      Effect.forkIn(scope)
+    )
+
+    const finishes = yield* bus.subscribe(EventBus.workflowsFinishChannel)
+    yield* finishes.pipe(
+      Stream.runForEach((raw) =>
+        decodeFinished(raw).pipe(
+          Effect.flatMap((message) =>
+            Effect.zipRight(
+              // Another instance canceled it: stop what this one still runs for it.
+              message.data.status === "canceled" ? stopLocal(message.runId) : Effect.void,
+              core.notify(message.runId)
+            )
+          ),
+          Effect.catchAll((error) =>
+            Effect.logWarning(`Skipping malformed message on channel "${EventBus.workflowsFinishChannel}"`, error.message)
+          )
+        )
+      ),
+      Effect.catchAllCause((cause) => Effect.logError("The evented engine stopped reading outcomes", cause)),
+      Effect.forkIn(scope)
+    )
+
+    const launch = (runId: string, _registered: Registered, _input: unknown) =>
+      Effect.flatMap(Effect.orDie(store.getRun(runId)), (record) =>
+        record?.status === "pending" || record === undefined
+          ? send("workflow.start", runId, {})
+          : send("workflow.resume", runId, {}))
+
+    const cancel = (runId: string) =>
+      Effect.gen(function*() {
+        if (yield* settled(runId)) return
+        yield* send("workflow.cancel", runId, {})
+        yield* core.awaitTerminal(runId)
+        // In this process, the interrupted steps' finalizers have run once their fibers are gone.
+        yield* Fiber.awaitAll(Array.from(executing.get(runId) ?? []))
+      })
+
+    return core.withDriver({
+      launch,
+      cancel,
+      initialStatus: "pending",
+      orphanStatuses: ["pending"],
+      isLive: (runId) => executing.has(runId)
+    }, scope)
+  })
