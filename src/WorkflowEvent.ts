@@ -233,7 +233,9 @@ export const is = <T extends BuiltinEvent["type"]>(type: T) =>
 (event: WorkflowEvent): event is Extract<BuiltinEvent, { readonly type: T }> => event.type === type && isBuiltin(event)
 
 /**
- * Whether an event came from `writer.custom`. Narrows to `CustomEvent`, whose fields are `unknown` until checked.
+ * Whether an event came from `writer.custom`, for `events.filter(WorkflowEvent.isCustom)`. In an `if`, narrow with
+ * `!WorkflowEvent.isBuiltin(event)` instead: every builtin event also fits the open `CustomEvent` shape, so this
+ * guard cannot exclude them from the other branch.
  *
  * @since 0.1.0
  * @category guards

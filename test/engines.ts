@@ -32,6 +32,7 @@ export const observe = (scenario: Scenario) =>
       streams[namespace] = Array.from(yield* Stream.runCollect(run.readable({ namespace })))
     }
     const observed: Observed = {
+      runId: run.runId,
       exit: exit as Exit.Exit<unknown, unknown>,
       events: Array.from(events),
       streams,

@@ -36,6 +36,11 @@ export const recordingEngine = WorkflowEngine.layerDefault.pipe(
   Layer.provideMerge(Layer.merge(recordingBus, RunStore.layerMemory))
 )
 
+/** The evented engine over the recording bus and a memory store. */
+export const recordingEventedEngine = WorkflowEngine.layerEvented.pipe(
+  Layer.provideMerge(Layer.merge(recordingBus, RunStore.layerMemory))
+)
+
 /**
  * Replaces what differs between two executions of the same workflow (ids, times) by stable placeholders, so
  * event sequences can be compared with `toEqual`.

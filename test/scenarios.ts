@@ -9,6 +9,7 @@ import type { Run } from "stepwise"
 
 /** What a scenario run produced, ready to compare. */
 export interface Observed {
+  readonly runId: string
   readonly exit: Exit.Exit<unknown, unknown>
   readonly events: ReadonlyArray<WorkflowEvent.WorkflowEvent>
   readonly streams: Readonly<Record<string, ReadonlyArray<unknown>>>
@@ -17,6 +18,8 @@ export interface Observed {
 
 export interface Scenario {
   readonly name: string
+  /** Steps run concurrently: engines may interleave their events differently (each step's own order holds). */
+  readonly concurrent?: boolean
   readonly workflow: Workflow.Any
   readonly input: unknown
   /** Stream namespaces to read ("" is the default stream). */
@@ -172,12 +175,14 @@ export const scenarios: ReadonlyArray<Scenario> = [
   },
   {
     name: "parallel outputs a record keyed by step id",
+    concurrent: true,
     workflow: wf("parallel").pipe(Workflow.parallel([add("a", 1), add("b", 2)]), Workflow.commit),
     input: { n: 1 },
     check: (o) => expect(success(o)).toEqual({ a: { n: 2 }, b: { n: 3 } })
   },
   {
     name: "parallel writers keep each writer's order and lose nothing",
+    concurrent: true,
     workflow: wf("parallel-writers").pipe(
       Workflow.parallel([writes("w1", 50), writes("w2", 50), writes("w3", 50)]),
       Workflow.commit
@@ -307,6 +312,7 @@ export const scenarios: ReadonlyArray<Scenario> = [
   },
   {
     name: "foreach maps a step over an array, keeping input order",
+    concurrent: true,
     workflow: Workflow.make({ id: "foreach", inputSchema: Schema.Array(Num), outputSchema: Schema.Unknown }).pipe(
       Workflow.foreach(add("each", 1), { concurrency: 2 }),
       Workflow.commit
@@ -373,6 +379,7 @@ export const scenarios: ReadonlyArray<Scenario> = [
   },
   {
     name: "parallel suspensions are resumed one at a time",
+    concurrent: true,
     workflow: wf("approve-two").pipe(
       Workflow.parallel([approvalNamed("left"), approvalNamed("right")]),
       Workflow.commit

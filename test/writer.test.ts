@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Schema, Stream, TestClock } from "effect"
 import { EventBus, Step, Workflow, WorkflowEngine, WorkflowEvent } from "stepwise"
-import { Recorded, recordingEngine } from "./helpers.js"
+import { Recorded, recordingEngine, recordingEventedEngine } from "./helpers.js"
 import { awaitStatus } from "./scenarios.js"
 
 const Input = Schema.Struct({ go: Schema.Boolean })
@@ -58,7 +58,8 @@ const runEverywhere = Effect.gen(function*() {
   return run
 })
 
-describe("writer (ToolStream)", () => {
+for (const [engineName, recording] of [["default", recordingEngine], ["evented", recordingEventedEngine]] as const) {
+describe(`writer (ToolStream) on the ${engineName} engine`, () => {
   it.effect("publishes the exact seed envelopes from execute, a condition, a sleep and a sleepUntil function", () =>
     Effect.gen(function*() {
       const run = yield* runEverywhere
@@ -92,7 +93,7 @@ describe("writer (ToolStream)", () => {
           expect(event).toEqual({ type: "watch", runId, data: { type: "data-site", site: sites[site] } })
         }
       })
-    }).pipe(Effect.provide(recordingEngine)))
+    }).pipe(Effect.provide(recording)))
 
   it.effect("gives each call site its own fresh callId; a step's writer uses the step's stepCallId", () =>
     Effect.gen(function*() {
@@ -106,7 +107,7 @@ describe("writer (ToolStream)", () => {
       for (const id of callIds) expect(id).toMatch(/^[0-9a-f-]{36}$/)
       const stepStart = events.filter(WorkflowEvent.is("workflow-step-start")).find((e) => e.payload.id === "the-step")
       expect(stepStart?.payload.stepCallId).toBe(callIds[0])
-    }).pipe(Effect.provide(recordingEngine)))
+    }).pipe(Effect.provide(recording)))
 
   it.effect("records every writer event in the run's event log, in the order each writer wrote", () =>
     Effect.gen(function*() {
@@ -117,7 +118,7 @@ describe("writer (ToolStream)", () => {
       const published = (yield* Recorded).filter((p) => p.channel === EventBus.runChannel(run.runId))
       // every event on the channel is in the log, and in the same order
       expect(published.map((p) => p.event.data)).toEqual(events)
-    }).pipe(Effect.provide(recordingEngine)))
+    }).pipe(Effect.provide(recording)))
 
   it.effect("refuses custom events that pose as the runtime's own, with a message saying what to do", () =>
     Effect.gen(function*() {
@@ -138,7 +139,7 @@ describe("writer (ToolStream)", () => {
       expect(error.message).toContain(`"workflow-finish", which is reserved`)
       const finishes = Array.from(yield* Stream.runCollect(run.events())).filter((e) => e.type === "workflow-finish")
       expect(finishes).toHaveLength(1)
-    }).pipe(Effect.provide(WorkflowEngine.layerMemory)))
+    }).pipe(Effect.provide(recording)))
 
   it.effect("toWritableStream writes through the same writer, in order", () =>
     Effect.gen(function*() {
@@ -169,7 +170,7 @@ describe("writer (ToolStream)", () => {
         .filter(WorkflowEvent.is("workflow-step-output"))
         .map((e) => e.payload.output)
       expect(outputs).toEqual(["a", "b", "c"])
-    }).pipe(Effect.provide(WorkflowEngine.layerMemory)))
+    }).pipe(Effect.provide(recording)))
 
   it.effect("event consumers narrow the union by type without casts", () =>
     Effect.gen(function*() {
@@ -202,5 +203,6 @@ describe("writer (ToolStream)", () => {
       for (const event of events) {
         expect(Schema.decodeUnknownSync(WorkflowEvent.WorkflowEvent)(event)).toEqual(event)
       }
-    }).pipe(Effect.provide(recordingEngine)))
+    }).pipe(Effect.provide(recording)))
 })
+}

@@ -325,7 +325,7 @@ export const makeEvented = (options: { readonly group?: string } = {}) =>
       launch,
       cancel,
       initialStatus: "pending",
-      orphanStatuses: ["pending"],
+      orphanStatuses: ["pending", "running", "waiting"],
       isLive: (runId) => executing.has(runId)
     }, scope)
   })

@@ -1,0 +1,146 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Context, Effect, Layer, Logger, Schema, Stream, TestClock } from "effect"
+import { EventBus, RunStore, Step, Workflow, WorkflowEngine } from "stepwise"
+import { Recorded, recordingEventedEngine } from "./helpers.js"
+import { awaitStatus } from "./scenarios.js"
+
+const N = Schema.Number
+const add = (id: string, k: number, onRun?: (input: number) => void) =>
+  Step.make({
+    id,
+    inputSchema: N,
+    outputSchema: N,
+    execute: ({ inputData }) =>
+      Effect.sync(() => {
+        onRun?.(inputData)
+        return inputData + k
+      })
+  })
+
+const twoSteps = Workflow.make({ id: "two-steps", inputSchema: N, outputSchema: N }).pipe(
+  Workflow.then(add("a", 1)),
+  Workflow.then(add("b", 10)),
+  Workflow.commit
+)
+
+describe("evented engine", () => {
+  it.effect("every transition is a command on `workflows`, and the outcome is announced on `workflows-finish`", () =>
+    Effect.gen(function*() {
+      const engine = yield* WorkflowEngine.WorkflowEngine
+      const run = yield* engine.start(twoSteps, 1)
+      expect(yield* run.result).toBe(12)
+      const published = yield* Recorded
+      const commands = published.filter((p) => p.channel === "workflows").map((p) => p.event)
+      expect(commands.map((c) => c.type)).toEqual([
+        "workflow.start",
+        "workflow.step.run",
+        "workflow.step.end",
+        "workflow.step.run",
+        "workflow.step.end",
+        "workflow.end"
+      ])
+      expect(commands[1]).toEqual({ type: "workflow.step.run", runId: run.runId, data: { path: "0" } })
+      for (const c of commands) expect(Schema.is(WorkflowEngine.Command)(c)).toBe(true)
+      const finished = published.filter((p) => p.channel === "workflows-finish").map((p) => p.event)
+      expect(finished).toEqual([{ type: "workflow.finished", runId: run.runId, data: { status: "success" } }])
+    }).pipe(Effect.provide(recordingEventedEngine)))
+
+  it.effect("malformed or unknown messages on `workflows` are logged with the channel and skipped", () => {
+    const logs: Array<string> = []
+    const logger = Logger.make(({ message }) => {
+      logs.push((Array.isArray(message) ? message : [message]).map(String).join(" "))
+    })
+    return Effect.gen(function*() {
+      const bus = yield* EventBus.EventBus
+      const engine = yield* WorkflowEngine.WorkflowEngine
+      const garbage: ReadonlyArray<unknown> = [
+        { type: "workflow.step.run", runId: 5, data: { path: "0" } },
+        { nonsense: true },
+        { type: "workflow.explode", runId: "r", data: {} },
+        { type: "workflow.step.end", runId: "r", data: null }
+      ]
+      for (const g of garbage) yield* bus.publish("workflows", g as EventBus.BusEvent)
+      const run = yield* engine.start(twoSteps, 1)
+      expect(yield* run.result).toBe(12)
+      const skipped = logs.filter((l) => l.includes(`Skipping malformed message on channel "workflows"`))
+      expect(skipped).toHaveLength(garbage.length)
+    }).pipe(
+      Effect.provide(WorkflowEngine.layerEventedMemory),
+      Effect.provide(Logger.replace(Logger.defaultLogger, logger))
+    )
+  })
+
+  it.effect("two engine instances on one bus share the work, and every step executes exactly once", () =>
+    Effect.gen(function*() {
+      const executions = new Map<string, number>()
+      const counted = (id: string) =>
+        add(id, 1, (input) => executions.set(`${id}:${input}`, (executions.get(`${id}:${input}`) ?? 0) + 1))
+      const wf = Workflow.make({ id: "shared", inputSchema: N, outputSchema: N }).pipe(
+        Workflow.then(counted("s1")),
+        Workflow.then(counted("s2")),
+        Workflow.then(counted("s3")),
+        Workflow.commit
+      )
+      // Count what each subscriber of the `workflows` group receives.
+      const { bus: memory } = yield* EventBus.makeMemory
+      const deliveries: Array<number> = []
+      const countingBus = EventBus.EventBus.of({
+        publish: memory.publish,
+        subscribe: (channel, options) =>
+          Effect.map(memory.subscribe(channel, options), (stream) => {
+            if (channel !== "workflows") return stream
+            const index = deliveries.push(0) - 1
+            return Stream.tap(stream, () => Effect.sync(() => deliveries[index]!++))
+          })
+      })
+      const shared = Layer.merge(Layer.succeed(EventBus.EventBus, countingBus), Layer.succeed(RunStore.RunStore, yield* RunStore.makeMemory()))
+      const instance = Layer.provideMerge(WorkflowEngine.register(wf), WorkflowEngine.layerEvented).pipe(Layer.provide(shared))
+      const first = yield* Layer.build(instance)
+      yield* Layer.build(instance)
+      const engine = Context.get(first, WorkflowEngine.WorkflowEngine)
+      const runs = yield* Effect.forEach(Array.from({ length: 40 }, (_, i) => i * 100), (i) => engine.start(wf, i))
+      const results = yield* Effect.forEach(runs, (run) => run.result, { concurrency: "unbounded" })
+      expect(results).toEqual(Array.from({ length: 40 }, (_, i) => i * 100 + 3))
+      expect(executions.size).toBe(120)
+      expect(Array.from(executions.values()).every((n) => n === 1)).toBe(true)
+      expect(deliveries).toHaveLength(2)
+      expect(deliveries.every((n) => n > 0)).toBe(true)
+    }).pipe(Effect.scoped))
+})
+
+for (const [name, layer] of [["default", WorkflowEngine.layerDefault], ["evented", WorkflowEngine.layerEvented]] as const) {
+  it.effect(`the ${name} engine keeps no run state of its own: a new instance over the same store finishes a waiting run`, () =>
+    Effect.gen(function*() {
+      const afterSleep: Array<number> = []
+      const wf = Workflow.make({ id: "survives", inputSchema: N, outputSchema: N }).pipe(
+        Workflow.then(add("before", 1)),
+        Workflow.sleep("1 hour"),
+        Workflow.then(add("after", 10, (n) => afterSleep.push(n))),
+        Workflow.commit
+      )
+      const shared = Layer.merge(
+        Layer.succeed(EventBus.EventBus, (yield* EventBus.makeMemory).bus),
+        Layer.succeed(RunStore.RunStore, yield* RunStore.makeMemory())
+      )
+      const engineLayer = (layer as Layer.Layer<WorkflowEngine.WorkflowEngine, unknown, EventBus.EventBus | RunStore.RunStore>)
+        .pipe(Layer.provide(shared))
+      const runId = yield* Effect.scoped(Effect.gen(function*() {
+        const engine = Context.get(yield* Layer.build(engineLayer), WorkflowEngine.WorkflowEngine)
+        const run = yield* engine.start(wf, 1)
+        yield* awaitStatus(run, "waiting")
+        return run.runId
+      }))
+      // The first instance is gone. A new one registers the workflow and takes the run over.
+      yield* Effect.scoped(Effect.gen(function*() {
+        const context = yield* Layer.build(Layer.provideMerge(WorkflowEngine.register(wf), engineLayer))
+        const run = yield* Context.get(context, WorkflowEngine.WorkflowEngine).getRun(runId)
+        yield* awaitStatus(run, "waiting")
+        yield* TestClock.adjust("1 hour")
+        expect(yield* run.result).toBe(12)
+        expect(afterSleep).toEqual([2])
+        const types = Array.from(yield* Stream.runCollect(run.events())).map((e) => e.type)
+        expect(types.filter((t) => t === "workflow-step-waiting")).toHaveLength(1)
+        expect(types.filter((t) => t === "workflow-step-start")).toHaveLength(2)
+      }))
+    }))
+}
