@@ -291,11 +291,22 @@ export const execute = (
 
 const pending = Effect.fail(new Pending({ waitingOnly: false }))
 
-const replay = (scope: WorkflowScope, spec: StepSpec, known: RunStore.StepRecord, path: string) =>
-  Effect.map(decodeStored(spec.id, path, spec.outputSchema, known.output), (output) => {
+// Records are immutable: a record object the store hands out again (the memory store does) need not be decoded
+// again. Walks that replay a run's history on every transition (the evented engine) depend on this.
+const decodedOutputs = new WeakMap<RunStore.StepRecord, unknown>()
+
+const replay = (scope: WorkflowScope, spec: StepSpec, known: RunStore.StepRecord, path: string) => {
+  if (decodedOutputs.has(known)) {
+    const output = decodedOutputs.get(known)
+    scope.results.set(spec.id, output)
+    return Effect.succeed(output)
+  }
+  return Effect.map(decodeStored(spec.id, path, spec.outputSchema, known.output), (output) => {
+    decodedOutputs.set(known, output)
     scope.results.set(spec.id, output)
     return output
   })
+}
 
 /** Decodes a value the store holds; a value that no longer decodes fails the step with a message naming the row. */
 export const decodeStored = (
