@@ -3,7 +3,11 @@ import { defineConfig } from "vitest/config"
 
 export default defineConfig({
   resolve: {
-    alias: { stepwise: fileURLToPath(new URL("./src/index.ts", import.meta.url)) }
+    alias: [
+      { find: /^stepwise$/, replacement: fileURLToPath(new URL("./src/index.ts", import.meta.url)) },
+      { find: /^stepwise\/sqlite$/, replacement: fileURLToPath(new URL("./src/Sqlite.ts", import.meta.url)) },
+      { find: /^stepwise\/postgres$/, replacement: fileURLToPath(new URL("./src/Postgres.ts", import.meta.url)) }
+    ]
   },
   test: {
     include: ["test/**/*.test.ts"],

@@ -11,7 +11,9 @@ import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SerializedError, WorkflowEvent } from "./WorkflowEvent.js"
+import * as SqlStore from "./internal/sqlStore.js"
 import { RunStoreError, StreamClosedError } from "./WorkflowError.js"
 
 export {
@@ -66,6 +68,9 @@ export interface RunRecord {
   /** The id of the step (or node) whose failure failed the run. */
   readonly failedStep?: string
   readonly suspended?: ReadonlyArray<SuspendedStep>
+  /** The engine instance executing the run, and when it last said so: a silent owner's runs are taken over. */
+  readonly owner?: string
+  readonly heartbeatAt?: number
   readonly createdAt: number
   readonly updatedAt: number
 }
@@ -76,7 +81,9 @@ export interface RunRecord {
  * @since 0.1.0
  * @category models
  */
-export type RunPatch = Partial<Pick<RunRecord, "status" | "output" | "error" | "failedStep" | "suspended">>
+export type RunPatch = Partial<
+  Pick<RunRecord, "status" | "output" | "error" | "failedStep" | "suspended" | "owner" | "heartbeatAt">
+>
 
 /**
  * The outcome of one node at one path of a run's graph: a step's result, a condition's answer, a sleep's wake-up
@@ -158,6 +165,13 @@ export class RunStore extends Context.Tag("stepwise/RunStore")<RunStore, {
     from: number,
     max: number
   ) => Effect.Effect<ChunkPage, RunStoreError>
+  /**
+   * Makes `owner` the run's owner if it has none, already is, or the owner's last heartbeat is older than
+   * `staleBefore`. Atomic: of two engines claiming a run, one wins.
+   */
+  readonly claimRun: (runId: string, owner: string, now: number, staleBefore: number) => Effect.Effect<boolean, RunStoreError>
+  /** Marks every unfinished run of `owner` as still owned. */
+  readonly heartbeat: (owner: string, now: number) => Effect.Effect<void, RunStoreError>
 }>() {}
 
 /**
@@ -277,6 +291,23 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
           const s = runs.get(runId)?.streams.get(namespace)
           if (s === undefined) return { chunks: [], size: 0, closed: false }
           return { chunks: s.chunks.slice(from, from + max), size: s.chunks.length, closed: s.closed }
+        }),
+      claimRun: (runId, owner, now, staleBefore) =>
+        withRun("claim run", runId, (run) => {
+          const { heartbeatAt, owner: current } = run.record
+          if (current !== undefined && current !== owner && heartbeatAt !== undefined && heartbeatAt >= staleBefore) {
+            return false
+          }
+          run.record = { ...run.record, owner, heartbeatAt: now }
+          return true
+        }),
+      heartbeat: (owner, now) =>
+        Effect.sync(() => {
+          for (const run of runs.values()) {
+            if (run.record.owner === owner && !isTerminal(run.record.status) && run.record.status !== "suspended") {
+              run.record = { ...run.record, heartbeatAt: now }
+            }
+          }
         })
     })
   })
@@ -297,3 +328,13 @@ export const layerMemory: Layer.Layer<RunStore> = Layer.effect(RunStore, makeMem
  */
 export const layerMemoryWith = (options: MemoryOptions): Layer.Layer<RunStore> =>
   Layer.effect(RunStore, makeMemory(options))
+
+/**
+ * The durable store on an `@effect/sql` `SqlClient`: SQLite through `@effect/sql-sqlite-node` (the embedded default:
+ * see `stepwise/sqlite`) or Postgres through `@effect/sql-pg` (shared by many workers: see `stepwise/postgres`).
+ * Creates its tables with the `@effect/sql` migrator (table `stepwise_migrations`) when built.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerSql: Layer.Layer<RunStore, RunStoreError, SqlClient.SqlClient> = Layer.effect(RunStore, SqlStore.make)

@@ -1,0 +1,344 @@
+/**
+ * The RunStore on `@effect/sql`: SQLite (embedded) and Postgres (shared by many workers). Tables come from the
+ * migrator; the dialect differences (one-statement appends on Postgres, short transactions on SQLite) stay here.
+ *
+ * Dense indices: every append bumps a counter row (the run's `event_count`, the stream's `size`) and inserts at the
+ * counter's old value in one atomic unit, so concurrent writers serialize on that row and never collide or leave
+ * holes.
+ */
+import * as Migrator from "@effect/sql/Migrator"
+import * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
+import * as Effect from "effect/Effect"
+import * as Schedule from "effect/Schedule"
+import type * as RunStore from "../RunStore.js"
+import { RunStoreError, StreamClosedError } from "../WorkflowError.js"
+import type { WorkflowEvent } from "../WorkflowEvent.js"
+
+const migrations = Migrator.fromRecord({
+  "1_stepwise_init": Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    yield* sql`CREATE TABLE IF NOT EXISTS stepwise_runs (
+      run_id TEXT PRIMARY KEY,
+      workflow_id TEXT NOT NULL,
+      status TEXT NOT NULL,
+      input TEXT NOT NULL,
+      output TEXT,
+      error TEXT,
+      failed_step TEXT,
+      suspended TEXT,
+      owner TEXT,
+      heartbeat_at BIGINT,
+      event_count INTEGER NOT NULL DEFAULT 0,
+      created_at BIGINT NOT NULL,
+      updated_at BIGINT NOT NULL
+    )`
+    yield* sql`CREATE INDEX IF NOT EXISTS stepwise_runs_by_status ON stepwise_runs (workflow_id, status)`
+    yield* sql`CREATE TABLE IF NOT EXISTS stepwise_events (
+      run_id TEXT NOT NULL,
+      idx INTEGER NOT NULL,
+      data TEXT NOT NULL,
+      PRIMARY KEY (run_id, idx)
+    )`
+    yield* sql`CREATE TABLE IF NOT EXISTS stepwise_steps (
+      run_id TEXT NOT NULL,
+      path TEXT NOT NULL,
+      data TEXT NOT NULL,
+      PRIMARY KEY (run_id, path)
+    )`
+    yield* sql`CREATE TABLE IF NOT EXISTS stepwise_streams (
+      run_id TEXT NOT NULL,
+      namespace TEXT NOT NULL,
+      size INTEGER NOT NULL DEFAULT 0,
+      closed INTEGER NOT NULL DEFAULT 0,
+      PRIMARY KEY (run_id, namespace)
+    )`
+    yield* sql`CREATE TABLE IF NOT EXISTS stepwise_chunks (
+      run_id TEXT NOT NULL,
+      namespace TEXT NOT NULL,
+      idx INTEGER NOT NULL,
+      data TEXT NOT NULL,
+      PRIMARY KEY (run_id, namespace, idx)
+    )`
+  })
+})
+
+/** Creates or updates the tables. Safe to run from several processes at once. */
+export const migrate = Migrator.make({})({ loader: migrations, table: "stepwise_migrations" }).pipe(
+  // Two processes starting together: one migrates, the other sees the lock and tries again.
+  Effect.retry(Schedule.intersect(Schedule.spaced("200 millis"), Schedule.recurs(25))),
+  Effect.asVoid
+)
+
+// -----------------------------------------------------------------------------------------------------------------
+// values as JSON text: wrapped, so that `undefined` survives; bytes as base64
+
+const bytesKey = "$stepwise:bytes"
+
+function replacer(this: Record<string, unknown>, key: string, value: unknown): unknown {
+  const original = this[key]
+  if (original instanceof Uint8Array) return { [bytesKey]: Buffer.from(original).toString("base64") }
+  return value
+}
+
+const reviver = (_key: string, value: unknown): unknown => {
+  if (typeof value === "object" && value !== null && bytesKey in value) {
+    const encoded = (value as Record<string, unknown>)[bytesKey]
+    if (typeof encoded === "string") return new Uint8Array(Buffer.from(encoded, "base64"))
+  }
+  return value
+}
+
+const toJson = (value: unknown): string => JSON.stringify({ v: value }, replacer)
+
+const fromJson = (text: unknown, what: string, runId: string): Effect.Effect<unknown, RunStoreError> =>
+  Effect.try({
+    try: () => {
+      if (typeof text !== "string") throw new Error(`expected JSON text, found ${text === null ? "NULL" : typeof text}`)
+      const parsed = JSON.parse(text, reviver) as unknown
+      if (typeof parsed !== "object" || parsed === null) throw new Error("not a stepwise value")
+      return (parsed as { readonly v?: unknown }).v
+    },
+    catch: (error) =>
+      new RunStoreError({
+        operation: "read",
+        runId,
+        reason: `the row of ${what} is corrupt (${error instanceof Error ? error.message : String(error)})`
+      })
+  })
+
+const optionalJson = (text: unknown, what: string, runId: string) =>
+  text === null || text === undefined ? Effect.succeed(undefined) : fromJson(text, what, runId)
+
+// -----------------------------------------------------------------------------------------------------------------
+
+interface RunRow {
+  readonly run_id: string
+  readonly workflow_id: string
+  readonly status: string
+  readonly input: string
+  readonly output: string | null
+  readonly error: string | null
+  readonly failed_step: string | null
+  readonly suspended: string | null
+  readonly owner: string | null
+  readonly heartbeat_at: number | string | null
+  readonly created_at: number | string
+  readonly updated_at: number | string
+}
+
+const fail = (operation: string, runId?: string) => (error: SqlError): RunStoreError =>
+  new RunStoreError({ operation, ...(runId === undefined ? {} : { runId }), reason: error.message })
+
+/** Builds the SQL store over the `SqlClient` of the context, after running the migrations. */
+export const make = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+  yield* Effect.mapError(migrate, (e) => new RunStoreError({ operation: "migrate", reason: e.message }))
+  const isPg = sql.onDialectOrElse({ pg: () => true, orElse: () => false })
+
+  const toRecord = (row: RunRow): Effect.Effect<RunStore.RunRecord, RunStoreError> =>
+    Effect.gen(function*() {
+      const what = `run ${row.run_id}`
+      const input = yield* fromJson(row.input, `the input of ${what}`, row.run_id)
+      const output = yield* optionalJson(row.output, `the output of ${what}`, row.run_id)
+      const error = yield* optionalJson(row.error, `the error of ${what}`, row.run_id)
+      const suspended = yield* optionalJson(row.suspended, `the suspended steps of ${what}`, row.run_id)
+      return {
+        runId: row.run_id,
+        workflowId: row.workflow_id,
+        status: row.status as RunStore.RunStatus,
+        input,
+        ...(output === undefined ? {} : { output }),
+        ...(error === undefined ? {} : { error: error as RunStore.RunRecord["error"] & {} }),
+        ...(row.failed_step === null ? {} : { failedStep: row.failed_step }),
+        ...(suspended === undefined ? {} : { suspended: suspended as ReadonlyArray<RunStore.SuspendedStep> }),
+        ...(row.owner === null ? {} : { owner: row.owner }),
+        ...(row.heartbeat_at === null ? {} : { heartbeatAt: Number(row.heartbeat_at) }),
+        createdAt: Number(row.created_at),
+        updatedAt: Number(row.updated_at)
+      }
+    })
+
+  const createRun = (record: RunStore.RunRecord) =>
+    sql<{ run_id: string }>`INSERT INTO stepwise_runs
+      (run_id, workflow_id, status, input, owner, heartbeat_at, created_at, updated_at)
+      VALUES (${record.runId}, ${record.workflowId}, ${record.status}, ${toJson(record.input)},
+        ${record.owner ?? null}, ${record.heartbeatAt ?? null}, ${record.createdAt}, ${record.updatedAt})
+      ON CONFLICT (run_id) DO NOTHING
+      RETURNING run_id`.pipe(Effect.map((rows) => rows.length === 1), Effect.mapError(fail("create run", record.runId)))
+
+  const getRun = (runId: string) =>
+    sql<RunRow>`SELECT * FROM stepwise_runs WHERE run_id = ${runId}`.pipe(
+      Effect.mapError(fail("read run", runId)),
+      Effect.flatMap((rows) => rows.length === 0 ? Effect.succeed(undefined) : toRecord(rows[0]!))
+    )
+
+  const updateRun = (runId: string, patch: RunStore.RunPatch) =>
+    Effect.gen(function*() {
+      const now = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
+      const set: Record<string, unknown> = { updated_at: now }
+      if (patch.status !== undefined) set["status"] = patch.status
+      if ("output" in patch) set["output"] = toJson(patch.output)
+      if (patch.error !== undefined) set["error"] = toJson(patch.error)
+      if (patch.failedStep !== undefined) set["failed_step"] = patch.failedStep
+      if (patch.suspended !== undefined) set["suspended"] = toJson(patch.suspended)
+      if (patch.owner !== undefined) set["owner"] = patch.owner
+      if (patch.heartbeatAt !== undefined) set["heartbeat_at"] = patch.heartbeatAt
+      const rows = yield* sql<{ run_id: string }>`UPDATE stepwise_runs SET ${sql.update(set)}
+        WHERE run_id = ${runId} RETURNING run_id`.pipe(Effect.mapError(fail("update run", runId)))
+      if (rows.length === 0) {
+        return yield* new RunStoreError({ operation: "update run", runId, reason: "no such run" })
+      }
+    })
+
+  const listRuns = (filter: { readonly workflowId?: string; readonly statuses?: ReadonlyArray<RunStore.RunStatus> }) =>
+    Effect.gen(function*() {
+      const clauses = [
+        ...(filter.workflowId === undefined ? [] : [sql`workflow_id = ${filter.workflowId}`]),
+        ...(filter.statuses === undefined ? [] : [sql.in("status", filter.statuses)])
+      ]
+      const rows = yield* (clauses.length === 0
+        ? sql<RunRow>`SELECT * FROM stepwise_runs ORDER BY created_at`
+        : sql<RunRow>`SELECT * FROM stepwise_runs WHERE ${sql.and(clauses)} ORDER BY created_at`)
+        .pipe(Effect.mapError(fail("list runs")))
+      return yield* Effect.forEach(rows, toRecord)
+    })
+
+  const appendEvent = (runId: string, event: WorkflowEvent) => {
+    const data = toJson(event)
+    const appended = isPg
+      ? sql<{ idx: number }>`WITH c AS (
+          UPDATE stepwise_runs SET event_count = event_count + 1 WHERE run_id = ${runId} RETURNING event_count - 1 AS idx
+        )
+        INSERT INTO stepwise_events (run_id, idx, data) SELECT ${runId}, idx, ${data} FROM c RETURNING idx`
+      : sql.withTransaction(Effect.gen(function*() {
+        const rows = yield* sql<{ idx: number }>`UPDATE stepwise_runs SET event_count = event_count + 1
+          WHERE run_id = ${runId} RETURNING event_count - 1 AS idx`
+        if (rows.length === 0) return rows
+        return yield* sql<{ idx: number }>`INSERT INTO stepwise_events (run_id, idx, data)
+          VALUES (${runId}, ${rows[0]!.idx}, ${data}) RETURNING idx`
+      }))
+    return appended.pipe(
+      Effect.mapError(fail("append event", runId)),
+      Effect.flatMap((rows) =>
+        rows.length === 0
+          ? Effect.fail(new RunStoreError({ operation: "append event", runId, reason: "no such run" }))
+          : Effect.succeed(Number(rows[0]!.idx))
+      )
+    )
+  }
+
+  const readEvents = (runId: string, from: number, max: number) =>
+    Effect.gen(function*() {
+      const counts = yield* sql<{ event_count: number }>`SELECT event_count FROM stepwise_runs WHERE run_id = ${runId}`
+      const size = counts.length === 0 ? 0 : Number(counts[0]!.event_count)
+      if (max <= 0 || from >= size) return { events: [], size }
+      const rows = yield* sql<{ idx: number; data: string }>`SELECT idx, data FROM stepwise_events
+        WHERE run_id = ${runId} AND idx >= ${from} ORDER BY idx LIMIT ${max}`
+      const events = yield* Effect.forEach(rows, (row) =>
+        fromJson(row.data, `event ${row.idx} of run ${runId}`, runId) as Effect.Effect<WorkflowEvent, RunStoreError>)
+      return { events, size }
+    }).pipe(Effect.catchTag("SqlError", (e) => Effect.fail(fail("read events", runId)(e))))
+
+  const putStep = (runId: string, record: RunStore.StepRecord) =>
+    sql`INSERT INTO stepwise_steps (run_id, path, data) VALUES (${runId}, ${record.path}, ${toJson(record)})
+      ON CONFLICT (run_id, path) DO UPDATE SET data = excluded.data`.pipe(
+      Effect.asVoid,
+      Effect.mapError(fail("store step result", runId))
+    )
+
+  const getSteps = (runId: string) =>
+    sql<{ path: string; data: string }>`SELECT path, data FROM stepwise_steps WHERE run_id = ${runId}`.pipe(
+      Effect.mapError(fail("read step results", runId)),
+      Effect.flatMap((rows) =>
+        Effect.forEach(rows, (row) =>
+          fromJson(row.data, `the step result at path ${row.path} of run ${runId}`, runId) as Effect.Effect<
+            RunStore.StepRecord,
+            RunStoreError
+          >)
+      )
+    )
+
+  const appendChunk = (runId: string, namespace: string, chunk: unknown) => {
+    const data = toJson(chunk)
+    const appended = isPg
+      ? sql<{ idx: number }>`WITH s AS (
+          INSERT INTO stepwise_streams (run_id, namespace, size, closed) VALUES (${runId}, ${namespace}, 1, 0)
+          ON CONFLICT (run_id, namespace) DO UPDATE SET size = stepwise_streams.size + 1
+            WHERE stepwise_streams.closed = 0
+          RETURNING size - 1 AS idx
+        )
+        INSERT INTO stepwise_chunks (run_id, namespace, idx, data) SELECT ${runId}, ${namespace}, idx, ${data} FROM s
+        RETURNING idx`
+      : sql.withTransaction(Effect.gen(function*() {
+        const rows = yield* sql<{ idx: number }>`INSERT INTO stepwise_streams (run_id, namespace, size, closed)
+          VALUES (${runId}, ${namespace}, 1, 0)
+          ON CONFLICT (run_id, namespace) DO UPDATE SET size = stepwise_streams.size + 1
+            WHERE stepwise_streams.closed = 0
+          RETURNING size - 1 AS idx`
+        if (rows.length === 0) return rows
+        return yield* sql<{ idx: number }>`INSERT INTO stepwise_chunks (run_id, namespace, idx, data)
+          VALUES (${runId}, ${namespace}, ${rows[0]!.idx}, ${data}) RETURNING idx`
+      }))
+    return appended.pipe(
+      Effect.mapError(fail("append chunk", runId)),
+      Effect.flatMap((rows): Effect.Effect<number, StreamClosedError> =>
+        rows.length === 0
+          ? Effect.fail(new StreamClosedError({ runId, namespace }))
+          : Effect.succeed(Number(rows[0]!.idx))
+      )
+    )
+  }
+
+  const closeStream = (runId: string, namespace: string) =>
+    sql`INSERT INTO stepwise_streams (run_id, namespace, size, closed) VALUES (${runId}, ${namespace}, 0, 1)
+      ON CONFLICT (run_id, namespace) DO UPDATE SET closed = 1`.pipe(
+      Effect.asVoid,
+      Effect.mapError(fail("close stream", runId))
+    )
+
+  const readChunks = (runId: string, namespace: string, from: number, max: number) =>
+    Effect.gen(function*() {
+      const streams = yield* sql<{ size: number; closed: number }>`SELECT size, closed FROM stepwise_streams
+        WHERE run_id = ${runId} AND namespace = ${namespace}`
+      if (streams.length === 0) return { chunks: [], size: 0, closed: false }
+      const size = Number(streams[0]!.size)
+      const closed = Number(streams[0]!.closed) === 1
+      if (max <= 0 || from >= size) return { chunks: [], size, closed }
+      const rows = yield* sql<{ idx: number; data: string }>`SELECT idx, data FROM stepwise_chunks
+        WHERE run_id = ${runId} AND namespace = ${namespace} AND idx >= ${from} ORDER BY idx LIMIT ${max}`
+      const chunks = yield* Effect.forEach(rows, (row) =>
+        fromJson(row.data, `chunk ${row.idx} of stream "${namespace}" of run ${runId}`, runId))
+      return { chunks, size, closed }
+    }).pipe(Effect.catchTag("SqlError", (e) => Effect.fail(fail("read chunks", runId)(e))))
+
+  const claimRun = (runId: string, owner: string, now: number, staleBefore: number) =>
+    sql<{ run_id: string }>`UPDATE stepwise_runs SET owner = ${owner}, heartbeat_at = ${now}
+      WHERE run_id = ${runId}
+        AND (owner IS NULL OR owner = ${owner} OR heartbeat_at IS NULL OR heartbeat_at < ${staleBefore})
+      RETURNING run_id`.pipe(Effect.map((rows) => rows.length === 1), Effect.mapError(fail("claim run", runId)))
+
+  const heartbeat = (owner: string, now: number) =>
+    sql`UPDATE stepwise_runs SET heartbeat_at = ${now}
+      WHERE owner = ${owner} AND status IN ('pending', 'running', 'waiting')`.pipe(
+      Effect.asVoid,
+      Effect.mapError(fail("heartbeat"))
+    )
+
+  const store: RunStore.RunStore["Type"] = {
+    createRun,
+    getRun,
+    updateRun,
+    listRuns,
+    appendEvent,
+    readEvents,
+    putStep,
+    getSteps,
+    appendChunk,
+    closeStream,
+    readChunks,
+    claimRun,
+    heartbeat
+  }
+  return store
+})
