@@ -4,6 +4,7 @@
 import { Effect, Exit, Layer, Stream } from "effect"
 import { EventBus, RunStore, WorkflowEngine } from "stepwise"
 import type { Run, Workflow } from "stepwise"
+import { postgresEnabled, postgresStore, sqliteStore } from "./backends.js"
 import type { Observed, Scenario } from "./scenarios.js"
 
 export interface EngineUnderTest {
@@ -11,9 +12,22 @@ export interface EngineUnderTest {
   readonly layer: Layer.Layer<WorkflowEngine.WorkflowEngine | EventBus.EventBus | RunStore.RunStore, unknown>
 }
 
+const on = (
+  engine: Layer.Layer<WorkflowEngine.WorkflowEngine, unknown, EventBus.EventBus | RunStore.RunStore>,
+  store: Layer.Layer<RunStore.RunStore, unknown>
+) => engine.pipe(Layer.provideMerge(Layer.merge(EventBus.layerMemory, store)))
+
 export const engines: ReadonlyArray<EngineUnderTest> = [
   { name: "default", layer: WorkflowEngine.layerMemory },
-  { name: "evented", layer: WorkflowEngine.layerEventedMemory }
+  { name: "evented", layer: WorkflowEngine.layerEventedMemory },
+  { name: "default on SQLite", layer: on(WorkflowEngine.layerDefault, sqliteStore) },
+  { name: "evented on SQLite", layer: on(WorkflowEngine.layerEvented, sqliteStore) },
+  ...(postgresEnabled
+    ? [
+      { name: "default on Postgres", layer: on(WorkflowEngine.layerDefault, postgresStore) },
+      { name: "evented on Postgres", layer: on(WorkflowEngine.layerEvented, postgresStore) }
+    ]
+    : [])
 ]
 
 /** Runs one scenario on the engine of the context and observes everything it produced. */

@@ -296,7 +296,8 @@ export const makeCore = Effect.gen(function*() {
       const refuse = (reason: string) => new RunResumeError({ runId, step, reason })
       const record = yield* Effect.orDie(store.getRun(runId))
       if (record === undefined) return yield* refuse("no such run exists in the run store")
-      if (record.status !== "suspended" || isLive) return yield* refuse(`the run is ${record.status}, not suspended`)
+      if (record.status !== "suspended") return yield* refuse(`the run is ${record.status}, not suspended`)
+      if (isLive) return yield* refuse("the run is still being executed in this process; wait for run.result")
       const suspended = record.suspended ?? []
       const byPath = suspended.filter((s) => s.path === step)
       const matches = byPath.length > 0 ? byPath : suspended.filter((s) => s.step === step)
@@ -468,6 +469,8 @@ export const makeDefault = Effect.gen(function*() {
       const generation = Deferred.await(ready).pipe(
         Effect.zipRight(Effect.exit(Interpreter.runWorkflow(env, waits, workflow, input, ""))),
         Effect.flatMap((exit) => classify(workflow, exit)),
+        // No longer live before anyone hears how it settled: a waiter may resume it at once.
+        Effect.tap(() => Effect.sync(() => live.get(runId) === entry && live.delete(runId))),
         Effect.flatMap((result) => core.applyWalk(runId, result)),
         // Interrupted without a cancel: the engine is shutting down, and the run stays as the store has it.
         Effect.onInterrupt(() => entry.canceling ? core.cancelRun(runId) : Effect.void),

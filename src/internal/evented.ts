@@ -326,6 +326,7 @@ export const makeEvented = (options: { readonly group?: string } = {}) =>
       cancel,
       initialStatus: "pending",
       orphanStatuses: ["pending", "running", "waiting"],
-      isLive: (runId) => executing.has(runId)
+      // Nothing here owns a run between messages: a handler finishing up never blocks a resume or a takeover.
+      isLive: () => false
     }, scope)
   })
