@@ -61,8 +61,29 @@ export class WorkflowEngine extends Context.Tag("stepwise/WorkflowEngine")<Workf
  */
 export const layerDefault: Layer.Layer<WorkflowEngine, never, EventBus.EventBus | RunStore.RunStore> = Layer.scoped(
   WorkflowEngine,
-  Effect.map(Engine.makeDefault, WorkflowEngine.of)
+  Effect.map(Engine.makeDefault(), WorkflowEngine.of)
 )
+
+/**
+ * Options of the engines: `workerId` (this instance's stable name as a run owner; a restarted worker with the same
+ * name takes its unfinished runs back at once) and `lease` (how long an owner may stay silent before other instances
+ * take its unfinished runs over; default 10 seconds).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Options = Engine.EngineOptions
+
+/**
+ * The default engine with options.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerDefaultWith = (
+  options: Options
+): Layer.Layer<WorkflowEngine, never, EventBus.EventBus | RunStore.RunStore> =>
+  Layer.scoped(WorkflowEngine, Effect.map(Engine.makeDefault(options), WorkflowEngine.of))
 
 /**
  * The default engine with the in-memory bus and store: zero set-up. Also provides the bus and the store, so tests
@@ -113,14 +134,14 @@ export const layerEvented: Layer.Layer<
 )
 
 /**
- * The evented engine with a consumer group of your choosing: instances in one group share the work; instances in
- * different groups each execute every run (rarely what you want).
+ * The evented engine with options, and a consumer group of your choosing: instances in one group share the work;
+ * instances in different groups each execute every run (rarely what you want).
  *
  * @since 0.1.0
  * @category layers
  */
 export const layerEventedWith = (
-  options: { readonly group?: string }
+  options: Options & { readonly group?: string }
 ): Layer.Layer<WorkflowEngine, EventBus.EventBusError, EventBus.EventBus | RunStore.RunStore> =>
   Layer.scoped(WorkflowEngine, Effect.map(Evented.makeEvented(options), WorkflowEngine.of))
 

@@ -108,39 +108,82 @@ describe("evented engine", () => {
     }).pipe(Effect.scoped))
 })
 
-for (const [name, layer] of [["default", WorkflowEngine.layerDefault], ["evented", WorkflowEngine.layerEvented]] as const) {
-  it.effect(`the ${name} engine keeps no run state of its own: a new instance over the same store finishes a waiting run`, () =>
-    Effect.gen(function*() {
-      const afterSleep: Array<number> = []
-      const wf = Workflow.make({ id: "survives", inputSchema: N, outputSchema: N }).pipe(
-        Workflow.then(add("before", 1)),
-        Workflow.sleep("1 hour"),
-        Workflow.then(add("after", 10, (n) => afterSleep.push(n))),
-        Workflow.commit
-      )
-      const shared = Layer.merge(
-        Layer.succeed(EventBus.EventBus, (yield* EventBus.makeMemory).bus),
-        Layer.succeed(RunStore.RunStore, yield* RunStore.makeMemory())
-      )
-      const engineLayer = (layer as Layer.Layer<WorkflowEngine.WorkflowEngine, unknown, EventBus.EventBus | RunStore.RunStore>)
-        .pipe(Layer.provide(shared))
-      const runId = yield* Effect.scoped(Effect.gen(function*() {
-        const engine = Context.get(yield* Layer.build(engineLayer), WorkflowEngine.WorkflowEngine)
-        const run = yield* engine.start(wf, 1)
-        yield* awaitStatus(run, "waiting")
-        return run.runId
+const engineKinds = [
+  ["default", WorkflowEngine.layerDefaultWith],
+  ["evented", WorkflowEngine.layerEventedWith]
+] as const
+
+const sleeper = (afterSleep: Array<number>) =>
+  Workflow.make({ id: "survives", inputSchema: N, outputSchema: N }).pipe(
+    Workflow.then(add("before", 1)),
+    Workflow.sleep("1 hour"),
+    Workflow.then(add("after", 10, (n) => afterSleep.push(n))),
+    Workflow.commit
+  )
+
+const sharedMemory = Effect.map(
+  Effect.all([EventBus.makeMemory, RunStore.makeMemory()]),
+  ([{ bus }, store]) => ({
+    store,
+    layer: Layer.merge(Layer.succeed(EventBus.EventBus, bus), Layer.succeed(RunStore.RunStore, store))
+  })
+)
+
+/** Starts a run on one instance and leaves it waiting; the instance is gone when this returns. */
+const startAndDie = (engine: Layer.Layer<WorkflowEngine.WorkflowEngine, unknown>, wf: ReturnType<typeof sleeper>) =>
+  Effect.scoped(Effect.gen(function*() {
+    const run = yield* Context.get(yield* Layer.build(engine), WorkflowEngine.WorkflowEngine).start(wf, 1)
+    yield* awaitStatus(run, "waiting")
+    return run.runId
+  }))
+
+for (const [name, layerWith] of engineKinds) {
+  describe(`the ${name} engine keeps no run state of its own`, () => {
+    it.effect("a restarted worker (same workerId) takes its waiting run back at once and finishes it", () =>
+      Effect.gen(function*() {
+        const afterSleep: Array<number> = []
+        const wf = sleeper(afterSleep)
+        const engine = (layerWith({ workerId: "worker-1" }) as Layer.Layer<WorkflowEngine.WorkflowEngine, unknown, EventBus.EventBus | RunStore.RunStore>)
+          .pipe(Layer.provide((yield* sharedMemory).layer))
+        const runId = yield* startAndDie(engine, wf)
+        yield* Effect.scoped(Effect.gen(function*() {
+          const context = yield* Layer.build(Layer.provideMerge(WorkflowEngine.register(wf), engine))
+          const run = yield* Context.get(context, WorkflowEngine.WorkflowEngine).getRun(runId)
+          yield* awaitStatus(run, "waiting")
+          yield* TestClock.adjust("1 hour")
+          expect(yield* run.result).toBe(12)
+          expect(afterSleep).toEqual([2])
+          const types = Array.from(yield* Stream.runCollect(run.events())).map((e) => e.type)
+          expect(types.filter((t) => t === "workflow-step-waiting")).toHaveLength(1)
+          expect(types.filter((t) => t === "workflow-step-start")).toHaveLength(2)
+        }))
       }))
-      // The first instance is gone. A new one registers the workflow and takes the run over.
-      yield* Effect.scoped(Effect.gen(function*() {
-        const context = yield* Layer.build(Layer.provideMerge(WorkflowEngine.register(wf), engineLayer))
-        const run = yield* Context.get(context, WorkflowEngine.WorkflowEngine).getRun(runId)
-        yield* awaitStatus(run, "waiting")
-        yield* TestClock.adjust("1 hour")
-        expect(yield* run.result).toBe(12)
-        expect(afterSleep).toEqual([2])
-        const types = Array.from(yield* Stream.runCollect(run.events())).map((e) => e.type)
-        expect(types.filter((t) => t === "workflow-step-waiting")).toHaveLength(1)
-        expect(types.filter((t) => t === "workflow-step-start")).toHaveLength(2)
+
+    it.effect("another worker takes a run over once its owner has been silent for the lease", () =>
+      Effect.gen(function*() {
+        const afterSleep: Array<number> = []
+        const wf = sleeper(afterSleep)
+        const shared = yield* sharedMemory
+        const engine = (id: string) =>
+          (layerWith({ workerId: id, lease: "300 millis" }) as Layer.Layer<WorkflowEngine.WorkflowEngine, unknown, EventBus.EventBus | RunStore.RunStore>)
+            .pipe(Layer.provide(shared.layer))
+        const runId = yield* startAndDie(engine("worker-a"), wf)
+        yield* Effect.scoped(Effect.gen(function*() {
+          const context = yield* Layer.build(Layer.provideMerge(WorkflowEngine.register(wf), engine("worker-b")))
+          const store = shared.store
+          // not at once: worker-a's heartbeat is fresh
+          expect((yield* store.getRun(runId))?.owner).toBe("worker-a")
+          // after the lease (real time), worker-b's periodic scan claims it
+          for (let i = 0; i < 100 && (yield* store.getRun(runId))?.owner !== "worker-b"; i++) {
+            yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 50)))
+          }
+          expect((yield* store.getRun(runId))?.owner).toBe("worker-b")
+          const run = yield* Context.get(context, WorkflowEngine.WorkflowEngine).getRun(runId)
+          yield* awaitStatus(run, "waiting")
+          yield* TestClock.adjust("1 hour")
+          expect(yield* run.result).toBe(12)
+          expect(afterSleep).toEqual([2])
+        }))
       }))
-    }))
+  })
 }

@@ -4,6 +4,8 @@
  * The default driver walks each run in a fiber of this process.
  */
 import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
 import type * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
@@ -49,10 +51,24 @@ export type WalkResult =
   | { readonly _tag: "Suspended"; readonly suspended: ReadonlyArray<RunStore.SuspendedStep> }
   | { readonly _tag: "Pending"; readonly waitingOnly: boolean }
 
+/** Why a driver is asked to execute a run. */
+export type LaunchReason = "start" | "resume" | "recover"
+
+/** Options every engine takes. */
+export interface EngineOptions {
+  /**
+   * This instance's name as a run owner. Default: random per process. Give each worker a stable name and a
+   * restarted worker takes its unfinished runs back at once, instead of after the lease.
+   */
+  readonly workerId?: string
+  /** How long an owner may stay silent before other instances take its unfinished runs over. Default: 10 seconds. */
+  readonly lease?: Duration.DurationInput
+}
+
 /** How an engine executes runs. */
 export interface Driver {
   /** Starts executing a run that the store shows ready (just created, resumed, or left without an owner). */
-  readonly launch: (runId: string, registered: Registered, input: unknown) => Effect.Effect<void>
+  readonly launch: (runId: string, registered: Registered, input: unknown, reason: LaunchReason) => Effect.Effect<void>
   /** Cancels a run, returning once it is recorded canceled. */
   readonly cancel: (runId: string) => Effect.Effect<void>
   /** The status a new run is created with: `running` when the driver executes it at once, else `pending`. */
@@ -134,9 +150,17 @@ export const classify = (workflow: Workflow.Any, exit: Exit.Exit<unknown, Execut
 const maxRememberedCauses = 1000
 
 /** Builds what engines share, over the store and bus of the context. */
-export const makeCore = Effect.gen(function*() {
+export const makeCore = (options: EngineOptions = {}) => Effect.gen(function*() {
   const store = yield* RunStore.RunStore
   const bus = yield* EventBus.EventBus
+  const workerId = options.workerId ?? crypto.randomUUID()
+  const leaseMillis = Duration.toMillis(options.lease ?? "10 seconds")
+  if (!(leaseMillis > 0) || !Number.isFinite(leaseMillis)) {
+    return yield* Effect.dieMessage(`The engine's lease must be a positive, finite duration; got ${String(options.lease)}.`)
+  }
+  // Leases measure whether a process is alive: real time, even under a test clock.
+  const wallClock = Clock.make()
+  const wallNow = () => wallClock.unsafeCurrentTimeMillis()
   const registry = new Map<string, Registered>()
   const waiters = new Map<string, Deferred.Deferred<void>>()
   // The exact causes of failures seen in this process (the store keeps only name and message), bounded.
@@ -329,11 +353,11 @@ export const makeCore = Effect.gen(function*() {
       if (suspendedRecord === undefined) return yield* refuse(`the store has no record of path ${target.path}`)
       yield* Effect.orDie(store.putStep(runId, { ...suspendedRecord, resumeData: data }))
       const input = yield* Effect.orDie(Schema.decodeUnknown(registered.workflow.inputSchema)(record.input))
-      yield* setRun(runId, { status: "running", suspended: [] })
+      yield* setRun(runId, { status: "running", suspended: [], owner: workerId, heartbeatAt: wallNow() })
       return { registered, input }
     })
 
-  const withDriver = (driver: Driver, scope: Scope.Scope) => {
+  const withDriver = (driver: Driver, scope: Scope.Scope) => Effect.gen(function*() {
     const transitions = Effect.unsafeMakeSemaphore(1)
 
     const handle = <O, E>(runId: string, workflowId: string): Run<O, E> => ({
@@ -355,22 +379,62 @@ export const makeCore = Effect.gen(function*() {
         transitions.withPermits(1)(
           Effect.flatMap(
             prepareResume(runId, step, resumeData, driver.isLive(runId)),
-            ({ input, registered }) => driver.launch(runId, registered, input)
+            ({ input, registered }) => driver.launch(runId, registered, input, "resume")
           )
         )
     })
+
+    /**
+     * Takes over the unfinished runs of a registered workflow that nobody executes: never claimed, ours from before
+     * a restart, or owned by an instance silent for longer than the lease. The claim is atomic in the store, so of
+     * several instances one wins. A run whose input no longer decodes is failed, with the reason.
+     */
+    const recover = (registered: Registered) =>
+      Effect.gen(function*() {
+        const { workflow } = registered
+        const records = yield* store.listRuns({ workflowId: workflow.id, statuses: driver.orphanStatuses })
+        for (const record of records) {
+          if (driver.isLive(record.runId)) continue
+          const now = wallNow()
+          const stale = record.owner === undefined || record.owner === workerId ||
+            record.heartbeatAt === undefined || record.heartbeatAt < now - leaseMillis
+          if (!stale || !(yield* store.claimRun(record.runId, workerId, now, now - leaseMillis))) continue
+          const input = yield* Effect.either(Schema.decodeUnknown(workflow.inputSchema)(record.input))
+          if (input._tag === "Left") {
+            yield* failRun(record.runId, new Executor.StepFailure({
+              stepId: workflow.id,
+              path: "",
+              cause: Cause.die(new Error(`The stored input of run ${record.runId} no longer decodes: ${input.left.message}`))
+            }))
+            continue
+          }
+          yield* driver.launch(record.runId, registered, input.right, record.status === "pending" ? "start" : "recover")
+        }
+      })
+
+    const recoverAll = Effect.suspend(() =>
+      Effect.forEach(registry.values(), (registered) => recover(registered), { discard: true })
+    ).pipe(Effect.catchAllCause((cause) => Effect.logWarning("Looking for runs to take over failed; will retry", cause)))
+
+    // Keep our runs ours, and look for runs whose owner went silent.
+    // Only the timers run on the wall clock: what they launch must keep the app's clock.
+    const wallSleep = (millis: number) => Effect.withClock(Effect.sleep(Duration.millis(millis)), wallClock)
+    yield* Effect.gen(function*() {
+      yield* wallSleep(leaseMillis / 3)
+      yield* Effect.ignore(store.heartbeat(workerId, wallNow()))
+    }).pipe(Effect.forever, Effect.forkIn(scope))
+    yield* Effect.gen(function*() {
+      yield* wallSleep(leaseMillis / 2)
+      yield* recoverAll
+    }).pipe(Effect.forever, Effect.forkIn(scope))
 
     const register = (workflows: ReadonlyArray<Workflow.Any>, services: Context.Context<never>) =>
       Effect.forEach(workflows, (workflow) =>
         Effect.gen(function*() {
           const registered = { workflow, services }
           registry.set(workflow.id, registered)
-          const orphans = yield* Effect.orDie(store.listRuns({ workflowId: workflow.id, statuses: driver.orphanStatuses }))
-          for (const record of orphans) {
-            if (driver.isLive(record.runId)) continue
-            const input = yield* Effect.orDie(Schema.decodeUnknown(workflow.inputSchema)(record.input))
-            yield* driver.launch(record.runId, registered, input)
-          }
+          yield* Effect.catchAll(recover(registered), (error) =>
+            Effect.logWarning(`Could not look for unfinished runs of "${workflow.id}" yet; will retry`, error.message))
         }), { discard: true })
 
     const start = <I, O, E, R>(
@@ -397,6 +461,8 @@ export const makeCore = Effect.gen(function*() {
           workflowId,
           status: driver.initialStatus,
           input: encoded,
+          owner: workerId,
+          heartbeatAt: wallNow(),
           createdAt: now,
           updatedAt: now
         }))
@@ -409,7 +475,7 @@ export const makeCore = Effect.gen(function*() {
           })
         }
         yield* emitter(runId)({ type: "workflow-start", runId, from: "WORKFLOW", payload: { workflowId } })
-        yield* driver.launch(runId, registered, input)
+        yield* driver.launch(runId, registered, input, "start")
         return handle<O, E>(runId, workflowId)
       })
 
@@ -419,9 +485,8 @@ export const makeCore = Effect.gen(function*() {
           ? Effect.fail(new RunNotFoundError({ runId }))
           : Effect.succeed(handle<unknown, unknown>(runId, record.workflowId)))
 
-    void scope
     return { start, getRun, register } satisfies EngineShape
-  }
+  })
 
   /** Waits until the run is over: succeeded, failed or canceled. */
   const awaitTerminal = (runId: string) => Effect.asVoid(awaitOutcome(runId, (outcome) => outcome._tag !== "Suspended"))
@@ -445,13 +510,14 @@ export const makeCore = Effect.gen(function*() {
 })
 
 /** The default engine: each run (each generation between suspensions) is walked inline in a fiber of the scope. */
-export const makeDefault = Effect.gen(function*() {
-  const core = yield* makeCore
+export const makeDefault = (options: EngineOptions = {}) => Effect.gen(function*() {
+  const core = yield* makeCore(options)
   const scope = yield* Effect.scope
   const live = new Map<string, { fiber: Fiber.RuntimeFiber<void> | undefined; canceling: boolean }>()
 
   const launch = (runId: string, registered: Registered, input: unknown): Effect.Effect<void> =>
     Effect.gen(function*() {
+      if (live.has(runId)) return
       const { workflow } = registered
       const memo = Executor.memoOf(yield* Effect.orDie(core.store.getSteps(runId)))
       const env = core.makeEnv(runId, registered, memo, Executor.inline)
@@ -495,7 +561,7 @@ export const makeDefault = Effect.gen(function*() {
       yield* core.cancelRun(runId)
     })
 
-  return core.withDriver({
+  return yield* core.withDriver({
     launch,
     cancel,
     initialStatus: "running",

@@ -20,7 +20,7 @@ import * as Stream from "effect/Stream"
 import * as EventBus from "../EventBus.js"
 import * as RunStore from "../RunStore.js"
 import { SerializedError } from "../WorkflowEvent.js"
-import { classify, makeCore, type Registered } from "./engine.js"
+import { classify, type EngineOptions, type LaunchReason, makeCore, type Registered } from "./engine.js"
 import * as Executor from "./executor.js"
 import * as Interpreter from "./interpreter.js"
 
@@ -35,7 +35,7 @@ export const Command = Schema.Union(
   command("workflow.step.run", { path: Schema.String }),
   command("workflow.step.end", { path: Schema.String }),
   command("workflow.suspend", { suspended: Schema.Array(Suspended) }),
-  command("workflow.resume", {}),
+  command("workflow.resume", { recover: Schema.optional(Schema.Boolean) }),
   command("workflow.cancel", {}),
   command("workflow.end", { output: Schema.Unknown }),
   command("workflow.fail", { stepId: Schema.String, path: Schema.String, error: SerializedError })
@@ -52,9 +52,9 @@ type Data<T extends Command["type"]> = Extract<Command, { readonly type: T }>["d
 
 export const defaultGroup = "stepwise-engine"
 
-export const makeEvented = (options: { readonly group?: string } = {}) =>
+export const makeEvented = (options: EngineOptions & { readonly group?: string } = {}) =>
   Effect.gen(function*() {
-    const core = yield* makeCore
+    const core = yield* makeCore(options)
     const { bus, store } = core
     const scope = yield* Effect.scope
     const group = options.group ?? defaultGroup
@@ -130,7 +130,7 @@ export const makeEvented = (options: { readonly group?: string } = {}) =>
       })
 
     /** Walks the run, dispatching what is ready, and sends what the walk came to. */
-    const advance = (runId: string) =>
+    const advance = (runId: string, redispatch = false) =>
       Effect.gen(function*() {
         const loaded = yield* load(runId)
         // A suspended run waits for resume (which sets it running first); a late step end has nothing to advance.
@@ -139,7 +139,8 @@ export const makeEvented = (options: { readonly group?: string } = {}) =>
         const env = core.makeEnv(runId, registered, memo, {
           _tag: "Dispatch",
           dispatch: (path) => send("workflow.step.run", runId, { path }),
-          wakeAt: wakeAt(runId)
+          wakeAt: wakeAt(runId),
+          redispatch
         })
         const exit = yield* Effect.exit(Interpreter.runWorkflow(env, Interpreter.noWaits, registered.workflow, input, ""))
         const result = yield* classify(registered.workflow, exit)
@@ -222,8 +223,9 @@ export const makeEvented = (options: { readonly group?: string } = {}) =>
             })
           )
         case "workflow.step.end":
-        case "workflow.resume":
           return withLock(runId, advance(runId))
+        case "workflow.resume":
+          return withLock(runId, advance(runId, message.data.recover === true))
         case "workflow.end":
           return withLock(
             runId,
@@ -306,11 +308,10 @@ export const makeEvented = (options: { readonly group?: string } = {}) =>
       Effect.forkIn(scope)
     )
 
-    const launch = (runId: string, _registered: Registered, _input: unknown) =>
-      Effect.flatMap(Effect.orDie(store.getRun(runId)), (record) =>
-        record?.status === "pending" || record === undefined
-          ? send("workflow.start", runId, {})
-          : send("workflow.resume", runId, {}))
+    const launch = (runId: string, _registered: Registered, _input: unknown, reason: LaunchReason) =>
+      reason === "start"
+        ? send("workflow.start", runId, {})
+        : send("workflow.resume", runId, { recover: reason === "recover" })
 
     const cancel = (runId: string) =>
       Effect.gen(function*() {
@@ -321,7 +322,7 @@ export const makeEvented = (options: { readonly group?: string } = {}) =>
         yield* Fiber.awaitAll(Array.from(executing.get(runId) ?? []))
       })
 
-    return core.withDriver({
+    return yield* core.withDriver({
       launch,
       cancel,
       initialStatus: "pending",

@@ -60,6 +60,8 @@ export type Mode =
     readonly _tag: "Dispatch"
     readonly dispatch: (path: string) => Effect.Effect<void>
     readonly wakeAt: (path: string, until: number) => Effect.Effect<void>
+    /** Recovering a run whose owner died: steps recorded `running` lost their executor and are sent again. */
+    readonly redispatch: boolean
   }
   | { readonly _tag: "Execute"; readonly path: string }
 
@@ -272,7 +274,7 @@ export const execute = (
       case "Execute":
         return mode.path === path ? run(env, scope, spec, input, path, known) : pending
       case "Dispatch": {
-        if (known?.status === "running") return pending
+        if (known?.status === "running" && !mode.redispatch) return pending
         const record: RunStore.StepRecord = {
           path,
           stepId: spec.id,
@@ -383,8 +385,20 @@ const run = (
     let attempt = resumeData === undefined ? known?.attempt ?? 0 : 0
     const once = Effect.suspend(() => {
       attempt++
+      // Recorded before each attempt: a crash during it makes the next execution count on from here.
+      const running: RunStore.StepRecord = {
+        path,
+        stepId: spec.id,
+        status: "running",
+        stepCallId,
+        attempt,
+        ...(resumeData === undefined ? {} : { resumeData })
+      }
       const attemptEffect = spec.run({ ...base, resumeData: resumeData as never, suspend, attempt })
-      return spec.timeout === undefined ? attemptEffect : Effect.timeout(attemptEffect, spec.timeout)
+      return Effect.zipRight(
+        Effect.orDie(env.store.putStep(env.runId, running)),
+        spec.timeout === undefined ? attemptEffect : Effect.timeout(attemptEffect, spec.timeout)
+      )
     })
     const exit = yield* runUser(env, () => spec.retry === undefined ? once : Effect.retry(once, spec.retry))
 
