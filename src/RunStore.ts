@@ -11,6 +11,7 @@ import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Schedule from "effect/Schedule"
 import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SerializedError, WorkflowEvent } from "./WorkflowEvent.js"
 import * as SqlStore from "./internal/sqlStore.js"
@@ -173,6 +174,51 @@ export class RunStore extends Context.Tag("stepwise/RunStore")<RunStore, {
   /** Marks every unfinished run of `owner` as still owned. */
   readonly heartbeat: (owner: string, now: number) => Effect.Effect<void, RunStoreError>
 }>() {}
+
+/**
+ * Whether a store failure may pass by itself (the database is down or busy), as opposed to a row that no longer
+ * decodes (operation `"decode"`), which no retry can fix.
+ *
+ * @since 0.1.0
+ * @category predicates
+ */
+export const isTransient = (error: RunStoreError): boolean => error.operation !== "decode"
+
+/**
+ * Wraps a store so that transient failures are retried: exponential backoff from 20 ms, at most 5 s apart, for up to
+ * 2 minutes. The engines use their store through this; a run whose store stays down longer is left as it is and
+ * taken over by lease recovery once the store is back.
+ *
+ * @since 0.1.0
+ * @category combinators
+ */
+export const retrying = (store: RunStore["Type"]): RunStore["Type"] => {
+  const schedule = Schedule.exponential("20 millis").pipe(
+    Schedule.union(Schedule.spaced("5 seconds")),
+    Schedule.upTo("2 minutes")
+  )
+  const retry = <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, E> =>
+    Effect.retry(effect, {
+      schedule: Schedule.tapInput(schedule, (error: E) =>
+        Effect.logWarning("The run store failed; retrying", (error as { readonly message?: string }).message)),
+      while: (error) => error instanceof RunStoreError && isTransient(error)
+    })
+  return {
+    createRun: (record) => retry(store.createRun(record)),
+    getRun: (runId) => retry(store.getRun(runId)),
+    updateRun: (runId, patch) => retry(store.updateRun(runId, patch)),
+    listRuns: (filter) => retry(store.listRuns(filter)),
+    appendEvent: (runId, event) => retry(store.appendEvent(runId, event)),
+    readEvents: (runId, from, max) => retry(store.readEvents(runId, from, max)),
+    putStep: (runId, record) => retry(store.putStep(runId, record)),
+    getSteps: (runId) => retry(store.getSteps(runId)),
+    appendChunk: (runId, namespace, chunk) => retry(store.appendChunk(runId, namespace, chunk)),
+    closeStream: (runId, namespace) => retry(store.closeStream(runId, namespace)),
+    readChunks: (runId, namespace, from, max) => retry(store.readChunks(runId, namespace, from, max)),
+    claimRun: (runId, owner, now, staleBefore) => retry(store.claimRun(runId, owner, now, staleBefore)),
+    heartbeat: (owner, now) => retry(store.heartbeat(owner, now))
+  }
+}
 
 /**
  * How long a finished run stays in the memory store.

@@ -33,7 +33,11 @@ export interface ToolStream<A = unknown> {
   /** The step id, or for conditions, sleeps and maps the node's id. */
   readonly name: string
   readonly runId: string
-  /** Publishes `{ type: "workflow-step-output", runId, from: "USER", payload: { output: data, runId, stepName } }`. */
+  /**
+   * Publishes `{ type: "workflow-step-output", runId, from: "USER", payload: { output: data, runId, stepName } }`;
+   * in a step's `execute`, the payload also carries `attempt` (1, then 2, 3 ... on retries), so that readers can
+   * tell what a failed attempt wrote from what its retry writes.
+   */
   readonly write: (data: A) => Effect.Effect<void>
   /**
    * Publishes `event` unchanged. Its `type` must not be one of the runtime's own event types (`workflow-start`,
@@ -56,6 +60,8 @@ export interface Meta {
   readonly callId: string
   readonly name: string
   readonly runId: string
+  /** The current attempt, for a step's writer. */
+  readonly attempt?: () => number
 }
 
 /**
@@ -66,9 +72,16 @@ export interface Meta {
  * @category constructors
  */
 export const make = <A = unknown>(meta: Meta, emit: (event: WorkflowEvent) => Effect.Effect<void>): ToolStream<A> => {
-  const { callId, name, runId } = meta
+  const { attempt, callId, name, runId } = meta
   const write = (data: A) =>
-    emit({ type: "workflow-step-output", runId, from: "USER", payload: { output: data, runId, stepName: name } })
+    emit({
+      type: "workflow-step-output",
+      runId,
+      from: "USER",
+      payload: attempt === undefined
+        ? { output: data, runId, stepName: name }
+        : { output: data, runId, stepName: name, attempt: attempt() }
+    })
   const custom = <C extends { readonly type: string }>(event: C) =>
     builtinTypes.has(event.type)
       ? Effect.dieMessage(

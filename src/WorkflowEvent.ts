@@ -74,7 +74,13 @@ export const StepOutput = Schema.Struct({
   type: Schema.Literal("workflow-step-output"),
   runId: Schema.String,
   from: Schema.Literal("USER"),
-  payload: Schema.Struct({ output: Schema.Unknown, runId: Schema.String, stepName: Schema.String })
+  payload: Schema.Struct({
+    output: Schema.Unknown,
+    runId: Schema.String,
+    stepName: Schema.String,
+    /** Which attempt of the step wrote it (absent for conditions and sleep functions). */
+    attempt: Schema.optional(Schema.Number)
+  })
 })
 
 /**

@@ -54,7 +54,8 @@ describe("examples", () => {
             payload: {
               output: { type: "custom-status", data: { customMessage: "NORMAL_STEP_WRITE" } },
               runId,
-              stepName: "custom-status-step"
+              stepName: "custom-status-step",
+              attempt: 1
             }
           }
         },

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Schema, Stream, TestClock } from "effect"
+import { Effect, Schedule, Schema, Stream, TestClock } from "effect"
 import { EventBus, Step, Workflow, WorkflowEngine, WorkflowEvent } from "stepwise"
 import { Recorded, recordingEngine, recordingEventedEngine } from "./helpers.js"
 import { awaitStatus } from "./scenarios.js"
@@ -86,7 +86,10 @@ describe(`writer (ToolStream) on the ${engineName} engine`, () => {
               type: "workflow-step-output",
               runId,
               from: "USER",
-              payload: { output: { from: sites[site], callId: output.callId }, runId, stepName: names[site] }
+              // a step's writer also says which attempt wrote; conditions and sleeps have no attempts
+              payload: site === 0
+                ? { output: { from: sites[site], callId: output.callId }, runId, stepName: names[site], attempt: 1 }
+                : { output: { from: sites[site], callId: output.callId }, runId, stepName: names[site] }
             }
           })
         } else {
@@ -118,6 +121,33 @@ describe(`writer (ToolStream) on the ${engineName} engine`, () => {
       const published = (yield* Recorded).filter((p) => p.channel === EventBus.runChannel(run.runId))
       // every event on the channel is in the log, and in the same order
       expect(published.map((p) => p.event.data)).toEqual(events)
+    }).pipe(Effect.provide(recording)))
+
+  it.effect("output written by a failed attempt stays, and each output says which attempt wrote it", () =>
+    Effect.gen(function*() {
+      const engine = yield* WorkflowEngine.WorkflowEngine
+      const wf = Workflow.make({ id: "retried-writer", inputSchema: Schema.Number, outputSchema: Schema.String }).pipe(
+        Workflow.then(Step.make({
+          id: "answer",
+          inputSchema: Schema.Number,
+          outputSchema: Schema.String,
+          retry: Schedule.recurs(1),
+          execute: ({ attempt, writer }) =>
+            Effect.gen(function*() {
+              yield* writer.write("Hello")
+              if (attempt === 1) return yield* Effect.fail("model disconnected")
+              yield* writer.write(" world")
+              return "done"
+            })
+        })),
+        Workflow.commit
+      )
+      const run = yield* engine.start(wf, 0)
+      yield* run.result
+      const outputs = Array.from(yield* Stream.runCollect(run.events()))
+        .filter(WorkflowEvent.is("workflow-step-output"))
+        .map((e) => [e.payload.attempt, e.payload.output])
+      expect(outputs).toEqual([[1, "Hello"], [2, "Hello"], [2, " world"]])
     }).pipe(Effect.provide(recording)))
 
   it.effect("refuses custom events that pose as the runtime's own, with a message saying what to do", () =>

@@ -4,7 +4,6 @@
  * The default driver walks each run in a fiber of this process.
  */
 import * as Cause from "effect/Cause"
-import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import type * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
@@ -30,6 +29,7 @@ import type * as WorkflowEvent from "../WorkflowEvent.js"
 import * as Executor from "./executor.js"
 import * as Interpreter from "./interpreter.js"
 import * as Reader from "./reader.js"
+import { wallNow, wallSleep, wallTimeout } from "./wallClock.js"
 
 /** How a run (or one generation of it, between suspensions) settled. */
 export type Outcome =
@@ -151,16 +151,14 @@ const maxRememberedCauses = 1000
 
 /** Builds what engines share, over the store and bus of the context. */
 export const makeCore = (options: EngineOptions = {}) => Effect.gen(function*() {
-  const store = yield* RunStore.RunStore
+  const store = RunStore.retrying(yield* RunStore.RunStore)
   const bus = yield* EventBus.EventBus
   const workerId = options.workerId ?? crypto.randomUUID()
   const leaseMillis = Duration.toMillis(options.lease ?? "10 seconds")
   if (!(leaseMillis > 0) || !Number.isFinite(leaseMillis)) {
     return yield* Effect.dieMessage(`The engine's lease must be a positive, finite duration; got ${String(options.lease)}.`)
   }
-  // Leases measure whether a process is alive: real time, even under a test clock.
-  const wallClock = Clock.make()
-  const wallNow = () => wallClock.unsafeCurrentTimeMillis()
+
   const registry = new Map<string, Registered>()
   const waiters = new Map<string, Deferred.Deferred<void>>()
   // The exact causes of failures seen in this process (the store keeps only name and message), bounded.
@@ -235,6 +233,19 @@ export const makeCore = (options: EngineOptions = {}) => Effect.gen(function*() 
       yield* notify(runId)
     })
 
+  /**
+   * What the store recorded of a run's graph. A row that no longer decodes fails the run, naming the row (answers
+   * `undefined` then); a store that stays down fails the effect, and the run is left for lease recovery.
+   */
+  const loadMemo = (runId: string, workflowId: string) =>
+    Effect.catchAll(Effect.map(store.getSteps(runId), Executor.memoOf), (error) =>
+      RunStore.isTransient(error)
+        ? Effect.die(error)
+        : Effect.as(
+          failRun(runId, new Executor.StepFailure({ stepId: workflowId, path: "", cause: Cause.die(error) })),
+          undefined
+        ))
+
   /** Applies a walk's result directly (the default engine; the evented one goes through bus commands). */
   const applyWalk = (runId: string, result: WalkResult) => {
     switch (result._tag) {
@@ -293,7 +304,7 @@ export const makeCore = (options: EngineOptions = {}) => Effect.gen(function*() 
         const outcome = yield* outcomeFromStore(runId)
         if (outcome !== undefined && until(outcome)) return outcome
         // Another process may settle it without telling this one: look again now and then.
-        yield* Effect.ignore(Effect.timeout(Deferred.await(waiter), "1 second"))
+        yield* wallTimeout(Deferred.await(waiter), "1 second")
       }
     })
 
@@ -348,8 +359,11 @@ export const makeCore = (options: EngineOptions = {}) => Effect.gen(function*() 
         Schema.decodeUnknown(schema)(resumeData),
         (e) => refuse(`resumeData does not match the step's resumeSchema: ${e.message}`)
       )
-      const steps = yield* Effect.orDie(store.getSteps(runId))
-      const suspendedRecord = steps.find((s) => s.path === target.path)
+      const memo = yield* Effect.orDie(loadMemo(runId, record.workflowId))
+      if (memo === undefined) {
+        return yield* refuse("the run failed: its stored state is corrupt (see the run's error)")
+      }
+      const suspendedRecord = memo.get(target.path)
       if (suspendedRecord === undefined) return yield* refuse(`the store has no record of path ${target.path}`)
       yield* Effect.orDie(store.putStep(runId, { ...suspendedRecord, resumeData: data }))
       const input = yield* Effect.orDie(Schema.decodeUnknown(registered.workflow.inputSchema)(record.input))
@@ -417,14 +431,14 @@ export const makeCore = (options: EngineOptions = {}) => Effect.gen(function*() 
     ).pipe(Effect.catchAllCause((cause) => Effect.logWarning("Looking for runs to take over failed; will retry", cause)))
 
     // Keep our runs ours, and look for runs whose owner went silent.
-    // Only the timers run on the wall clock: what they launch must keep the app's clock.
-    const wallSleep = (millis: number) => Effect.withClock(Effect.sleep(Duration.millis(millis)), wallClock)
+    // Leases measure whether a process is alive: real time, even under a test clock. Only the timers run on the
+    // wall clock; what they launch keeps the app's clock.
     yield* Effect.gen(function*() {
-      yield* wallSleep(leaseMillis / 3)
+      yield* wallSleep(Duration.millis(leaseMillis / 3))
       yield* Effect.ignore(store.heartbeat(workerId, wallNow()))
     }).pipe(Effect.forever, Effect.forkIn(scope))
     yield* Effect.gen(function*() {
-      yield* wallSleep(leaseMillis / 2)
+      yield* wallSleep(Duration.millis(leaseMillis / 2))
       yield* recoverAll
     }).pipe(Effect.forever, Effect.forkIn(scope))
 
@@ -495,6 +509,7 @@ export const makeCore = (options: EngineOptions = {}) => Effect.gen(function*() 
     store,
     bus,
     registry,
+    loadMemo,
     notify,
     awaitTerminal,
     causeAt: (runId: string, path: string): Cause.Cause<unknown> | undefined => causes.get(`${runId}|${path}`),
@@ -519,7 +534,8 @@ export const makeDefault = (options: EngineOptions = {}) => Effect.gen(function*
     Effect.gen(function*() {
       if (live.has(runId)) return
       const { workflow } = registered
-      const memo = Executor.memoOf(yield* Effect.orDie(core.store.getSteps(runId)))
+      const memo = yield* core.loadMemo(runId, workflow.id)
+      if (memo === undefined) return
       const env = core.makeEnv(runId, registered, memo, Executor.inline)
       const entry: { fiber: Fiber.RuntimeFiber<void> | undefined; canceling: boolean } = {
         fiber: undefined,

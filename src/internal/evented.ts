@@ -104,7 +104,8 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
           return undefined
         }
         const input = yield* Effect.orDie(Schema.decodeUnknown(registered.workflow.inputSchema)(record.input))
-        const memo = Executor.memoOf(yield* Effect.orDie(store.getSteps(runId)))
+        const memo = yield* core.loadMemo(runId, record.workflowId)
+        if (memo === undefined) return undefined
         return { record, registered, input, memo }
       })
 

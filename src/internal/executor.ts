@@ -221,7 +221,8 @@ export const makeContext = (
   scope: WorkflowScope,
   name: string,
   callId: string,
-  inputData: unknown
+  inputData: unknown,
+  attempt?: () => number
 ): Step.BaseContext<never> => ({
   inputData: inputData as never,
   runId: env.runId,
@@ -229,7 +230,10 @@ export const makeContext = (
   getInitData: <T>() => scope.initData as T,
   getStepResult: ((step: string | { readonly id: string }) =>
     scope.results.get(typeof step === "string" ? step : step.id)) as Step.GetStepResult,
-  writer: ToolStream.make({ callId, name, runId: env.runId }, env.emit)
+  writer: ToolStream.make(
+    attempt === undefined ? { callId, name, runId: env.runId } : { callId, name, runId: env.runId, attempt },
+    env.emit
+  )
 })
 
 /** Runs user code with the run's services and `RunContext`, capturing every failure, defect and throw. */
@@ -364,7 +368,7 @@ const run = (
       )))
     }
 
-    const base = makeContext(env, scope, spec.id, stepCallId, input)
+    const base = makeContext(env, scope, spec.id, stepCallId, input, () => attempt)
     let suspended: { readonly payload: unknown } | undefined
     const suspend = (payload: unknown): Effect.Effect<never> =>
       Effect.suspend(() => {

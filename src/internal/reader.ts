@@ -11,8 +11,10 @@ import * as EventBus from "../EventBus.js"
 import * as RunStore from "../RunStore.js"
 import { RunStreamError } from "../WorkflowError.js"
 import type { WorkflowEvent } from "../WorkflowEvent.js"
+import { wallTimeout } from "./wallClock.js"
 
 const pageSize = 4096
+const pollInterval = "100 millis"
 
 interface Page<A> {
   readonly items: ReadonlyArray<A>
@@ -51,7 +53,11 @@ const follow = <A>(
         ended = page.ended
         if (page.items.length > 0) return Chunk.unsafeFromArray(page.items as Array<A>)
         if (ended) break
-        yield* Effect.catchAll(wake, (e) => Option.isNone(e) ? Effect.succeed(Chunk.empty()) : Effect.fail(e.value))
+        // The bus wakes readers in this process; a run executed by another process is followed by polling.
+        yield* wallTimeout(
+          Effect.catchAll(wake, (e) => Option.isNone(e) ? Effect.succeed(Chunk.empty()) : Effect.fail(e.value)),
+          pollInterval
+        )
       }
       return yield* Effect.fail(Option.none())
     }).pipe(Effect.mapError((e) => Option.isOption(e) ? e : Option.some(e)))

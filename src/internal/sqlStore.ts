@@ -101,7 +101,7 @@ const fromJson = (text: unknown, what: string, runId: string): Effect.Effect<unk
     },
     catch: (error) =>
       new RunStoreError({
-        operation: "read",
+        operation: "decode",
         runId,
         reason: `the row of ${what} is corrupt (${error instanceof Error ? error.message : String(error)})`
       })
