@@ -7,6 +7,7 @@
 import { NodeRuntime } from "@effect/platform-node"
 import { Console, Effect, Schema, Stream } from "effect"
 import { Step, Workflow, WorkflowEngine } from "stepwise"
+import * as Sqlite from "stepwise/sqlite"
 
 const stepWithOutputStream = Step.make({
   id: "step-with-output-stream",
@@ -59,6 +60,6 @@ export const program = Effect.gen(function*() {
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   NodeRuntime.runMain(
-    program.pipe(Effect.flatMap((out) => Console.log("result:", out.result)), Effect.provide(WorkflowEngine.layerMemory))
+    program.pipe(Effect.flatMap((out) => Console.log("result:", out.result)), Effect.provide(Sqlite.layerEngine))
   )
 }

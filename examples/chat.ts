@@ -8,6 +8,7 @@
 import { NodeRuntime } from "@effect/platform-node"
 import { Context, Duration, Effect, Layer, Schema, Stream } from "effect"
 import { Step, Workflow, WorkflowEngine } from "stepwise"
+import * as Sqlite from "stepwise/sqlite"
 
 /** The chunks a UI renders (a subset of the AI SDK's UIMessageChunk). */
 export type UIMessageChunk =
@@ -176,7 +177,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   NodeRuntime.runMain(
     program(print).pipe(
       Effect.flatMap((messages) => Effect.log(`chat finished with ${messages.length} messages`)),
-      Effect.provide(Layer.merge(WorkflowEngine.layerMemory, FakeChatModel("60 millis")))
+      Effect.provide(Layer.merge(Sqlite.layerEngine, FakeChatModel("60 millis")))
     )
   )
 }

@@ -7,6 +7,7 @@
 import { NodeRuntime } from "@effect/platform-node"
 import { Console, Effect, Schema, Stream } from "effect"
 import { Step, Workflow, WorkflowEngine } from "stepwise"
+import * as Sqlite from "stepwise/sqlite"
 
 const writeToDefaultStream = Step.make({
   id: "write-to-default-stream",
@@ -65,5 +66,5 @@ export const program = Effect.gen(function*() {
 })
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  NodeRuntime.runMain(program.pipe(Effect.flatMap(Console.log), Effect.provide(WorkflowEngine.layerMemory)))
+  NodeRuntime.runMain(program.pipe(Effect.flatMap(Console.log), Effect.provide(Sqlite.layerEngine)))
 }

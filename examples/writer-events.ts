@@ -8,6 +8,7 @@
 import { NodeRuntime } from "@effect/platform-node"
 import { Chunk, Console, Effect, Fiber, Schema, Stream } from "effect"
 import { EventBus, Step, Workflow, WorkflowEngine } from "stepwise"
+import * as Sqlite from "stepwise/sqlite"
 
 const Context = Schema.Struct({ context: Schema.String })
 
@@ -54,7 +55,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
           Console.log("output:", output)
         )
       ),
-      Effect.provide(WorkflowEngine.layerMemory)
+      Effect.provide(Sqlite.layerEngine)
     )
   )
 }

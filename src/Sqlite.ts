@@ -19,7 +19,9 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import { mkdirSync } from "node:fs"
 import { dirname } from "node:path"
+import * as EventBus from "./EventBus.js"
 import * as RunStore from "./RunStore.js"
+import * as WorkflowEngine from "./WorkflowEngine.js"
 import type { RunStoreError } from "./WorkflowError.js"
 
 /**
@@ -67,3 +69,15 @@ export const layerConfig: Layer.Layer<RunStore.RunStore | SqlClient.SqlClient, R
       (filename) => layer({ filename })
     )
   )
+
+/**
+ * Everything an app needs on one machine: the default engine, the memory bus, and the store in the SQLite file of
+ * `layerConfig` (`STEPWISE_SQLITE_FILE`, default `.stepwise/stepwise.db`). Runs survive restarts.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerEngine: Layer.Layer<
+  WorkflowEngine.WorkflowEngine | EventBus.EventBus | RunStore.RunStore | SqlClient.SqlClient,
+  RunStoreError | ConfigError
+> = WorkflowEngine.layerDefault.pipe(Layer.provideMerge(Layer.merge(EventBus.layerMemory, layerConfig)))

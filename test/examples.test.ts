@@ -1,6 +1,8 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Fiber, Layer, Option, Stream, TestClock } from "effect"
-import { WorkflowEngine, WorkflowEvent } from "stepwise"
+import { EventBus, WorkflowEngine, WorkflowEvent } from "stepwise"
+import * as Sqlite from "stepwise/sqlite"
+import { tempSqliteFile } from "./backends.js"
 import * as Basic from "../examples/basic-streaming.js"
 import * as Chat from "../examples/chat.js"
 import * as Namespaced from "../examples/namespaced-streams.js"
@@ -80,6 +82,22 @@ describe("examples", () => {
       expect(text).toBe("It is sunny in Paris today, about 21°C: a fine day for a walk along the Seine.")
       expect(messages.map((m) => m.role)).toEqual(["user", "assistant", "tool", "assistant"])
     }).pipe(Effect.provide(Layer.merge(WorkflowEngine.layerMemory, Chat.FakeChatModel("50 millis")))))
+
+  it.effect("chat on the embedded default (SQLite in a file), as `npm run demo` runs it", () =>
+    Effect.gen(function*() {
+      const chunks: Array<Chat.UIMessageChunk> = []
+      const messages = yield* withClock(Chat.program((chunk) => Effect.sync(() => chunks.push(chunk))))
+      expect(chunks.at(0)?.type).toBe("start")
+      expect(chunks.at(-1)?.type).toBe("finish")
+      expect(messages).toHaveLength(4)
+    }).pipe(
+      Effect.provide(Layer.merge(
+        WorkflowEngine.layerDefault.pipe(
+          Layer.provideMerge(Layer.merge(EventBus.layerMemory, Sqlite.layer({ filename: tempSqliteFile() })))
+        ),
+        Chat.FakeChatModel("50 millis")
+      ))
+    ))
 
   it.effect("chat: the model chunks also reach event watchers through writer.sink", () =>
     Effect.gen(function*() {
