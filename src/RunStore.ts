@@ -152,11 +152,14 @@ export class RunStore extends Context.Tag("stepwise/RunStore")<RunStore, {
   readonly readEvents: (runId: string, from: number, max: number) => Effect.Effect<EventPage, RunStoreError>
   readonly putStep: (runId: string, record: StepRecord) => Effect.Effect<void, RunStoreError>
   readonly getSteps: (runId: string) => Effect.Effect<ReadonlyArray<StepRecord>, RunStoreError>
-  /** Appends a chunk to a stream (`""` is the default stream); answers its index. */
-  readonly appendChunk: (
+  /**
+   * Appends chunks to a stream (`""` is the default stream), atomically and in order; answers the index of the first.
+   * Fails with `StreamClosedError` (appending nothing) once the stream is closed.
+   */
+  readonly appendChunks: (
     runId: string,
     namespace: string,
-    chunk: unknown
+    chunks: ReadonlyArray<unknown>
   ) => Effect.Effect<number, RunStoreError | StreamClosedError>
   /** Closes a stream. Closing a closed stream does nothing. */
   readonly closeStream: (runId: string, namespace: string) => Effect.Effect<void, RunStoreError>
@@ -212,7 +215,7 @@ export const retrying = (store: RunStore["Type"]): RunStore["Type"] => {
     readEvents: (runId, from, max) => retry(store.readEvents(runId, from, max)),
     putStep: (runId, record) => retry(store.putStep(runId, record)),
     getSteps: (runId) => retry(store.getSteps(runId)),
-    appendChunk: (runId, namespace, chunk) => retry(store.appendChunk(runId, namespace, chunk)),
+    appendChunks: (runId, namespace, chunks) => retry(store.appendChunks(runId, namespace, chunks)),
     closeStream: (runId, namespace) => retry(store.closeStream(runId, namespace)),
     readChunks: (runId, namespace, from, max) => retry(store.readChunks(runId, namespace, from, max)),
     claimRun: (runId, owner, now, staleBefore) => retry(store.claimRun(runId, owner, now, staleBefore)),
@@ -326,11 +329,13 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
         }),
       putStep: (runId, record) => withRun("store step result", runId, (run) => void run.steps.set(record.path, record)),
       getSteps: (runId) => Effect.sync(() => Array.from(runs.get(runId)?.steps.values() ?? [])),
-      appendChunk: (runId, namespace, chunk) =>
-        Effect.flatMap(withRun("append chunk", runId, (run) => stream(run, namespace)), (s) =>
-          s.closed
-            ? Effect.fail(new StreamClosedError({ runId, namespace }))
-            : Effect.succeed(s.chunks.push(chunk) - 1)),
+      appendChunks: (runId, namespace, chunks) =>
+        Effect.flatMap(withRun("append chunks", runId, (run) => stream(run, namespace)), (s) => {
+          if (s.closed) return Effect.fail(new StreamClosedError({ runId, namespace }))
+          const first = s.chunks.length
+          for (const chunk of chunks) s.chunks.push(chunk)
+          return Effect.succeed(first)
+        }),
       closeStream: (runId, namespace) => withRun("close stream", runId, (run) => void (stream(run, namespace).closed = true)),
       readChunks: (runId, namespace, from, max) =>
         Effect.sync(() => {

@@ -34,7 +34,8 @@ export const defaultFilename = ".stepwise/stepwise.db"
 
 /**
  * The store in a SQLite file (created, with its folder, when missing). Several processes may use the same file; they
- * wait for each other's writes (busy timeout 5 s).
+ * wait for each other's writes (busy timeout 5 s). The file is in WAL mode with `synchronous = NORMAL`: what is
+ * committed survives a crash of the process; a power loss may lose the last commits.
  *
  * @since 0.1.0
  * @category layers
@@ -44,7 +45,13 @@ export const layer = (
 ): Layer.Layer<RunStore.RunStore | SqlClient.SqlClient, RunStoreError> =>
   RunStore.layerSql.pipe(
     Layer.provideMerge(
-      Layer.effectDiscard(Effect.flatMap(SqliteClient.SqliteClient, (sql) => sql`PRAGMA busy_timeout = 5000`)).pipe(
+      Layer.effectDiscard(Effect.flatMap(SqliteClient.SqliteClient, (sql) =>
+        Effect.zipRight(
+          sql`PRAGMA busy_timeout = 5000`,
+          // WAL with synchronous=NORMAL: a commit survives the process dying (SIGKILL, a crash), which is what run
+          // recovery needs; only the last commits before a power loss may be lost. FULL costs an fsync per commit.
+          sql`PRAGMA synchronous = NORMAL`
+        ))).pipe(
         Layer.provideMerge(
           Layer.unwrapEffect(Effect.sync(() => {
             if (options.filename !== ":memory:") mkdirSync(dirname(options.filename), { recursive: true })

@@ -69,13 +69,13 @@ export const runStoreSuite = (name: string, layer: Layer.Layer<RunStore.RunStore
         yield* store.createRun(record("a"))
         const indices = yield* Effect.forEach(
           Array.from({ length: 100 }, (_, i) => i),
-          (i) => store.appendChunk(id("a"), i % 2 === 0 ? "" : "logs", i),
+          (i) => store.appendChunks(id("a"), i % 2 === 0 ? "" : "logs", [i]),
           { concurrency: 10 }
         )
         expect(indices.filter((_, i) => i % 2 === 0).sort((x, y) => x - y)).toEqual(Array.from({ length: 50 }, (_, i) => i))
         yield* store.closeStream(id("a"), "logs")
         yield* store.closeStream(id("a"), "logs")
-        const closed = yield* Effect.flip(store.appendChunk(id("a"), "logs", "late"))
+        const closed = yield* Effect.flip(store.appendChunks(id("a"), "logs", ["late"]))
         expect(closed._tag).toBe("StreamClosedError")
         const page = yield* store.readChunks(id("a"), "logs", 48, 10)
         expect(page.chunks).toHaveLength(2)
@@ -84,6 +84,18 @@ export const runStoreSuite = (name: string, layer: Layer.Layer<RunStore.RunStore
         const all = (yield* store.readChunks(id("a"), "logs", 0, 100)).chunks as Array<number>
         expect([...all].sort((x, y) => x - y)).toEqual(Array.from({ length: 50 }, (_, i) => 2 * i + 1))
         expect(yield* store.readChunks(id("a"), "never-written", 0, 10)).toEqual({ chunks: [], size: 0, closed: false })
+      }).pipe(Effect.provide(layer)))
+
+    it.effect("appends a batch of chunks atomically, in order, after what is there", () =>
+      Effect.gen(function*() {
+        yield* fresh
+        const store = yield* RunStore.RunStore
+        yield* store.createRun(record("a"))
+        expect(yield* store.appendChunks(id("a"), "", ["a", "b"])).toBe(0)
+        expect(yield* store.appendChunks(id("a"), "", Array.from({ length: 500 }, (_, i) => i))).toBe(2)
+        const page = yield* store.readChunks(id("a"), "", 0, 1000)
+        expect(page.size).toBe(502)
+        expect(page.chunks).toEqual(["a", "b", ...Array.from({ length: 500 }, (_, i) => i)])
       }).pipe(Effect.provide(layer)))
 
     it.effect("stores step results by path, the last write of a path winning", () =>
@@ -105,9 +117,8 @@ export const runStoreSuite = (name: string, layer: Layer.Layer<RunStore.RunStore
         yield* fresh
         const store = yield* RunStore.RunStore
         yield* store.createRun(record("a"))
-        yield* store.appendChunk(id("a"), "", new Uint8Array([0, 1, 255]))
-        yield* store.appendChunk(id("a"), "", { nested: { list: [1, "two", null] } })
-        yield* store.appendChunk(id("a"), "", undefined)
+        yield* store.appendChunks(id("a"), "", [new Uint8Array([0, 1, 255])])
+        yield* store.appendChunks(id("a"), "", [{ nested: { list: [1, "two", null] } }, undefined])
         const page = yield* store.readChunks(id("a"), "", 0, 10)
         expect(page.chunks).toEqual([new Uint8Array([0, 1, 255]), { nested: { list: [1, "two", null] } }, undefined])
         expect(page.chunks[0]).toBeInstanceOf(Uint8Array)

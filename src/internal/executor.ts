@@ -88,6 +88,8 @@ export interface RunEnv {
   readonly onFailure?: ((path: string, cause: Cause.Cause<unknown>) => void) | undefined
   /** Records an event in the run's log and publishes it on the run channel. */
   readonly emit: (event: WorkflowEvent) => Effect.Effect<void>
+  /** Makes every chunk written to the run's streams so far durable. */
+  readonly flushStreams: Effect.Effect<void>
 }
 
 /** A workflow being walked: nested workflows get their own. */
@@ -137,40 +139,26 @@ export const makeRunEnv = (options: {
   const streams = EventBus.streamChannel(runId)
   const emit = makeEmit(store, bus, runId)
 
-  const writables = new Map<string, RunWritable<unknown>>()
+  const writables = new Map<string, BufferedWritable>()
   const writable = (namespace: string): RunWritable<unknown> => {
-    const existing = writables.get(namespace)
-    if (existing !== undefined) return existing
-    const write = (chunk: unknown): Effect.Effect<void, StreamClosedError> =>
-      store.appendChunk(runId, namespace, chunk).pipe(
-        Effect.catchTag("RunStoreError", Effect.die),
-        Effect.flatMap((index) =>
-          publishQuietly(bus, streams, { type: "chunk", runId, data: { namespace, index } })
-        )
-      )
-    const close = Effect.orDie(store.closeStream(runId, namespace)).pipe(
-      Effect.zipRight(publishQuietly(bus, streams, { type: "close", runId, data: { namespace } }))
-    )
-    const created: RunWritable<unknown> = {
-      namespace,
-      write,
-      close,
-      sink: Sink.forEach((chunk: unknown) => Effect.orDie(write(chunk))),
-      toWritableStream: () =>
-        new WritableStream<unknown>({
-          write: (chunk) => Effect.runPromise(write(chunk)),
-          close: () => Effect.runPromise(close)
-        })
+    let existing = writables.get(namespace)
+    if (existing === undefined) {
+      existing = makeBufferedWritable(store, bus, runId, namespace)
+      writables.set(namespace, existing)
     }
-    writables.set(namespace, created)
-    return created
+    return existing.writable
   }
+  /** Makes every chunk written so far in this run durable (user code returning waits for this). */
+  const flushStreams = Effect.suspend(() =>
+    writables.size === 0 ? Effect.void : Effect.forEach(writables.values(), (w) => w.flush, { discard: true })
+  )
 
   const runContext = RunContext.of({ runId, workflowId: options.workflowId, writable })
   return {
     ...options,
     failureCause: options.failureCause ?? rebuildCause,
     emit,
+    flushStreams,
     runContext,
     userContext: Context.add(options.services, RunContext, runContext)
   }
@@ -185,6 +173,101 @@ export const memoOf = (steps: ReadonlyArray<RunStore.StepRecord>): Map<string, R
   const memo = new Map<string, RunStore.StepRecord>()
   for (const step of steps) memo.set(step.path, step)
   return memo
+}
+
+interface BufferedWritable {
+  readonly writable: RunWritable<unknown>
+  /** Resolves once everything written so far is durable; dies if a background append failed. */
+  readonly flush: Effect.Effect<void>
+}
+
+/** How many chunks a writer may get ahead of the store before `write` waits. */
+const highWater = 1000
+
+/**
+ * A run stream in this process, with group commit: `write` buffers the chunk and returns; a flusher appends whatever
+ * has accumulated in one statement, and again while more arrives. So a writer that writes faster than the store's
+ * round trip gets batches, and a slow writer still sees each chunk stored at once. The buffer is bounded (`write`
+ * waits at `highWater`), a write after `close` fails at once, and user code returning waits for the flush, so a step
+ * is recorded done only once its chunks are stored.
+ */
+const makeBufferedWritable = (
+  store: RunStore.RunStore["Type"],
+  bus: EventBus.EventBus["Type"],
+  runId: string,
+  namespace: string
+): BufferedWritable => {
+  const channel = EventBus.streamChannel(runId)
+  const buffer: Array<unknown> = []
+  const lock = Effect.unsafeMakeSemaphore(1)
+  let scheduled = false
+  let closed = false
+  let failure: Cause.Cause<StreamClosedError> | undefined
+
+  const drain: Effect.Effect<void> = lock.withPermits(1)(Effect.gen(function*() {
+    while (buffer.length > 0 && failure === undefined) {
+      const batch = buffer.splice(0, buffer.length)
+      const exit = yield* Effect.exit(store.appendChunks(runId, namespace, batch))
+      if (Exit.isFailure(exit)) {
+        // Closed meanwhile (by another process): the writer learns it as StreamClosedError. A store that stays
+        // down (after the store's own retries) is a defect of the step.
+        const error = Cause.failureOption(exit.cause)
+        failure = error._tag === "Some" && error.value._tag === "StreamClosedError"
+          ? Cause.fail(error.value)
+          : Cause.die(Cause.squash(exit.cause))
+        return
+      }
+      yield* publishQuietly(bus, channel, { type: "chunk", runId, data: { namespace, index: exit.value + batch.length - 1 } })
+    }
+  }))
+
+  const kick: Effect.Effect<void> = Effect.suspend(() => {
+    if (scheduled) return Effect.void
+    scheduled = true
+    return Effect.asVoid(Effect.forkDaemon(Effect.ensuring(
+      drain,
+      Effect.suspend(() => {
+        scheduled = false
+        return buffer.length > 0 && failure === undefined ? kick : Effect.void
+      })
+    )))
+  })
+
+  const surface = Effect.suspend(() => failure === undefined ? Effect.void : Effect.failCause(failure))
+
+  const write = (chunk: unknown): Effect.Effect<void, StreamClosedError> =>
+    Effect.suspend(() => {
+      if (closed) return Effect.fail(new StreamClosedError({ runId, namespace }))
+      if (failure !== undefined) return Effect.failCause(failure)
+      buffer.push(chunk)
+      return buffer.length >= highWater ? Effect.zipRight(drain, surface) : kick
+    })
+
+  const flush = Effect.zipRight(drain, Effect.orDie(surface))
+
+  const close = Effect.suspend(() => {
+    if (closed) return Effect.void
+    closed = true
+    return flush.pipe(
+      Effect.zipRight(Effect.orDie(store.closeStream(runId, namespace))),
+      Effect.zipRight(publishQuietly(bus, channel, { type: "close", runId, data: { namespace } }))
+    )
+  })
+
+  return {
+    flush,
+    writable: {
+      namespace,
+      write,
+      close,
+      sink: Sink.forEach((chunk: unknown) => Effect.orDie(write(chunk))),
+      toWritableStream: () =>
+        new WritableStream<unknown>({
+          write: (chunk) => Effect.runPromise(write(chunk)),
+          close: () => Effect.runPromise(close)
+        })
+    }
+  }
 }
 
 /** Records an event in the run's log, then publishes it on the run channel as a watch envelope. */
@@ -239,7 +322,7 @@ export const makeContext = (
 /** Runs user code with the run's services and `RunContext`, capturing every failure, defect and throw. */
 const runUser = <A>(env: RunEnv, effect: () => Effect.Effect<A, unknown, unknown>): Effect.Effect<Exit.Exit<A, unknown>> =>
   Effect.exit(
-    Effect.provide(Effect.suspend(effect), env.userContext) as Effect.Effect<A, unknown>
+    Effect.ensuring(Effect.provide(Effect.suspend(effect), env.userContext) as Effect.Effect<A, unknown>, env.flushStreams)
   )
 
 // ---------------------------------------------------------------------------------------------------------------

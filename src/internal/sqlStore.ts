@@ -2,9 +2,10 @@
  * The RunStore on `@effect/sql`: SQLite (embedded) and Postgres (shared by many workers). Tables come from the
  * migrator; the dialect differences (one-statement appends on Postgres, short transactions on SQLite) stay here.
  *
- * Dense indices: every append bumps a counter row (the run's `event_count`, the stream's `size`) and inserts at the
- * counter's old value in one atomic unit, so concurrent writers serialize on that row and never collide or leave
- * holes.
+ * Dense indices, in one statement per append. Postgres: the statement bumps a counter row (the run's `event_count`,
+ * the stream's `size`) and inserts at the counter's old value, so concurrent writers serialize on that row and never
+ * collide or leave holes. SQLite runs one writer at a time, so the statement inserts at `MAX(idx) + 1` (read through
+ * the primary key), and sizes are read the same way; its counter columns stay unused.
  */
 import * as Migrator from "@effect/sql/Migrator"
 import * as SqlClient from "@effect/sql/SqlClient"
@@ -211,13 +212,10 @@ export const make = Effect.gen(function*() {
           UPDATE stepwise_runs SET event_count = event_count + 1 WHERE run_id = ${runId} RETURNING event_count - 1 AS idx
         )
         INSERT INTO stepwise_events (run_id, idx, data) SELECT ${runId}, idx, ${data} FROM c RETURNING idx`
-      : sql.withTransaction(Effect.gen(function*() {
-        const rows = yield* sql<{ idx: number }>`UPDATE stepwise_runs SET event_count = event_count + 1
-          WHERE run_id = ${runId} RETURNING event_count - 1 AS idx`
-        if (rows.length === 0) return rows
-        return yield* sql<{ idx: number }>`INSERT INTO stepwise_events (run_id, idx, data)
-          VALUES (${runId}, ${rows[0]!.idx}, ${data}) RETURNING idx`
-      }))
+      : sql<{ idx: number }>`INSERT INTO stepwise_events (run_id, idx, data)
+          SELECT ${runId}, (SELECT COALESCE(MAX(idx) + 1, 0) FROM stepwise_events WHERE run_id = ${runId}), ${data}
+          WHERE EXISTS (SELECT 1 FROM stepwise_runs WHERE run_id = ${runId})
+          RETURNING idx`
     return appended.pipe(
       Effect.mapError(fail("append event", runId)),
       Effect.flatMap((rows) =>
@@ -230,8 +228,10 @@ export const make = Effect.gen(function*() {
 
   const readEvents = (runId: string, from: number, max: number) =>
     Effect.gen(function*() {
-      const counts = yield* sql<{ event_count: number }>`SELECT event_count FROM stepwise_runs WHERE run_id = ${runId}`
-      const size = counts.length === 0 ? 0 : Number(counts[0]!.event_count)
+      const counts = isPg
+        ? yield* sql<{ size: number }>`SELECT event_count AS size FROM stepwise_runs WHERE run_id = ${runId}`
+        : yield* sql<{ size: number }>`SELECT COALESCE(MAX(idx) + 1, 0) AS size FROM stepwise_events WHERE run_id = ${runId}`
+      const size = counts.length === 0 ? 0 : Number(counts[0]!.size)
       if (max <= 0 || from >= size) return { events: [], size }
       const rows = yield* sql<{ idx: number; data: string }>`SELECT idx, data FROM stepwise_events
         WHERE run_id = ${runId} AND idx >= ${from} ORDER BY idx LIMIT ${max}`
@@ -259,33 +259,36 @@ export const make = Effect.gen(function*() {
       )
     )
 
-  const appendChunk = (runId: string, namespace: string, chunk: unknown) => {
-    const data = toJson(chunk)
+  const appendChunks = (runId: string, namespace: string, chunks: ReadonlyArray<unknown>) => {
+    if (chunks.length === 0) return Effect.succeed(0)
+    // One statement per batch: the rows come from a JSON array of the chunks' JSON texts.
+    const batch = JSON.stringify(chunks.map(toJson))
+    const n = chunks.length
     const appended = isPg
       ? sql<{ idx: number }>`WITH s AS (
-          INSERT INTO stepwise_streams (run_id, namespace, size, closed) VALUES (${runId}, ${namespace}, 1, 0)
-          ON CONFLICT (run_id, namespace) DO UPDATE SET size = stepwise_streams.size + 1
+          INSERT INTO stepwise_streams (run_id, namespace, size, closed) VALUES (${runId}, ${namespace}, ${n}, 0)
+          ON CONFLICT (run_id, namespace) DO UPDATE SET size = stepwise_streams.size + ${n}
             WHERE stepwise_streams.closed = 0
-          RETURNING size - 1 AS idx
+          RETURNING size - ${n} AS first
         )
-        INSERT INTO stepwise_chunks (run_id, namespace, idx, data) SELECT ${runId}, ${namespace}, idx, ${data} FROM s
+        INSERT INTO stepwise_chunks (run_id, namespace, idx, data)
+        SELECT ${runId}, ${namespace}, s.first + t.ord - 1, t.value
+        FROM s, json_array_elements_text(${batch}::json) WITH ORDINALITY AS t(value, ord)
         RETURNING idx`
-      : sql.withTransaction(Effect.gen(function*() {
-        const rows = yield* sql<{ idx: number }>`INSERT INTO stepwise_streams (run_id, namespace, size, closed)
-          VALUES (${runId}, ${namespace}, 1, 0)
-          ON CONFLICT (run_id, namespace) DO UPDATE SET size = stepwise_streams.size + 1
-            WHERE stepwise_streams.closed = 0
-          RETURNING size - 1 AS idx`
-        if (rows.length === 0) return rows
-        return yield* sql<{ idx: number }>`INSERT INTO stepwise_chunks (run_id, namespace, idx, data)
-          VALUES (${runId}, ${namespace}, ${rows[0]!.idx}, ${data}) RETURNING idx`
-      }))
+      : sql<{ idx: number }>`INSERT INTO stepwise_chunks (run_id, namespace, idx, data)
+          SELECT ${runId}, ${namespace}, base.first + j.key, j.value
+          FROM json_each(${batch}) AS j,
+            (SELECT COALESCE(MAX(idx) + 1, 0) AS first FROM stepwise_chunks
+              WHERE run_id = ${runId} AND namespace = ${namespace}) AS base
+          WHERE NOT EXISTS (SELECT 1 FROM stepwise_streams
+            WHERE run_id = ${runId} AND namespace = ${namespace} AND closed = 1)
+          RETURNING idx`
     return appended.pipe(
-      Effect.mapError(fail("append chunk", runId)),
+      Effect.mapError(fail("append chunks", runId)),
       Effect.flatMap((rows): Effect.Effect<number, StreamClosedError> =>
         rows.length === 0
           ? Effect.fail(new StreamClosedError({ runId, namespace }))
-          : Effect.succeed(Number(rows[0]!.idx))
+          : Effect.succeed(Math.min(...rows.map((row) => Number(row.idx))))
       )
     )
   }
@@ -299,8 +302,14 @@ export const make = Effect.gen(function*() {
 
   const readChunks = (runId: string, namespace: string, from: number, max: number) =>
     Effect.gen(function*() {
-      const streams = yield* sql<{ size: number; closed: number }>`SELECT size, closed FROM stepwise_streams
-        WHERE run_id = ${runId} AND namespace = ${namespace}`
+      const streams = isPg
+        ? yield* sql<{ size: number; closed: number }>`SELECT size, closed FROM stepwise_streams
+          WHERE run_id = ${runId} AND namespace = ${namespace}`
+        : yield* sql<{ size: number; closed: number }>`SELECT
+            (SELECT COALESCE(MAX(idx) + 1, 0) FROM stepwise_chunks WHERE run_id = ${runId} AND namespace = ${namespace})
+              AS size,
+            (SELECT COALESCE(MAX(closed), 0) FROM stepwise_streams WHERE run_id = ${runId} AND namespace = ${namespace})
+              AS closed`
       if (streams.length === 0) return { chunks: [], size: 0, closed: false }
       const size = Number(streams[0]!.size)
       const closed = Number(streams[0]!.closed) === 1
@@ -334,7 +343,7 @@ export const make = Effect.gen(function*() {
     readEvents,
     putStep,
     getSteps,
-    appendChunk,
+    appendChunks,
     closeStream,
     readChunks,
     claimRun,

@@ -1,0 +1,137 @@
+/**
+ * Durable figures (issue 4), run under the machine's Node with the root's dependencies (no peers involved):
+ *
+ *   npm run bench:durable [-- --quick]
+ *
+ * 1. Per-step overhead: a 10-step workflow of no-op steps, on memory (the reference), SQLite (a temp file) and
+ *    Postgres (DATABASE_URL), default engine; microseconds per durable step (median of interleaved repetitions).
+ * 2. Chunk throughput: one step writes 100,000 chunks of 64 bytes to its run stream; one reader in another process
+ *    (bench/durable/reader.ts, its own store connection and bus) reads them all; chunks/s end to end.
+ */
+import { Effect, Layer, Schema } from "effect"
+import { spawn } from "node:child_process"
+import { mkdtempSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { fileURLToPath } from "node:url"
+import { EventBus, RunStore, Step, Workflow, WorkflowEngine } from "../../src/index.js"
+import * as Postgres from "../../src/Postgres.js"
+import * as Sqlite from "../../src/Sqlite.js"
+
+const quick = process.argv.includes("--quick")
+const runs = quick ? 50 : 300
+const reps = quick ? 2 : 5
+const chunkCount = quick ? 10_000 : 100_000
+const databaseUrl = process.env["DATABASE_URL"] ?? Postgres.defaultUrl
+
+const noop = (i: number) =>
+  Step.make({ id: `s${i}`, inputSchema: Schema.Number, outputSchema: Schema.Number, execute: ({ inputData }) => Effect.succeed(inputData) })
+const tenSteps = Array.from({ length: 10 }, (_, i) => noop(i)).reduce(
+  (b, step) => Workflow.andThen(step)(b),
+  Workflow.make({ id: "bench-linear", inputSchema: Schema.Number, outputSchema: Schema.Number }) as Workflow.Builder<"bench-linear", number, number, number, never, never>
+)
+const linear = Workflow.commit(tenSteps)
+
+const payload = "x".repeat(64)
+export const writer = Workflow.make({ id: "bench-chunks", inputSchema: Schema.Number, outputSchema: Schema.Number }).pipe(
+  Workflow.then(Step.make({
+    id: "produce",
+    inputSchema: Schema.Number,
+    outputSchema: Schema.Number,
+    execute: ({ inputData }) =>
+      Effect.gen(function*() {
+        const out = yield* Workflow.getWritable<string>()
+        for (let i = 0; i < inputData; i++) yield* out.write(payload)
+        yield* out.close
+        return inputData
+      })
+  })),
+  Workflow.commit
+)
+
+type StoreName = "memory" | "sqlite" | "postgres"
+const storeLayer = (name: StoreName, file: string): Layer.Layer<RunStore.RunStore, unknown> =>
+  name === "memory"
+    ? RunStore.layerMemory
+    : name === "sqlite"
+    ? Sqlite.layer({ filename: file })
+    : Postgres.layer({ url: databaseUrl })
+
+const engineOn = (name: StoreName, file: string) =>
+  WorkflowEngine.layerDefault.pipe(Layer.provideMerge(Layer.merge(EventBus.layerMemory, storeLayer(name, file))))
+
+const median = (xs: ReadonlyArray<number>) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
+const spread = (xs: ReadonlyArray<number>) => `${Math.min(...xs).toFixed(0)}-${Math.max(...xs).toFixed(0)}`
+
+const stepOverhead = (name: StoreName, file: string) =>
+  Effect.gen(function*() {
+    const engine = yield* WorkflowEngine.WorkflowEngine
+    yield* Effect.flatMap(engine.start(linear, 0), (r) => r.result) // warm-up
+    const t0 = performance.now()
+    for (let i = 0; i < runs; i++) yield* Effect.flatMap(engine.start(linear, i), (r) => r.result)
+    return ((performance.now() - t0) * 1000) / (runs * 10)
+  }).pipe(Effect.provide(engineOn(name, file)), Effect.scoped)
+
+const reader = fileURLToPath(new URL("./reader.ts", import.meta.url))
+
+/** Starts the writer here and reads in another process; answers chunks/s from start to the reader's last chunk. */
+const throughput = (name: "sqlite" | "postgres", file: string) =>
+  Effect.gen(function*() {
+    const engine = yield* WorkflowEngine.WorkflowEngine
+    const runId = `bench-chunks-${crypto.randomUUID()}`
+    const child = spawn(process.execPath, ["--import", "tsx", reader], {
+      env: { ...process.env, STORE: name, DB: name === "sqlite" ? file : databaseUrl, RUN_ID: runId, COUNT: String(chunkCount) },
+      stdio: ["ignore", "pipe", "inherit"]
+    })
+    let out = ""
+    child.stdout.on("data", (d) => (out += d))
+    const ready = new Promise<void>((resolve) => child.stdout.once("data", () => resolve()))
+    yield* Effect.promise(() => ready) // the reader is up and waiting for the run
+    const started = Date.now()
+    const run = yield* engine.start(writer, chunkCount, { runId })
+    yield* run.result
+    const writeDone = Date.now()
+    const code = yield* Effect.promise(() => new Promise<number | null>((resolve) => child.on("exit", resolve)))
+    const result = JSON.parse(out.trim().split("\n").at(-1)!) as { count: number; lastAt: number }
+    if (code !== 0 || result.count !== chunkCount) throw new Error(`reader failed: ${out}`)
+    return {
+      endToEnd: (chunkCount / (result.lastAt - started)) * 1000,
+      write: (chunkCount / (writeDone - started)) * 1000
+    }
+  }).pipe(Effect.provide(engineOn(name, file)), Effect.scoped)
+
+const program = Effect.gen(function*() {
+  const dir = mkdtempSync(join(tmpdir(), "stepwise-bench-"))
+  const stores: ReadonlyArray<StoreName> = ["memory", "sqlite", "postgres"]
+  const perStep: Record<string, Array<number>> = { memory: [], sqlite: [], postgres: [] }
+  for (let rep = 0; rep < reps; rep++) {
+    for (const name of rep % 2 === 0 ? stores : [...stores].reverse()) {
+      perStep[name]!.push(yield* stepOverhead(name, join(dir, `steps-${rep}.db`)))
+    }
+  }
+  const chunks: Record<string, Array<{ endToEnd: number; write: number }>> = { sqlite: [], postgres: [] }
+  for (let rep = 0; rep < (quick ? 1 : 3); rep++) {
+    for (const name of ["sqlite", "postgres"] as const) chunks[name]!.push(yield* throughput(name, join(dir, `chunks-${rep}.db`)))
+  }
+  console.log(`# stepwise durable figures (Node ${process.version}, ${quick ? "quick" : "full"} mode)\n`)
+  console.log(`Per-step overhead, 10-step linear workflow of no-op steps, ${runs} runs one after another, default engine:\n`)
+  console.log("| store | µs per step (median) | spread | × memory |")
+  console.log("|---|---:|---:|---:|")
+  for (const name of stores) {
+    const m = median(perStep[name]!)
+    console.log(`| ${name} | ${m.toFixed(0)} | ${spread(perStep[name]!)} | ${(m / median(perStep["memory"]!)).toFixed(1)} |`)
+  }
+  console.log(`\nChunk throughput, ${chunkCount.toLocaleString()} chunks of 64 bytes, reader in another process:\n`)
+  console.log("| store | end to end, chunks/s (median) | writer alone, chunks/s |")
+  console.log("|---|---:|---:|")
+  for (const name of ["sqlite", "postgres"] as const) {
+    console.log(
+      `| ${name} | ${median(chunks[name]!.map((c) => c.endToEnd)).toFixed(0)} | ${median(chunks[name]!.map((c) => c.write)).toFixed(0)} |`
+    )
+  }
+})
+
+Effect.runPromise(program).catch((error) => {
+  console.error(error)
+  process.exit(1)
+})
