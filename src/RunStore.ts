@@ -147,8 +147,11 @@ export class RunStore extends Context.Tag("stepwise/RunStore")<RunStore, {
   readonly listRuns: (
     filter: { readonly workflowId?: string; readonly statuses?: ReadonlyArray<RunStatus> }
   ) => Effect.Effect<ReadonlyArray<RunRecord>, RunStoreError>
-  /** Appends to the run's event log; answers the event's index. */
-  readonly appendEvent: (runId: string, event: WorkflowEvent) => Effect.Effect<number, RunStoreError>
+  /**
+   * Appends to the run's event log; answers the event's index. With `step`, also stores that step record, in the
+   * same atomic write: a step's result and the event announcing it are never found one without the other.
+   */
+  readonly appendEvent: (runId: string, event: WorkflowEvent, step?: StepRecord) => Effect.Effect<number, RunStoreError>
   readonly readEvents: (runId: string, from: number, max: number) => Effect.Effect<EventPage, RunStoreError>
   readonly putStep: (runId: string, record: StepRecord) => Effect.Effect<void, RunStoreError>
   readonly getSteps: (runId: string) => Effect.Effect<ReadonlyArray<StepRecord>, RunStoreError>
@@ -211,7 +214,7 @@ export const retrying = (store: RunStore["Type"]): RunStore["Type"] => {
     getRun: (runId) => retry(store.getRun(runId)),
     updateRun: (runId, patch) => retry(store.updateRun(runId, patch)),
     listRuns: (filter) => retry(store.listRuns(filter)),
-    appendEvent: (runId, event) => retry(store.appendEvent(runId, event)),
+    appendEvent: (runId, event, step) => retry(store.appendEvent(runId, event, step)),
     readEvents: (runId, from, max) => retry(store.readEvents(runId, from, max)),
     putStep: (runId, record) => retry(store.putStep(runId, record)),
     getSteps: (runId) => retry(store.getSteps(runId)),
@@ -320,7 +323,11 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
           }
           return out
         }),
-      appendEvent: (runId, event) => withRun("append event", runId, (run) => run.events.push(event) - 1),
+      appendEvent: (runId, event, step) =>
+        withRun("append event", runId, (run) => {
+          if (step !== undefined) run.steps.set(step.path, step)
+          return run.events.push(event) - 1
+        }),
       readEvents: (runId, from, max) =>
         Effect.sync(() => {
           const run = runs.get(runId)

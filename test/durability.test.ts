@@ -27,7 +27,7 @@ const flakyStore: Layer.Layer<RunStore.RunStore> = Layer.effect(
       )
     return {
       ...store,
-      appendEvent: (runId, event) => sometimes("append event", store.appendEvent(runId, event)),
+      appendEvent: (runId, event, step) => sometimes("append event", store.appendEvent(runId, event, step)),
       putStep: (runId, record) => sometimes("store step result", store.putStep(runId, record))
     }
   })

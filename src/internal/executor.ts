@@ -86,8 +86,8 @@ export interface RunEnv {
   readonly failureCause: (path: string, record: RunStore.StepRecord) => Cause.Cause<unknown>
   /** Told of every failure this process records, with its exact cause. */
   readonly onFailure?: ((path: string, cause: Cause.Cause<unknown>) => void) | undefined
-  /** Records an event in the run's log and publishes it on the run channel. */
-  readonly emit: (event: WorkflowEvent) => Effect.Effect<void>
+  /** Records an event in the run's log (with a step record, atomically) and publishes it on the run channel. */
+  readonly emit: (event: WorkflowEvent, step?: RunStore.StepRecord) => Effect.Effect<void>
   /** Makes every chunk written to the run's streams so far durable. */
   readonly flushStreams: Effect.Effect<void>
 }
@@ -275,11 +275,11 @@ export const makeEmit = (
   store: RunStore.RunStore["Type"],
   bus: EventBus.EventBus["Type"],
   runId: string
-): (event: WorkflowEvent) => Effect.Effect<void> => {
+): (event: WorkflowEvent, step?: RunStore.StepRecord) => Effect.Effect<void> => {
   const channel = EventBus.runChannel(runId)
-  return (event) =>
+  return (event, step) =>
     Effect.zipRight(
-      store.appendEvent(runId, event),
+      store.appendEvent(runId, event, step),
       publishQuietly(bus, channel, { type: "watch", runId, data: event })
     ).pipe(Effect.orDie)
 }
@@ -432,6 +432,20 @@ const run = (
     const encodedInput = spec.inputSchema === undefined
       ? Exit.succeed(input)
       : yield* Effect.exit(Schema.encodeUnknown(spec.inputSchema)(input))
+    // A resumed step starts counting attempts again; a step re-run after a crash counts on.
+    const resumeData = known?.resumeData
+    let attempt = resumeData === undefined ? known?.attempt ?? 0 : 0
+    const firstAttempt = attempt + 1
+    // Each attempt is recorded `running` before it starts, so that after a crash the next execution counts on from
+    // it; the first one together with the start event.
+    const running = (n: number): RunStore.StepRecord => ({
+      path,
+      stepId: spec.id,
+      status: "running",
+      stepCallId,
+      attempt: n,
+      ...(resumeData === undefined ? {} : { resumeData })
+    })
     const startedAt = yield* Clock.currentTimeMillis
     yield* env.emit({
       type: "workflow-step-start",
@@ -444,7 +458,7 @@ const run = (
         payload: Exit.isSuccess(encodedInput) ? encodedInput.value : input,
         startedAt
       }
-    })
+    }, running(firstAttempt))
     if (Exit.isFailure(encodedInput)) {
       return yield* fail(env, spec.id, path, stepCallId, previousAttempts, Cause.die(new Error(
         `Step "${spec.id}" received input that does not match its inputSchema: ${parseMessage(encodedInput.cause)}`
@@ -467,34 +481,21 @@ const run = (
         suspended = { payload }
         return Effect.interrupt
       })
-    // A resumed step starts counting attempts again; a step re-run after a crash counts on.
-    const resumeData = known?.resumeData
-    let attempt = resumeData === undefined ? known?.attempt ?? 0 : 0
     const once = Effect.suspend(() => {
       attempt++
-      // Recorded before each attempt: a crash during it makes the next execution count on from here.
-      const running: RunStore.StepRecord = {
-        path,
-        stepId: spec.id,
-        status: "running",
-        stepCallId,
-        attempt,
-        ...(resumeData === undefined ? {} : { resumeData })
-      }
       const attemptEffect = spec.run({ ...base, resumeData: resumeData as never, suspend, attempt })
-      return Effect.zipRight(
-        Effect.orDie(env.store.putStep(env.runId, running)),
-        spec.timeout === undefined ? attemptEffect : Effect.timeout(attemptEffect, spec.timeout)
-      )
+      const timed = spec.timeout === undefined ? attemptEffect : Effect.timeout(attemptEffect, spec.timeout)
+      return attempt === firstAttempt
+        ? timed
+        : Effect.zipRight(Effect.orDie(env.store.putStep(env.runId, running(attempt))), timed)
     })
     const exit = yield* runUser(env, () => spec.retry === undefined ? once : Effect.retry(once, spec.retry))
 
     if (suspended !== undefined && Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)) {
       const payload = suspended.payload
       const record: RunStore.StepRecord = { path, stepId: spec.id, status: "suspended", suspendPayload: payload, attempt }
-      yield* Effect.orDie(env.store.putStep(env.runId, record))
+      yield* env.emit(stepResult(env, spec.id, stepCallId, "suspended", yield* Clock.currentTimeMillis), record)
       env.memo.set(path, record)
-      yield* env.emit(stepResult(env, spec.id, stepCallId, "suspended", yield* Clock.currentTimeMillis))
       yield* env.emit({
         type: "workflow-step-suspended",
         runId: env.runId,
@@ -529,16 +530,15 @@ export const succeed = (
 ): Effect.Effect<unknown> =>
   Effect.gen(function*() {
     const record: RunStore.StepRecord = { path, stepId, status: "success", output: encoded, attempt }
-    yield* Effect.orDie(env.store.putStep(env.runId, record))
-    env.memo.set(path, record)
-    scope.results.set(stepId, output)
     const endedAt = yield* Clock.currentTimeMillis
     yield* env.emit({
       type: "workflow-step-result",
       runId: env.runId,
       from: "WORKFLOW",
       payload: { id: stepId, stepCallId, status: "success", output: encoded, endedAt }
-    })
+    }, record)
+    env.memo.set(path, record)
+    scope.results.set(stepId, output)
     return output
   })
 
@@ -554,8 +554,6 @@ export const fail = (
   Effect.gen(function*() {
     const error = serializeCause(cause)
     const record: RunStore.StepRecord = { path, stepId, status: "failed", error, attempt }
-    yield* Effect.orDie(env.store.putStep(env.runId, record))
-    env.memo.set(path, record)
     env.onFailure?.(path, cause)
     const endedAt = yield* Clock.currentTimeMillis
     yield* env.emit({
@@ -563,7 +561,8 @@ export const fail = (
       runId: env.runId,
       from: "WORKFLOW",
       payload: { id: stepId, stepCallId, status: "failed", error, endedAt }
-    })
+    }, record)
+    env.memo.set(path, record)
     return yield* new StepFailure({ stepId, path, cause })
   })
 
@@ -581,14 +580,20 @@ const stepResult = (
 })
 
 /** Emits the `workflow-step-start` of something that is not user code (a nested workflow, a sleep). */
-export const emitStepStart = (env: RunEnv, id: string, stepCallId: string, payload: unknown): Effect.Effect<void> =>
+export const emitStepStart = (
+  env: RunEnv,
+  id: string,
+  stepCallId: string,
+  payload: unknown,
+  record: RunStore.StepRecord
+): Effect.Effect<void> =>
   Effect.flatMap(Clock.currentTimeMillis, (startedAt) =>
     env.emit({
       type: "workflow-step-start",
       runId: env.runId,
       from: "WORKFLOW",
       payload: { id, stepCallId, status: "running", payload, startedAt }
-    }))
+    }, record))
 
 // ---------------------------------------------------------------------------------------------------------------
 // entry points 2-4: conditions and sleeps (and maps' context, through execute)

@@ -156,7 +156,9 @@ const runNested = (
       // Started once: the record keeps the call id, so the result event matches the start event in any process.
       const stepCallId = crypto.randomUUID()
       const encodedInput = yield* Effect.exit(Schema.encodeUnknown(workflow.inputSchema)(input))
-      yield* Executor.emitStepStart(env, workflow.id, stepCallId, Exit.isSuccess(encodedInput) ? encodedInput.value : input)
+      known = { path, stepId: workflow.id, status: "running", stepCallId }
+      yield* Executor.emitStepStart(env, workflow.id, stepCallId, Exit.isSuccess(encodedInput) ? encodedInput.value : input, known)
+      env.memo.set(path, known)
       if (Exit.isFailure(encodedInput)) {
         return yield* Executor.fail(env, workflow.id, path, stepCallId, 1, Cause.die(new Error(
           `Nested workflow "${workflow.id}" received input that does not match its inputSchema: ${
@@ -164,9 +166,6 @@ const runNested = (
           }`
         )))
       }
-      known = { path, stepId: workflow.id, status: "running", stepCallId }
-      yield* Effect.orDie(env.store.putStep(env.runId, known))
-      env.memo.set(path, known)
     }
     const stepCallId = known.stepCallId ?? crypto.randomUUID()
     const output = yield* runWorkflow(env, waits, workflow, input, `${path}/`)
@@ -215,15 +214,14 @@ const wait = (
       return yield* new Executor.Pending({ waitingOnly: false })
     }
     const record: RunStore.StepRecord = { path: done, stepId: id, status: "success" }
-    yield* Effect.orDie(env.store.putStep(env.runId, record))
-    env.memo.set(done, record)
     const endedAt = yield* Clock.currentTimeMillis
     yield* env.emit({
       type: "workflow-step-result",
       runId: env.runId,
       from: "WORKFLOW",
       payload: { id, stepCallId: crypto.randomUUID(), status: "success", endedAt }
-    })
+    }, record)
+    env.memo.set(done, record)
     return input
   })
 

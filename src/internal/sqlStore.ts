@@ -205,17 +205,34 @@ export const make = Effect.gen(function*() {
       return yield* Effect.forEach(rows, toRecord)
     })
 
-  const appendEvent = (runId: string, event: WorkflowEvent) => {
+  const appendEvent = (runId: string, event: WorkflowEvent, step?: RunStore.StepRecord) => {
     const data = toJson(event)
+    const stepData = step === undefined ? null : toJson(step)
     const appended = isPg
-      ? sql<{ idx: number }>`WITH c AS (
-          UPDATE stepwise_runs SET event_count = event_count + 1 WHERE run_id = ${runId} RETURNING event_count - 1 AS idx
-        )
-        INSERT INTO stepwise_events (run_id, idx, data) SELECT ${runId}, idx, ${data} FROM c RETURNING idx`
-      : sql<{ idx: number }>`INSERT INTO stepwise_events (run_id, idx, data)
+      ? (step === undefined
+        ? sql<{ idx: number }>`WITH c AS (
+            UPDATE stepwise_runs SET event_count = event_count + 1 WHERE run_id = ${runId} RETURNING event_count - 1 AS idx
+          )
+          INSERT INTO stepwise_events (run_id, idx, data) SELECT ${runId}, idx, ${data} FROM c RETURNING idx`
+        // One statement, so one commit, for the step record and its event.
+        : sql<{ idx: number }>`WITH c AS (
+            UPDATE stepwise_runs SET event_count = event_count + 1 WHERE run_id = ${runId} RETURNING event_count - 1 AS idx
+          ), s AS (
+            INSERT INTO stepwise_steps (run_id, path, data) SELECT ${runId}, ${step.path}, ${stepData} FROM c
+            ON CONFLICT (run_id, path) DO UPDATE SET data = excluded.data
+          )
+          INSERT INTO stepwise_events (run_id, idx, data) SELECT ${runId}, idx, ${data} FROM c RETURNING idx`)
+      : (() => {
+        const insert = sql<{ idx: number }>`INSERT INTO stepwise_events (run_id, idx, data)
           SELECT ${runId}, (SELECT COALESCE(MAX(idx) + 1, 0) FROM stepwise_events WHERE run_id = ${runId}), ${data}
           WHERE EXISTS (SELECT 1 FROM stepwise_runs WHERE run_id = ${runId})
           RETURNING idx`
+        return step === undefined ? insert : sql.withTransaction(Effect.zipRight(
+          sql`INSERT INTO stepwise_steps (run_id, path, data) VALUES (${runId}, ${step.path}, ${stepData})
+            ON CONFLICT (run_id, path) DO UPDATE SET data = excluded.data`,
+          insert
+        ))
+      })()
     return appended.pipe(
       Effect.mapError(fail("append event", runId)),
       Effect.flatMap((rows) =>
