@@ -242,7 +242,7 @@ export const andThen = <S extends StepLike>(step: S) =>
   self: Builder<Id, I, Prev, O, E, R>
 ): Builder<Id, I, Step.Output<S>, O, E | Step.Error<S>, R | Step.Context<S>> => {
   const s = assertStepLike("then", step)
-  return addNode(self as unknown as AnyBuilder, (id) => ({ _tag: "Step", id: s.id, step: s }))
+  return addNode(self as unknown as AnyBuilder, () => ({ _tag: "Step", id: s.id, step: s }))
 }
 
 /**

@@ -136,7 +136,6 @@ export const makeRunEnv = (options: {
   readonly onFailure?: (path: string, cause: Cause.Cause<unknown>) => void
 }): RunEnv => {
   const { bus, runId, store } = options
-  const streams = EventBus.streamChannel(runId)
   const emit = makeEmit(store, bus, runId)
 
   const writables = new Map<string, BufferedWritable>()
