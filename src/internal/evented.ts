@@ -64,11 +64,12 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
     const executing = new Map<string, Set<Fiber.RuntimeFiber<void>>>()
     const timers = new Map<string, Map<string, Fiber.RuntimeFiber<void>>>()
 
-    const send = <T extends Command["type"]>(type: T, runId: string, data: Data<T>): Effect.Effect<void> =>
-      bus.publish(EventBus.workflowsChannel, { type, runId, data }).pipe(
-        Effect.retry(Schedule.intersect(Schedule.exponential("10 millis"), Schedule.recurs(5))),
-        Effect.orDie
-      )
+    const resend = Schedule.intersect(Schedule.exponential("10 millis"), Schedule.recurs(5))
+    const send = <T extends Command["type"]>(type: T, runId: string, data: Data<T>): Effect.Effect<void> => {
+      const publish = bus.publish(EventBus.workflowsChannel, { type, runId, data })
+      // The retry schedule is only set up once a publish has failed: the common path stays one call.
+      return publish.pipe(Effect.catchAll(() => Effect.retry(publish, resend)), Effect.orDie)
+    }
 
     const announce = (runId: string, status: Finished["data"]["status"]) =>
       Executor.publishQuietly(bus, EventBus.workflowsFinishChannel, { type: "workflow.finished", runId, data: { status } })
@@ -90,6 +91,16 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
         )
       })
 
+    // A run's input is decoded once per stored value (the memory store hands out the same object every time).
+    const decodedInputs = new WeakMap<object, unknown>()
+    const decodeInput = (registered: Registered, record: RunStore.RunRecord) => {
+      const key = typeof record.input === "object" && record.input !== null ? record.input : undefined
+      if (key !== undefined && decodedInputs.has(key)) return Effect.succeed(decodedInputs.get(key))
+      return Effect.orDie(Schema.decodeUnknown(registered.workflow.inputSchema)(record.input)).pipe(
+        Effect.tap((input) => key !== undefined && decodedInputs.set(key, input))
+      )
+    }
+
     /** The run and what it needs to be walked, or nothing when it is over or unknown to this process. */
     const load = (runId: string) =>
       Effect.gen(function*() {
@@ -103,7 +114,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
           )
           return undefined
         }
-        const input = yield* Effect.orDie(Schema.decodeUnknown(registered.workflow.inputSchema)(record.input))
+        const input = yield* decodeInput(registered, record)
         const memo = yield* core.loadMemo(runId, record.workflowId)
         if (memo === undefined) return undefined
         return { record, registered, input, memo }
@@ -264,27 +275,25 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
       }
     }
 
-    const decodeCommand = Schema.decodeUnknown(Command)
+    const decodeCommand = Schema.decodeUnknownEither(Command)
     const decodeFinished = Schema.decodeUnknown(Finished)
 
     const commands = yield* bus.subscribe(EventBus.workflowsChannel, { group })
     yield* commands.pipe(
-      Stream.runForEach((raw) =>
-        decodeCommand(raw).pipe(
-          Effect.matchEffect({
-            onFailure: (error) =>
-              Effect.logWarning(`Skipping malformed message on channel "${EventBus.workflowsChannel}"`, error.message),
-            onSuccess: (message) =>
-              Effect.forkIn(
-                Effect.catchAllCause(
-                  handle(message),
-                  (cause) => Effect.logError(`Handling ${message.type} for run ${message.runId} failed`, cause)
-                ),
-                scope
-              )
-          })
+      Stream.runForEach((raw) => {
+        const decoded = decodeCommand(raw)
+        if (decoded._tag === "Left") {
+          return Effect.logWarning(`Skipping malformed message on channel "${EventBus.workflowsChannel}"`, decoded.left.message)
+        }
+        const message = decoded.right
+        return Effect.forkIn(
+          Effect.catchAllCause(
+            handle(message),
+            (cause) => Effect.logError(`Handling ${message.type} for run ${message.runId} failed`, cause)
+          ),
+          scope
         )
-      ),
+      }),
       Effect.catchAllCause((cause) => Effect.logError("The evented engine stopped reading commands", cause)),
       Effect.forkIn(scope)
     )

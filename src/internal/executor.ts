@@ -383,6 +383,13 @@ const pending = Effect.fail(new Pending({ waitingOnly: false }))
 // again. Walks that replay a run's history on every transition (the evented engine) depend on this.
 const decodedOutputs = new WeakMap<RunStore.StepRecord, unknown>()
 
+/** The output of a record already decoded once (or recorded without a schema), without going through Effect. */
+export const replayedOutput = (
+  known: RunStore.StepRecord,
+  schema: Schema.Schema.AnyNoContext | undefined
+): { readonly value: unknown } | undefined =>
+  schema === undefined ? { value: known.output } : decodedOutputs.has(known) ? { value: decodedOutputs.get(known) } : undefined
+
 const replay = (scope: WorkflowScope, spec: StepSpec, known: RunStore.StepRecord, path: string) => {
   if (decodedOutputs.has(known)) {
     const output = decodedOutputs.get(known)

@@ -40,14 +40,50 @@ export const runWorkflow = (
   Effect.suspend(() => {
     const scope: WorkflowScope = { initData: input, results: new Map() }
     let value: unknown = input
+    const first = replayPrefix(env, scope, workflow.nodes, prefix, (out) => (value = out), value)
+    const rest = first === 0 ? workflow.nodes : workflow.nodes.slice(first)
     return Effect.as(
-      Effect.forEach(workflow.nodes, (node, i) =>
-        Effect.map(runNode(env, waits, scope, node, value, `${prefix}${i}`), (out) => {
+      Effect.forEach(rest, (node, i) =>
+        Effect.map(runNode(env, waits, scope, node, value, `${prefix}${first + i}`), (out) => {
           value = out
         }), { discard: true }),
       undefined
     ).pipe(Effect.map(() => value))
   })
+
+/**
+ * Replays, without Effect, the leading nodes whose outcome is recorded (steps and maps with a decoded result,
+ * finished sleeps), and answers the index of the first node the walk must really visit. Walks that start again from
+ * the root on every transition (the evented engine, recovery) so cost little for what is done.
+ */
+const replayPrefix = (
+  env: RunEnv,
+  scope: WorkflowScope,
+  nodes: ReadonlyArray<Node>,
+  prefix: string,
+  set: (value: unknown) => void,
+  input: unknown
+): number => {
+  let value = input
+  let i = 0
+  for (; i < nodes.length; i++) {
+    const node = nodes[i]!
+    const path = `${prefix}${i}`
+    if (node._tag === "Sleep" || node._tag === "SleepUntil") {
+      if (env.memo.get(`${path}!`)?.status !== "success") break
+      continue
+    }
+    if (node._tag !== "Map" && !(node._tag === "Step" && node.step._tag === "Step")) break
+    const known = env.memo.get(path)
+    if (known?.status !== "success") break
+    const replayed = Executor.replayedOutput(known, node._tag === "Map" ? undefined : node.step.outputSchema)
+    if (replayed === undefined) break
+    value = replayed.value
+    if (node._tag === "Step") scope.results.set(node.step.id, value)
+  }
+  set(value)
+  return i
+}
 
 const runNode = (
   env: RunEnv,
