@@ -203,12 +203,14 @@ export const retrying = (store: RunStore["Type"]): RunStore["Type"] => {
     Schedule.union(Schedule.spaced("5 seconds")),
     Schedule.upTo("2 minutes")
   )
+  const transient = (error: unknown) => error instanceof RunStoreError && isTransient(error)
+  // The schedule is only set up once a call has failed: the common path stays one call (it is the per-event path).
   const retry = <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, E> =>
-    Effect.retry(effect, {
-      schedule: Schedule.tapInput(schedule, (error: E) =>
-        Effect.logWarning("The run store failed; retrying", (error as { readonly message?: string }).message)),
-      while: (error) => error instanceof RunStoreError && isTransient(error)
-    })
+    Effect.catchIf(effect, transient, (first) =>
+      Effect.zipRight(
+        Effect.logWarning("The run store failed; retrying", (first as { readonly message?: string }).message),
+        Effect.retry(effect, { schedule, while: transient })
+      ))
   return {
     createRun: (record) => retry(store.createRun(record)),
     getRun: (runId) => retry(store.getRun(runId)),

@@ -11,7 +11,7 @@ import * as EventBus from "../EventBus.js"
 import * as RunStore from "../RunStore.js"
 import { RunStreamError } from "../WorkflowError.js"
 import type { WorkflowEvent } from "../WorkflowEvent.js"
-import { wallTimeout } from "./wallClock.js"
+import { wallSleep } from "./wallClock.js"
 
 const pageSize = 4096
 const pollInterval = "100 millis"
@@ -43,7 +43,10 @@ const follow = <A>(
 ): Stream.Stream<A, RunStreamError> =>
   Stream.unwrapScoped(Effect.gen(function*() {
     const notes = yield* bus.subscribe(channel).pipe(Effect.mapError(storeOrBus(runId)))
-    const wake = yield* Stream.toPull(Stream.mapError(notes, storeOrBus(runId)))
+    // The bus wakes readers in this process; a run executed by another process is followed by polling: one
+    // wall-clock ticker per reader (a timer per wait would cost every wake-up a race).
+    const ticks = Stream.repeatEffect(Effect.as(wallSleep(pollInterval), null))
+    const wake = yield* Stream.toPull(Stream.merge(Stream.mapError(notes, storeOrBus(runId)), ticks))
     let cursor = yield* resolveStart(runId, startIndex, Effect.map(read(0), (p) => p.size))
     let ended = false
     const pull: Effect.Effect<Chunk.Chunk<A>, Option.Option<RunStreamError>> = Effect.gen(function*() {
@@ -53,11 +56,7 @@ const follow = <A>(
         ended = page.ended
         if (page.items.length > 0) return Chunk.unsafeFromArray(page.items as Array<A>)
         if (ended) break
-        // The bus wakes readers in this process; a run executed by another process is followed by polling.
-        yield* wallTimeout(
-          Effect.catchAll(wake, (e) => Option.isNone(e) ? Effect.succeed(Chunk.empty()) : Effect.fail(e.value)),
-          pollInterval
-        )
+        yield* Effect.catchAll(wake, (e) => Option.isNone(e) ? Effect.succeed(Chunk.empty()) : Effect.fail(e.value))
       }
       return yield* Effect.fail(Option.none())
     }).pipe(Effect.mapError((e) => Option.isOption(e) ? e : Option.some(e)))

@@ -1,0 +1,201 @@
+/**
+ * The figures, as a list of cases. A case runs one contender method with fixed arguments and turns
+ * the sample into named metric values; `primary` is the metric that ratios are computed on.
+ */
+import type { Contender, FigureId, LatencySample, MemorySample, Timing } from "./types.ts"
+import { FAN_OUT, LINEAR_STEPS } from "./work.ts"
+
+export interface Metric {
+  readonly key: string
+  readonly label: string
+  /** Which direction is better; ratios are always expressed as "times the cost of the reference". */
+  readonly better: "lower" | "higher"
+  readonly digits: number
+}
+
+export interface Case {
+  readonly id: string
+  /** Figure heading, e.g. "1. Step overhead". */
+  readonly figure: string
+  /** What exactly runs, e.g. "10-step linear workflow, 2,000 runs, 1 in flight". */
+  readonly title: string
+  readonly group: FigureId
+  /** What the columns mean, printed under the title. */
+  readonly legend?: string
+  /** The floor contender this case is compared with. */
+  readonly floor: string
+  readonly metrics: ReadonlyArray<Metric>
+  readonly primary: string
+  /** Runs the measurement; `undefined` when the contender cannot do this figure. */
+  readonly measure: (contender: Contender) => Promise<Measured | undefined>
+  /** A smaller run to warm code paths before the repetitions (none for memory: adapters warm up themselves). */
+  readonly warm?: (contender: Contender) => Promise<unknown>
+}
+
+export interface Measured {
+  readonly raw: Timing | LatencySample | MemorySample
+  readonly values: Readonly<Record<string, number>>
+}
+
+export interface Sizes {
+  readonly stepRuns: number
+  readonly fanOutRuns: number
+  readonly writerChunks: number
+  /** Chunks per run in the readers-scaling rows (100 readers × the full count would dominate the run time). */
+  readonly scaleChunks: number
+  readonly latencyWrites: number
+  readonly latencySpacingUs: number
+  readonly memoryRuns: number
+  readonly concurrencies: ReadonlyArray<number>
+  readonly readers: ReadonlyArray<number>
+}
+
+const fmt = (n: number): string => n.toLocaleString("en-US")
+
+const stepsCase = (sizes: Sizes, concurrency: number): Case => ({
+  id: `steps.c${concurrency}`,
+  figure: concurrency === 1 ? "1. Step overhead" : "6a. Scaling: concurrent runs",
+  title: `${LINEAR_STEPS}-step linear workflow of no-op steps, ${fmt(sizes.stepRuns)} runs, ${concurrency} in flight`,
+  group: "steps",
+  floor: "floor-loop",
+  metrics: [
+    { key: "usPerStep", label: "µs/step", better: "lower", digits: 2 },
+    { key: "runsPerSec", label: "runs/s", better: "higher", digits: 0 }
+  ],
+  primary: "usPerStep",
+  measure: async (c) => {
+    const t = await c.stepOverhead(sizes.stepRuns, concurrency)
+    if (t === undefined) return undefined
+    return {
+      raw: t,
+      values: { usPerStep: (t.ms * 1000) / (sizes.stepRuns * LINEAR_STEPS), runsPerSec: sizes.stepRuns / (t.ms / 1000) }
+    }
+  },
+  warm: (c) => c.stepOverhead(Math.max(10, Math.round(sizes.stepRuns / 10)), concurrency)
+})
+
+const fanOutCase = (sizes: Sizes): Case => ({
+  id: "fanout",
+  figure: "2. Fan-out",
+  title: `parallel of ${FAN_OUT} no-op steps, ${fmt(sizes.fanOutRuns)} runs, one at a time`,
+  group: "fanout",
+  floor: "floor-loop",
+  metrics: [
+    { key: "usPerRun", label: "µs/run", better: "lower", digits: 1 },
+    { key: "runsPerSec", label: "runs/s", better: "higher", digits: 0 }
+  ],
+  primary: "usPerRun",
+  measure: async (c) => {
+    const t = await c.fanOut(sizes.fanOutRuns)
+    if (t === undefined) return undefined
+    return { raw: t, values: { usPerRun: (t.ms * 1000) / sizes.fanOutRuns, runsPerSec: sizes.fanOutRuns / (t.ms / 1000) } }
+  },
+  warm: (c) => c.fanOut(Math.max(10, Math.round(sizes.fanOutRuns / 10)))
+})
+
+const writerCase = (id: string, figure: string, chunks: number, readers: number): Case => ({
+  id,
+  figure,
+  title: `one step writes ${fmt(chunks)} chunks with writer.write; ${readers} reader${readers === 1 ? "" : "s"} of the run's stream`,
+  group: "writer",
+  legend: "chunks/s: chunks written ÷ time from starting the run until every reader has them all; " +
+    "deliveries/s: chunks × readers ÷ the same time.",
+  floor: "floor-effect",
+  metrics: [
+    { key: "chunksPerSec", label: "chunks/s", better: "higher", digits: 0 },
+    { key: "deliveriesPerSec", label: "deliveries/s", better: "higher", digits: 0 }
+  ],
+  primary: "chunksPerSec",
+  measure: async (c) => {
+    const t = await c.writerThroughput(chunks, readers)
+    if (t === undefined) return undefined
+    return {
+      raw: t,
+      values: { chunksPerSec: chunks / (t.ms / 1000), deliveriesPerSec: (chunks * readers) / (t.ms / 1000) }
+    }
+  },
+  warm: (c) => c.writerThroughput(Math.max(100, Math.round(chunks / 10)), readers)
+})
+
+const latencyCase = (sizes: Sizes): Case => ({
+  id: "latency",
+  figure: "4. Write-to-read latency",
+  title: `${fmt(sizes.latencyWrites)} writes spaced ${sizes.latencySpacingUs} µs apart, one reader; from the write call to receipt`,
+  group: "latency",
+  legend: "each chunk carries performance.now() taken just before the write call; the reader subtracts it from " +
+    "performance.now() at receipt. Percentiles of one run; median and range of those over repetitions.",
+  floor: "floor-effect",
+  metrics: [
+    { key: "p50Us", label: "p50 µs", better: "lower", digits: 1 },
+    { key: "p99Us", label: "p99 µs", better: "lower", digits: 1 },
+    { key: "maxUs", label: "max µs", better: "lower", digits: 0 }
+  ],
+  primary: "p50Us",
+  measure: async (c) => {
+    const s = await c.latency(sizes.latencyWrites, sizes.latencySpacingUs)
+    if (s === undefined) return undefined
+    return { raw: s, values: { p50Us: s.p50Us, p99Us: s.p99Us, maxUs: s.maxUs } }
+  },
+  warm: (c) => c.latency(Math.max(100, Math.round(sizes.latencyWrites / 10)), sizes.latencySpacingUs)
+})
+
+const memoryCase = (sizes: Sizes): Case => ({
+  id: "memory",
+  figure: "5. Memory of waiting runs",
+  title: `${fmt(sizes.memoryRuns)} runs started and left waiting in a 1-hour sleep, then all canceled (heap after forced GC)`,
+  group: "memory",
+  legend: "bytes/waiting run: (heap with the runs waiting − baseline) ÷ n, handles held; residual: heap after " +
+    "canceling all and dropping the handles − baseline, engine still alive; timers left: active process timers " +
+    "after − before; bus channels +: stepwise EventBus channels with subscribers beyond the engine's own; runs " +
+    "kept by store: stepwise RunStore records of the workflow after cancel.",
+  floor: "floor-effect",
+  metrics: [
+    { key: "bytesPerRun", label: "bytes/waiting run", better: "lower", digits: 0 },
+    { key: "residualKiB", label: "residual after cancel KiB", better: "lower", digits: 0 },
+    { key: "timersLeft", label: "timers left", better: "lower", digits: 0 },
+    { key: "startMs", label: "start all ms", better: "lower", digits: 0 },
+    { key: "cancelMs", label: "cancel all ms", better: "lower", digits: 0 },
+    { key: "channelsWaiting", label: "bus channels +waiting", better: "lower", digits: 0 },
+    { key: "channelsAfter", label: "bus channels +after", better: "lower", digits: 0 },
+    { key: "retainedRuns", label: "runs kept by store", better: "lower", digits: 0 }
+  ],
+  primary: "bytesPerRun",
+  measure: async (c) => {
+    const s = await c.memoryWaiting(sizes.memoryRuns)
+    if (s === undefined) return undefined
+    const values: Record<string, number> = {
+      bytesPerRun: (s.waitingBytes - s.baselineBytes) / s.n,
+      residualKiB: (s.afterCancelBytes - s.baselineBytes) / 1024,
+      timersLeft: s.timersLeft,
+      startMs: s.startMs,
+      cancelMs: s.cancelMs
+    }
+    if (s.channelsWaiting !== undefined) values["channelsWaiting"] = s.channelsWaiting
+    if (s.channelsAfter !== undefined) values["channelsAfter"] = s.channelsAfter
+    if (s.retainedRuns !== undefined) values["retainedRuns"] = s.retainedRuns
+    return { raw: s, values }
+  }
+})
+
+/** Figure groups selectable on the command line. */
+export const figureNames = ["steps", "fanout", "writer", "latency", "memory", "scaling"] as const
+export type FigureName = (typeof figureNames)[number]
+
+export const buildCases = (sizes: Sizes, figures: ReadonlySet<FigureName>): ReadonlyArray<Case> => {
+  const cases: Array<Case> = []
+  if (figures.has("steps")) cases.push(stepsCase(sizes, 1))
+  if (figures.has("fanout")) cases.push(fanOutCase(sizes))
+  if (figures.has("writer")) {
+    cases.push(writerCase("writer", "3. Writer throughput", sizes.writerChunks, 1))
+  }
+  if (figures.has("latency")) cases.push(latencyCase(sizes))
+  if (figures.has("memory")) cases.push(memoryCase(sizes))
+  if (figures.has("scaling")) {
+    for (const c of sizes.concurrencies) cases.push(stepsCase(sizes, c))
+    for (const r of sizes.readers) {
+      cases.push(writerCase(`readers.r${r}`, "6b. Scaling: readers of one run", sizes.scaleChunks, r))
+    }
+  }
+  // a "steps.c1" row may appear twice (figure 1 and the scaling group): keep the first
+  return cases.filter((c, i) => cases.findIndex((d) => d.id === c.id) === i)
+}

@@ -1,0 +1,188 @@
+/**
+ * Floors: the same work with no workflow runtime at all, so every figure can also be read as
+ * "x times the floor". The step and fan-out floors take a few milliseconds per pass, so they repeat
+ * the pass until 50 ms have elapsed and report the mean (`timedMean`).
+ * - "floor-loop": a plain JS loop awaiting the same step functions directly (steps, fan-out), and
+ *   plain timers for waiting runs (memory).
+ * - "floor-effect": the same loop as Effects in one fiber per run; raw Effect `PubSub`
+ *   publish/subscribe of the same chunks (writer, latency, readers); forked fibers sleeping 1 hour
+ *   (memory).
+ */
+import { Effect, Fiber, PubSub, Stream } from "effect"
+import { activeTimers, LatencyRecorder, pause, runPool, settledHeap, timed, timedMean, waitUntil } from "../measure.ts"
+import type { Contender, Loaded, MemorySample } from "../types.ts"
+import { bump, checkFanOut, checkLinear, checkReaders, FAN_OUT, LINEAR_STEPS, type Chunk, type Payload } from "../work.ts"
+
+/** The step function as an async function: the cheapest thing a JS runtime could call per step. */
+const stepAsync = async (input: Payload): Promise<Payload> => bump(input)
+const stepEffect = (input: Payload): Effect.Effect<Payload> => Effect.sync(() => bump(input))
+
+const HOUR_MS = 3_600_000
+
+const floorLoop: Contender = {
+  id: "floor-loop",
+  label: "floor: plain loop",
+  kind: "floor",
+  notes: {
+    steps: "a JS loop awaiting the step function (an async function) directly",
+    memory: "n pending 1-hour timers, each awaited by a promise; cancel = clearTimeout"
+  },
+  stepOverhead: async (runs, concurrency) => ({
+    ms: await timedMean(() =>
+      runPool(runs, concurrency, async () => {
+        let x: Payload = { n: 0 }
+        for (let s = 0; s < LINEAR_STEPS; s++) x = await stepAsync(x)
+        checkLinear("floor-loop", x)
+      })
+    )
+  }),
+  fanOut: async (runs) => ({
+    ms: await timedMean(() =>
+      runPool(runs, 1, async () => {
+        const x: Payload = { n: 0 }
+        const out = await Promise.all(Array.from({ length: FAN_OUT }, () => stepAsync(x)))
+        checkFanOut("floor-loop", out)
+      })
+    )
+  }),
+  writerThroughput: async () => undefined,
+  latency: async () => undefined,
+  memoryWaiting: async (n) => {
+    const baselineBytes = await settledHeap()
+    const timersBefore = activeTimers()
+    const t0 = performance.now()
+    let timers: Array<NodeJS.Timeout> = []
+    let done: Array<Promise<string>> = []
+    let cancels: Array<() => void> = []
+    for (let i = 0; i < n; i++) {
+      done.push(
+        new Promise<string>((resolve) => {
+          const timer = setTimeout(() => resolve("woke"), HOUR_MS)
+          timers.push(timer)
+          cancels.push(() => {
+            clearTimeout(timer)
+            resolve("canceled")
+          })
+        })
+      )
+    }
+    const startMs = performance.now() - t0
+    const waitingBytes = await settledHeap()
+    const t1 = performance.now()
+    for (const cancel of cancels) cancel()
+    const outcomes = await Promise.all(done)
+    const cancelMs = performance.now() - t1
+    if (outcomes.some((o) => o !== "canceled")) throw new Error("floor-loop: a timer was not canceled")
+    timers = []
+    done = []
+    cancels = []
+    await pause(10)
+    const afterCancelBytes = await settledHeap()
+    return { baselineBytes, waitingBytes, afterCancelBytes, n, timersLeft: activeTimers() - timersBefore, startMs, cancelMs }
+  }
+}
+
+/** Readers subscribed before the first publish, each taking exactly `chunks` chunks. */
+const pubsubRun = (
+  chunks: number,
+  readers: number,
+  onChunk: (chunk: Chunk) => void,
+  publishAll: (pubsub: PubSub.PubSub<Chunk>) => Effect.Effect<void>
+): Effect.Effect<ReadonlyArray<number>> =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const pubsub = yield* PubSub.unbounded<Chunk>()
+      const subscriptions = yield* Effect.forEach(Array.from({ length: readers }), () => PubSub.subscribe(pubsub))
+      const fibers = yield* Effect.forEach(subscriptions, (subscription) =>
+        Stream.fromQueue(subscription).pipe(
+          Stream.take(chunks),
+          // a pure fold: a per-element Stream.tap effect would cost more than the PubSub itself
+          Stream.runFold(0, (count, chunk) => {
+            onChunk(chunk)
+            return count + 1
+          }),
+          Effect.fork
+        )
+      )
+      yield* publishAll(pubsub)
+      return yield* Fiber.joinAll(fibers)
+    })
+  )
+
+const floorEffect: Contender = {
+  id: "floor-effect",
+  label: "floor: Effect",
+  kind: "floor",
+  notes: {
+    steps: "Effect.gen loop of Effect.sync(step) per run; runs via Effect.forEach with the given concurrency",
+    writer: "raw PubSub.unbounded: one publish per chunk, readers = PubSub.subscribe + Stream.fromQueue",
+    memory: "n forked fibers in Effect.sleep(1 hour); cancel = Fiber.interrupt"
+  },
+  stepOverhead: async (runs, concurrency) => {
+    const oneRun = Effect.gen(function* () {
+      let x: Payload = { n: 0 }
+      for (let s = 0; s < LINEAR_STEPS; s++) x = yield* stepEffect(x)
+      checkLinear("floor-effect", x)
+    })
+    const all = Effect.forEach(Array.from({ length: runs }), () => oneRun, { concurrency, discard: true })
+    return { ms: await timedMean(() => Effect.runPromise(all)) }
+  },
+  fanOut: async (runs) => {
+    const oneRun = Effect.all(Array.from({ length: FAN_OUT }, () => stepEffect({ n: 0 })), { concurrency: "unbounded" }).pipe(
+      Effect.map((out) => checkFanOut("floor-effect", out))
+    )
+    const all = Effect.forEach(Array.from({ length: runs }), () => oneRun, { discard: true })
+    return { ms: await timedMean(() => Effect.runPromise(all)) }
+  },
+  writerThroughput: async (chunks, readers) => {
+    let counts: ReadonlyArray<number> = []
+    const ms = await timed(async () => {
+      counts = await Effect.runPromise(
+        pubsubRun(chunks, readers, () => {}, (pubsub) =>
+          Effect.gen(function* () {
+            for (let i = 0; i < chunks; i++) yield* PubSub.publish(pubsub, { i })
+          })
+        )
+      )
+    })
+    checkReaders("floor-effect", counts, chunks)
+    return { ms }
+  },
+  latency: async (n, spacingUs) => {
+    const recorder = new LatencyRecorder(n)
+    const ms = await timed(async () => {
+      await Effect.runPromise(
+        pubsubRun(n, 1, (chunk) => recorder.receive(chunk.t ?? Number.NaN), (pubsub) =>
+          Effect.gen(function* () {
+            const start = performance.now()
+            for (let i = 0; i < n; i++) {
+              yield* Effect.promise(() => waitUntil(start + (i * spacingUs) / 1000))
+              yield* PubSub.publish(pubsub, { i, t: performance.now() })
+            }
+          })
+        )
+      )
+    })
+    return recorder.summarize("floor-effect", ms)
+  },
+  memoryWaiting: async (n): Promise<MemorySample> => {
+    const baselineBytes = await settledHeap()
+    const timersBefore = activeTimers()
+    const t0 = performance.now()
+    let fibers = await Effect.runPromise(
+      Effect.forEach(Array.from({ length: n }), () => Effect.forkDaemon(Effect.sleep("1 hour")))
+    )
+    const startMs = performance.now() - t0
+    const waitingBytes = await settledHeap()
+    const t1 = performance.now()
+    const exits = await Effect.runPromise(Effect.forEach(fibers, (fiber) => Fiber.interrupt(fiber)))
+    const cancelMs = performance.now() - t1
+    if (exits.some((exit) => exit._tag !== "Failure")) throw new Error("floor-effect: a fiber was not interrupted")
+    fibers = []
+    await pause(10)
+    const afterCancelBytes = await settledHeap()
+    return { baselineBytes, waitingBytes, afterCancelBytes, n, timersLeft: activeTimers() - timersBefore, startMs, cancelMs }
+  }
+}
+
+export const load = async (): Promise<Loaded> => ({ contenders: [floorLoop, floorEffect], unavailable: [] })

@@ -1,0 +1,282 @@
+/**
+ * The bench entry (run by ../run.mjs under Node 22 with tsx and --expose-gc).
+ *
+ *   node run.mjs [--quick] [--figures=steps,fanout,writer,latency,memory,scaling]
+ *                [--contenders=stepwise,mastra,effect-workflow,floor] [--reps=N] [--out=results/x.json]
+ *
+ * Loads every adapter, then for each case: one warm-up run per contender, then `reps` interleaved
+ * repetitions (the contender order rotates each repetition), forced GC between measurements. In
+ * full mode a slow contender stops repeating a case early (see CASE_BUDGET_MS).
+ * Prints a markdown report to stdout (progress goes to stderr) and writes the JSON results.
+ */
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
+import os from "node:os"
+import { dirname, join, resolve } from "node:path"
+import { fileURLToPath } from "node:url"
+import { buildCases, figureNames, type Case, type FigureName, type Sizes } from "./cases.ts"
+import { canForceGc, collectGarbage, withTimeout } from "./measure.ts"
+import { json, markdown, type Outcome, type Results } from "./report.ts"
+import type { Contender, Loaded, Unavailable } from "./types.ts"
+
+const benchDir = resolve(dirname(fileURLToPath(import.meta.url)), "..")
+
+const usage = `usage: node bench/run.mjs [options]
+  --quick                 small sizes and 2 repetitions (a smoke run, ~1 minute)
+  --figures=a,b           any of ${figureNames.join(", ")} (default: all)
+  --contenders=a,b        ids or id prefixes: stepwise, stepwise-default, stepwise-evented, mastra,
+                          mastra-default, mastra-evented, effect-workflow, floor, floor-loop, floor-effect
+                          (default: all)
+  --reps=N                repetitions per case (default: 5, quick: 2)
+  --out=PATH              JSON output (default: results/latest.json, quick: results/latest-quick.json)
+  --help`
+
+/** A bad command line: printed without a stack trace. */
+class UsageError extends Error {}
+
+interface Options {
+  readonly quick: boolean
+  readonly figures: ReadonlySet<FigureName>
+  readonly contenders: ReadonlyArray<string> | undefined
+  readonly reps: number | undefined
+  readonly out: string | undefined
+}
+
+const parseArgs = (argv: ReadonlyArray<string>): Options => {
+  let quick = false
+  let figures: ReadonlySet<FigureName> = new Set(figureNames)
+  let contenders: ReadonlyArray<string> | undefined
+  let reps: number | undefined
+  let out: string | undefined
+  for (const arg of argv) {
+    const [flag, value] = arg.includes("=") ? [arg.slice(0, arg.indexOf("=")), arg.slice(arg.indexOf("=") + 1)] : [arg, ""]
+    const list = value.split(",").map((s) => s.trim()).filter((s) => s.length > 0)
+    switch (flag) {
+      case "--quick":
+        quick = true
+        break
+      case "--figures": {
+        const unknown = list.filter((f) => !(figureNames as ReadonlyArray<string>).includes(f))
+        if (unknown.length > 0) throw new UsageError(`unknown figure(s): ${unknown.join(", ")}\n${usage}`)
+        figures = new Set(list as ReadonlyArray<FigureName>)
+        break
+      }
+      case "--contenders":
+        contenders = list
+        break
+      case "--reps":
+        reps = Number(value)
+        if (!Number.isInteger(reps) || reps < 1) throw new UsageError(`--reps needs a positive integer\n${usage}`)
+        break
+      case "--out":
+        out = value
+        break
+      case "--help":
+      case "-h":
+        console.log(usage)
+        process.exit(0)
+        break
+      default:
+        throw new UsageError(`unknown argument ${arg}\n${usage}`)
+    }
+  }
+  return { quick, figures, contenders, reps, out }
+}
+
+const fullSizes: Sizes = {
+  stepRuns: 2_000,
+  fanOutRuns: 1_000,
+  writerChunks: 100_000,
+  scaleChunks: 10_000,
+  latencyWrites: 10_000,
+  latencySpacingUs: 100,
+  memoryRuns: 10_000,
+  concurrencies: [1, 10, 100],
+  readers: [1, 10, 100]
+}
+
+const quickSizes: Sizes = {
+  stepRuns: 200,
+  fanOutRuns: 100,
+  writerChunks: 10_000,
+  scaleChunks: 1_000,
+  latencyWrites: 1_000,
+  latencySpacingUs: 100,
+  memoryRuns: 1_000,
+  concurrencies: [1, 10, 100],
+  readers: [1, 10, 100]
+}
+
+/** Adapter modules; each is imported on its own so one that fails to load leaves the others running. */
+const adapters: ReadonlyArray<{ readonly id: string; readonly label: string; readonly load: () => Promise<Loaded> }> = [
+  { id: "floor", label: "floors", load: async () => (await import("./contenders/floors.ts")).load() },
+  { id: "stepwise", label: "stepwise (../src)", load: async () => (await import("./contenders/stepwise.ts")).load() },
+  { id: "mastra", label: "@mastra/core", load: async () => (await import("./contenders/mastra.ts")).load() },
+  { id: "effect-workflow", label: "@effect/workflow", load: async () => (await import("./contenders/effect-workflow.ts")).load() }
+]
+
+/**
+ * Full mode keeps under 10 minutes on 2 cores: a contender stops repeating a case once its
+ * repetitions of it took CASE_BUDGET_MS (after at least MIN_REPS), or CASE_CAP_MS whatever the
+ * count (one memory measurement of a slow peer can take a minute). Cheap contenders get all reps.
+ */
+const CASE_BUDGET_MS = 10_000
+const CASE_CAP_MS = 20_000
+const MIN_REPS = 2
+/** Past this much total time, remaining cases get MIN_REPS repetitions, or one when that took over CASE_BUDGET_MS. */
+const RUN_DEADLINE_MS = 480_000
+
+const selected = (id: string, filter: ReadonlyArray<string> | undefined): boolean =>
+  filter === undefined || filter.some((f) => id === f || id.startsWith(`${f}-`))
+
+const errorText = (error: unknown): string =>
+  error instanceof Error ? error.message.split("\n")[0] ?? error.name : String(error)
+
+const readVersion = (path: string): string => {
+  try {
+    const pkg: unknown = JSON.parse(readFileSync(path, "utf8"))
+    return typeof pkg === "object" && pkg !== null && "version" in pkg && typeof pkg.version === "string" ? pkg.version : "?"
+  } catch {
+    return "not installed"
+  }
+}
+
+const versions = (): Record<string, string> => ({
+  stepwise: readVersion(join(benchDir, "..", "package.json")),
+  "@mastra/core": readVersion(join(benchDir, "node_modules", "@mastra", "core", "package.json")),
+  "@effect/workflow": readVersion(join(benchDir, "node_modules", "@effect", "workflow", "package.json")),
+  "effect (bench)": readVersion(join(benchDir, "node_modules", "effect", "package.json")),
+  "effect (stepwise)": readVersion(join(benchDir, "..", "node_modules", "effect", "package.json")),
+  zod: readVersion(join(benchDir, "node_modules", "zod", "package.json")),
+  tsx: readVersion(join(benchDir, "node_modules", "tsx", "package.json"))
+})
+
+const log = (message: string): void => {
+  process.stderr.write(`${message}\n`)
+}
+
+const main = async (): Promise<void> => {
+  const options = parseArgs(process.argv.slice(2))
+  if (!canForceGc) throw new Error("run the bench with node --expose-gc (bench/run.mjs does)")
+  const started = performance.now()
+  const sizes = options.quick ? quickSizes : fullSizes
+  const reps = options.reps ?? (options.quick ? 2 : 5)
+  const timeoutMs = options.quick ? 60_000 : 180_000
+  // no budget when the repetitions are asked for explicitly, or in quick mode
+  const budgeted = !options.quick && options.reps === undefined
+  const budgetMs = budgeted ? CASE_BUDGET_MS : Number.POSITIVE_INFINITY
+  const capMs = budgeted ? CASE_CAP_MS : Number.POSITIVE_INFINITY
+  const deadline = budgeted ? started + RUN_DEADLINE_MS : Number.POSITIVE_INFINITY
+  let deadlineHitAt: string | null = null
+
+  const contenders: Array<Contender> = []
+  const unavailable: Array<Unavailable> = []
+  for (const adapter of adapters) {
+    if (options.contenders !== undefined && !options.contenders.some((f) => adapter.id.startsWith(f) || f.startsWith(adapter.id))) {
+      continue
+    }
+    try {
+      const loaded = await adapter.load()
+      contenders.push(...loaded.contenders.filter((c) => selected(c.id, options.contenders)))
+      unavailable.push(...loaded.unavailable.filter((u) => selected(u.id, options.contenders)))
+    } catch (error) {
+      unavailable.push({ id: adapter.id, label: adapter.label, reason: `could not load: ${errorText(error)}` })
+    }
+  }
+  for (const u of unavailable) log(`not measured: ${u.label}: ${u.reason}`)
+  if (contenders.length === 0) throw new Error("no contender selected")
+
+  const cases: ReadonlyArray<Case> = buildCases(sizes, options.figures)
+  const outcomes: Record<string, Record<string, Outcome>> = {}
+  // memory runs last: some engines leave canceled runs' timers (and so their heap) behind, which
+  // would slow every later GC; reported in figure order all the same
+  const runOrder = [...cases.filter((c) => c.group !== "memory"), ...cases.filter((c) => c.group === "memory")]
+
+  for (const c of runOrder) {
+    const byContender: Record<string, Outcome> = {}
+    outcomes[c.id] = byContender
+    for (const contender of contenders) byContender[contender.id] = { samples: [], values: {} }
+    const spentMs: Record<string, number> = {}
+    log(`\n${c.id}: ${c.title}`)
+    if (c.warm !== undefined) {
+      for (const contender of contenders) {
+        const outcome = byContender[contender.id]
+        if (outcome === undefined) continue
+        try {
+          const warmed = await withTimeout(`${contender.id} warm-up`, timeoutMs, c.warm(contender))
+          if (warmed === undefined) outcome.unsupported = true
+        } catch (error) {
+          outcome.error = `warm-up: ${errorText(error)}`
+          log(`  ${contender.id} warm-up failed: ${errorText(error)}`)
+        }
+      }
+    }
+    for (let rep = 0; rep < reps; rep++) {
+      const order = contenders.map((_, i) => contenders[(i + rep) % contenders.length]).filter((x) => x !== undefined)
+      for (const contender of order) {
+        const outcome = byContender[contender.id]
+        if (outcome === undefined || outcome.error !== undefined || outcome.unsupported === true) continue
+        const spent = spentMs[contender.id] ?? 0
+        if ((rep >= MIN_REPS && spent > budgetMs) || spent > capMs) continue
+        if (performance.now() > deadline && (rep >= MIN_REPS || spent > budgetMs)) {
+          if (deadlineHitAt === null) {
+            deadlineHitAt = c.id
+            log(`  past ${RUN_DEADLINE_MS / 60_000} minutes: at most ${MIN_REPS} repetitions per contender from here on`)
+          }
+          continue
+        }
+        await collectGarbage()
+        const t0 = performance.now()
+        try {
+          const measured = await withTimeout(`${contender.id} ${c.id}`, timeoutMs, c.measure(contender))
+          if (measured === undefined) {
+            outcome.unsupported = true
+            continue
+          }
+          outcome.samples.push(measured.raw)
+          for (const [key, value] of Object.entries(measured.values)) (outcome.values[key] ??= []).push(value)
+          spentMs[contender.id] = (spentMs[contender.id] ?? 0) + performance.now() - t0
+          const took = ((performance.now() - t0) / 1000).toFixed(1)
+          const heapMiB = Math.round(process.memoryUsage().heapUsed / 2 ** 20)
+          log(`  rep ${rep + 1}/${reps} ${contender.id.padEnd(16)} ${c.primary}=${measured.values[c.primary]?.toFixed(2)} (${took} s, heap ${heapMiB} MiB)`)
+        } catch (error) {
+          outcome.error = errorText(error)
+          log(`  rep ${rep + 1}/${reps} ${contender.id} failed: ${errorText(error)}`)
+        }
+      }
+    }
+  }
+
+  const results: Results = {
+    meta: {
+      date: new Date().toISOString(),
+      mode: options.quick ? "quick" : "full",
+      reps,
+      caseBudget: budgeted ? { seconds: CASE_BUDGET_MS / 1000, minReps: MIN_REPS, capSeconds: CASE_CAP_MS / 1000 } : null,
+      deadlineHitAt,
+      node: process.version,
+      platform: `${os.platform()} ${os.release()} ${os.arch()}`,
+      cpus: `${os.cpus().length} × ${os.cpus()[0]?.model.trim() ?? "?"}`,
+      memory: `${Math.round(os.totalmem() / 2 ** 30)} GiB RAM`,
+      versions: versions(),
+      totalSeconds: (performance.now() - started) / 1000
+    },
+    cases,
+    contenders,
+    unavailable,
+    outcomes
+  }
+  process.stdout.write(`${markdown(results)}\n`)
+  const out = resolve(benchDir, options.out ?? (options.quick ? "results/latest-quick.json" : "results/latest.json"))
+  mkdirSync(dirname(out), { recursive: true })
+  writeFileSync(out, `${JSON.stringify(json(results), null, 2)}\n`)
+  log(`\nwrote ${out}`)
+}
+
+main().then(
+  // some engines leave timers behind (canceled 1-hour sleeps); the results are written, so leave now
+  () => process.exit(0),
+  (error: unknown) => {
+    console.error(error instanceof UsageError ? error.message : error instanceof Error ? (error.stack ?? error.message) : error)
+    process.exit(error instanceof UsageError ? 2 : 1)
+  }
+)

@@ -1,0 +1,213 @@
+/**
+ * Turns the collected samples into the markdown report (stdout) and the JSON document
+ * (results/*.json).
+ */
+import type { Case, Metric } from "./cases.ts"
+import { spread, type Spread } from "./measure.ts"
+import type { Contender, Unavailable } from "./types.ts"
+
+/** Everything measured for one contender in one case. */
+export interface Outcome {
+  /** Raw samples, one per repetition, in order. */
+  readonly samples: Array<unknown>
+  /** Metric values per repetition. */
+  readonly values: Record<string, Array<number>>
+  /** Set when the contender cannot do this figure. */
+  unsupported?: boolean
+  /** Set when a measurement threw or timed out; later repetitions are skipped. */
+  error?: string
+}
+
+export interface Meta {
+  readonly date: string
+  readonly mode: "full" | "quick"
+  readonly reps: number
+  /** Full mode: a contender stops repeating a case after `seconds` (and `minReps`), or after `capSeconds`. */
+  readonly caseBudget: { readonly seconds: number; readonly minReps: number; readonly capSeconds: number } | null
+  /** The case during which the run passed its overall deadline (from then on: one repetition each), if it did. */
+  readonly deadlineHitAt: string | null
+  readonly node: string
+  readonly platform: string
+  readonly cpus: string
+  readonly memory: string
+  readonly versions: Readonly<Record<string, string>>
+  readonly totalSeconds: number
+}
+
+export interface Results {
+  readonly meta: Meta
+  readonly cases: ReadonlyArray<Case>
+  readonly contenders: ReadonlyArray<Contender>
+  readonly unavailable: ReadonlyArray<Unavailable>
+  /** outcomes[caseId][contenderId] */
+  readonly outcomes: Readonly<Record<string, Readonly<Record<string, Outcome>>>>
+}
+
+const formatNumber = (value: number, digits: number): string => {
+  if (!Number.isFinite(value)) return "—"
+  const abs = Math.abs(value)
+  if (abs >= 1e6) return `${(value / 1e6).toFixed(2)} M`
+  if (abs >= 1e4) return Math.round(value).toLocaleString("en-US")
+  return value.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits })
+}
+
+const summary = (outcome: Outcome | undefined, key: string): Spread | undefined => {
+  const values = outcome?.values[key]
+  return values === undefined || values.length === 0 ? undefined : spread(values)
+}
+
+/** How many times the reference's cost this is (>1: costlier than the reference). */
+const costRatio = (metric: Metric, value: number, reference: number): number =>
+  metric.better === "lower" ? value / reference : reference / value
+
+const formatRatio = (ratio: number): string =>
+  !Number.isFinite(ratio) ? "—" : ratio >= 100 ? `${Math.round(ratio)}×` : ratio >= 10 ? `${ratio.toFixed(1)}×` : `${ratio.toFixed(2)}×`
+
+const row = (cells: ReadonlyArray<string>): string => `| ${cells.join(" | ")} |`
+
+const caseTable = (results: Results, c: Case): Array<string> => {
+  const primary = c.metrics.find((m) => m.key === c.primary)
+  if (primary === undefined) throw new Error(`case ${c.id}: no metric ${c.primary}`)
+  const outcomes = results.outcomes[c.id] ?? {}
+  const floor = summary(outcomes[c.floor], c.primary)
+  const floorLabel = results.contenders.find((x) => x.id === c.floor)?.label ?? c.floor
+  const shown = c.metrics.filter((m) => Object.values(outcomes).some((o) => (o.values[m.key]?.length ?? 0) > 0))
+  const lines: Array<string> = []
+  lines.push(`**${c.title}**`, "")
+  if (c.legend !== undefined) lines.push(c.legend, "")
+  const header = ["contender"]
+  for (const m of shown) header.push(m.key === c.primary ? `${m.label} (median)` : m.label, ...(m.key === c.primary ? ["min–max"] : []))
+  header.push(`× ${floorLabel}`, "reps")
+  lines.push(row(header), row(header.map((_, i) => (i === 0 ? "---" : "---:"))))
+  for (const contender of results.contenders) {
+    const outcome = outcomes[contender.id]
+    if (outcome === undefined) continue
+    const cells = [contender.label]
+    if (outcome.error !== undefined && (outcome.values[c.primary]?.length ?? 0) === 0) {
+      lines.push(row([contender.label, `error: ${outcome.error.replace(/\|/g, "/").slice(0, 160)}`, ...header.slice(2).map(() => "")]))
+      continue
+    }
+    if (outcome.unsupported === true) {
+      // a floor that does not do this figure has a sibling that does: leave its row out
+      if (contender.kind === "floor") continue
+      lines.push(row([contender.label, "n/a", ...header.slice(2).map(() => "")]))
+      continue
+    }
+    for (const m of shown) {
+      const s = summary(outcome, m.key)
+      cells.push(s === undefined ? "—" : formatNumber(s.median, m.digits))
+      if (m.key === c.primary) cells.push(s === undefined ? "—" : `${formatNumber(s.min, m.digits)}–${formatNumber(s.max, m.digits)}`)
+    }
+    const mine = summary(outcome, c.primary)
+    cells.push(mine === undefined || floor === undefined ? "—" : formatRatio(costRatio(primary, mine.median, floor.median)))
+    cells.push(`${outcome.values[c.primary]?.length ?? 0}${outcome.error === undefined ? "" : " (error)"}`)
+    lines.push(row(cells))
+  }
+  const notes = results.contenders
+    .map((x) => ({ x, note: x.notes[c.group], outcome: outcomes[x.id] }))
+    .filter(({ x, note, outcome }) =>
+      note !== undefined && outcome !== undefined && !(x.kind === "floor" && outcome.unsupported === true)
+    )
+    .map(({ x, note }) => `${x.label}: ${note}`)
+  const errors = results.contenders
+    .map((x) => ({ x, outcome: outcomes[x.id] }))
+    .filter(({ outcome }) => outcome?.error !== undefined)
+    .map(({ x, outcome }) => `${x.label} failed: ${outcome?.error ?? ""}`)
+  if (notes.length + errors.length > 0) lines.push("", ...[...notes, ...errors].map((n) => `- ${n}`))
+  lines.push("")
+  return lines
+}
+
+const ratioTable = (results: Results): Array<string> => {
+  const mine = results.contenders.filter((c) => c.kind === "stepwise")
+  const peers = results.contenders.filter((c) => c.kind === "peer")
+  if (mine.length === 0 || peers.length === 0) return []
+  const pairs = mine.flatMap((s) => peers.map((p) => ({ s, p })))
+  const lines = [
+    "## stepwise vs peers",
+    "",
+    "Each cell: the peer's cost divided by stepwise's, on the case's main metric (medians). Above 1: stepwise is " +
+      "faster / smaller by that factor; below 1: the peer is.",
+    "",
+    row(["case", "metric", ...pairs.map(({ s, p }) => `${s.label} vs ${p.label}`)]),
+    row(["---", "---", ...pairs.map(() => "---:")])
+  ]
+  for (const c of results.cases) {
+    const metric = c.metrics.find((m) => m.key === c.primary)
+    if (metric === undefined) continue
+    const outcomes = results.outcomes[c.id] ?? {}
+    const cells = pairs.map(({ s, p }) => {
+      const a = summary(outcomes[s.id], c.primary)
+      const b = summary(outcomes[p.id], c.primary)
+      return a === undefined || b === undefined ? "—" : formatRatio(costRatio(metric, b.median, a.median))
+    })
+    if (cells.every((x) => x === "—")) continue
+    lines.push(row([c.id, metric.label, ...cells]))
+  }
+  lines.push("")
+  return lines
+}
+
+export const markdown = (results: Results): string => {
+  const { meta } = results
+  const lines: Array<string> = [
+    `# stepwise benchmark (${meta.mode} mode)`,
+    "",
+    `- date: ${meta.date}; total time ${meta.totalSeconds.toFixed(0)} s`,
+    `- node ${meta.node} on ${meta.platform}; ${meta.cpus}; ${meta.memory}`,
+    `- versions: ${Object.entries(meta.versions).map(([k, v]) => `${k} ${v}`).join(", ")}`,
+    `- method: one process; per case, a warm-up run of each contender, then ${meta.reps} interleaved repetitions ` +
+      `(contender order rotated each repetition), a fresh engine instance per measurement (set-up untimed), forced ` +
+      `GC between measurements. Tables show the median and min–max; "× floor" is the median cost relative to the ` +
+      `named floor.` +
+      (meta.caseBudget === null
+        ? ""
+        : ` To stay under 10 minutes, a contender whose repetitions of one case already took ` +
+          `${meta.caseBudget.seconds} s stops there once it has ${meta.caseBudget.minReps}, and at ` +
+          `${meta.caseBudget.capSeconds} s whatever the count (see the reps column).`) +
+      (meta.deadlineHitAt === null
+        ? ""
+        : ` The run passed its 8-minute mark during ${meta.deadlineHitAt}: from there on at most 2 repetitions ` +
+          `each, 1 for a contender whose first took over ${meta.caseBudget?.seconds ?? "?"} s.`),
+    ""
+  ]
+  if (results.unavailable.length > 0) {
+    lines.push("Not measured:", ...results.unavailable.map((u) => `- ${u.label}: ${u.reason}`), "")
+  }
+  let figure = ""
+  for (const c of results.cases) {
+    if (c.figure !== figure) {
+      figure = c.figure
+      lines.push(`## ${figure}`, "")
+    }
+    lines.push(...caseTable(results, c))
+  }
+  lines.push(...ratioTable(results))
+  return lines.join("\n")
+}
+
+export const json = (results: Results): unknown => ({
+  meta: results.meta,
+  unavailable: results.unavailable,
+  contenders: results.contenders.map((c) => ({ id: c.id, label: c.label, kind: c.kind, notes: c.notes })),
+  cases: results.cases.map((c) => ({
+    id: c.id,
+    figure: c.figure,
+    title: c.title,
+    floor: c.floor,
+    primary: c.primary,
+    metrics: c.metrics,
+    results: Object.fromEntries(
+      Object.entries(results.outcomes[c.id] ?? {}).map(([id, o]) => [
+        id,
+        {
+          ...(o.unsupported === true ? { unsupported: true } : {}),
+          ...(o.error === undefined ? {} : { error: o.error }),
+          summary: Object.fromEntries(Object.keys(o.values).map((k) => [k, summary(o, k)])),
+          values: o.values,
+          samples: o.samples
+        }
+      ])
+    )
+  }))
+})
