@@ -148,6 +148,34 @@ const ratioTable = (results: Results): Array<string> => {
   return lines
 }
 
+/** The evented engine's cost relative to the default engine's, case by case (issue 3 aims for at most 3×). */
+const enginesTable = (results: Results): Array<string> => {
+  const byId = (id: string) => results.contenders.find((c) => c.id === id)
+  const base = byId("stepwise-default")
+  const evented = byId("stepwise-evented")
+  if (base === undefined || evented === undefined) return []
+  const lines = [
+    "## stepwise evented engine vs default engine",
+    "",
+    "Each cell: the evented engine's cost divided by the default engine's, on the case's main metric (medians). " +
+      "Above 1: the evented engine costs more by that factor.",
+    "",
+    row(["case", "metric", "evented ÷ default"]),
+    row(["---", "---", "---:"])
+  ]
+  for (const c of results.cases) {
+    const metric = c.metrics.find((m) => m.key === c.primary)
+    if (metric === undefined) continue
+    const outcomes = results.outcomes[c.id] ?? {}
+    const a = summary(outcomes[base.id], c.primary)
+    const b = summary(outcomes[evented.id], c.primary)
+    if (a === undefined || b === undefined) continue
+    lines.push(row([c.id, metric.label, formatRatio(costRatio(metric, b.median, a.median))]))
+  }
+  lines.push("")
+  return lines
+}
+
 export const markdown = (results: Results): string => {
   const { meta } = results
   const lines: Array<string> = [
@@ -183,6 +211,7 @@ export const markdown = (results: Results): string => {
     lines.push(...caseTable(results, c))
   }
   lines.push(...ratioTable(results))
+  lines.push(...enginesTable(results))
   return lines.join("\n")
 }
 
