@@ -225,11 +225,3 @@ export const decodeIncoming = (channel: string, raw: unknown): Effect.Effect<Bus
       )
     )
   )
-
-/**
- * Wraps a cause from a backend into an `EventBusError`.
- *
- * @since 0.1.0
- * @category errors
- */
-export const busError = (channel: string, reason: string): EventBusError => new EventBusError({ channel, reason })

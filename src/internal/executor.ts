@@ -500,7 +500,7 @@ const run = (
     if (suspended !== undefined && Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)) {
       const payload = suspended.payload
       const record: RunStore.StepRecord = { path, stepId: spec.id, status: "suspended", suspendPayload: payload, attempt }
-      yield* env.emit(stepResult(env, spec.id, stepCallId, "suspended", yield* Clock.currentTimeMillis), record)
+      yield* env.emit(yield* stepResult(env, spec.id, stepCallId, { status: "suspended" }), record)
       env.memo.set(path, record)
       yield* env.emit({
         type: "workflow-step-suspended",
@@ -536,13 +536,7 @@ export const succeed = (
 ): Effect.Effect<unknown> =>
   Effect.gen(function*() {
     const record: RunStore.StepRecord = { path, stepId, status: "success", output: encoded, attempt }
-    const endedAt = yield* Clock.currentTimeMillis
-    yield* env.emit({
-      type: "workflow-step-result",
-      runId: env.runId,
-      from: "WORKFLOW",
-      payload: { id: stepId, stepCallId, status: "success", output: encoded, endedAt }
-    }, record)
+    yield* env.emit(yield* stepResult(env, stepId, stepCallId, { status: "success", output: encoded }), record)
     env.memo.set(path, record)
     scope.results.set(stepId, output)
     return output
@@ -561,29 +555,27 @@ export const fail = (
     const error = serializeCause(cause)
     const record: RunStore.StepRecord = { path, stepId, status: "failed", error, attempt }
     env.onFailure?.(path, cause)
-    const endedAt = yield* Clock.currentTimeMillis
-    yield* env.emit({
-      type: "workflow-step-result",
-      runId: env.runId,
-      from: "WORKFLOW",
-      payload: { id: stepId, stepCallId, status: "failed", error, endedAt }
-    }, record)
+    yield* env.emit(yield* stepResult(env, stepId, stepCallId, { status: "failed", error }), record)
     env.memo.set(path, record)
     return yield* new StepFailure({ stepId, path, cause })
   })
 
-const stepResult = (
+/** The `workflow-step-result` event of a step (or nested workflow, or sleep), ended now. */
+export const stepResult = (
   env: RunEnv,
   id: string,
   stepCallId: string,
-  status: "success" | "failed" | "suspended",
-  endedAt: number
-): WorkflowEvent => ({
-  type: "workflow-step-result",
-  runId: env.runId,
-  from: "WORKFLOW",
-  payload: { id, stepCallId, status, endedAt }
-})
+  outcome:
+    | { readonly status: "success"; readonly output?: unknown }
+    | { readonly status: "failed"; readonly error: SerializedError }
+    | { readonly status: "suspended" }
+): Effect.Effect<WorkflowEvent> =>
+  Effect.map(Clock.currentTimeMillis, (endedAt) => ({
+    type: "workflow-step-result",
+    runId: env.runId,
+    from: "WORKFLOW",
+    payload: { id, stepCallId, ...outcome, endedAt }
+  }))
 
 /** Emits the `workflow-step-start` of something that is not user code (a nested workflow, a sleep). */
 export const emitStepStart = (

@@ -250,13 +250,7 @@ const wait = (
       return yield* new Executor.Pending({ waitingOnly: false })
     }
     const record: RunStore.StepRecord = { path: done, stepId: id, status: "success" }
-    const endedAt = yield* Clock.currentTimeMillis
-    yield* env.emit({
-      type: "workflow-step-result",
-      runId: env.runId,
-      from: "WORKFLOW",
-      payload: { id, stepCallId: crypto.randomUUID(), status: "success", endedAt }
-    }, record)
+    yield* env.emit(yield* Executor.stepResult(env, id, crypto.randomUUID(), { status: "success" }), record)
     env.memo.set(done, record)
     return input
   })
