@@ -75,13 +75,23 @@ export const layerDefault: Layer.Layer<WorkflowEngine, never, EventBus.EventBus 
 export type Options = Engine.EngineOptions
 
 /**
+ * Options of the default engine: those of every engine, and `parkAfter` (sleeps at least this long release their
+ * run's fiber: the run waits as an entry in the engine's timer queue, and is walked again from the store when the
+ * sleep is due; default 1 second).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type DefaultOptions = Engine.DefaultOptions
+
+/**
  * The default engine with options.
  *
  * @since 0.1.0
  * @category layers
  */
 export const layerDefaultWith = (
-  options: Options
+  options: DefaultOptions
 ): Layer.Layer<WorkflowEngine, never, EventBus.EventBus | RunStore.RunStore> =>
   Layer.scoped(WorkflowEngine, Effect.map(Engine.makeDefault(options), WorkflowEngine.of))
 

@@ -19,6 +19,8 @@ const on = (
 
 export const engines: ReadonlyArray<EngineUnderTest> = [
   { name: "default", layer: WorkflowEngine.layerMemory },
+  // every sleep holds its fiber (by default sleeps of a second or more park the run)
+  { name: "default, never parking", layer: on(WorkflowEngine.layerDefaultWith({ parkAfter: "10000 days" }), RunStore.layerMemory) },
   { name: "evented", layer: WorkflowEngine.layerEventedMemory },
   { name: "default on SQLite", layer: on(WorkflowEngine.layerDefault, sqliteStore) },
   { name: "evented on SQLite", layer: on(WorkflowEngine.layerEvented, sqliteStore) },

@@ -166,6 +166,23 @@ const child = Workflow.make({ id: "child", inputSchema: Num, outputSchema: Num }
   Workflow.commit
 )
 
+/** A nested workflow that sleeps, then adds. */
+const sleepsThenAdds = (id: string, duration: Duration.DurationInput, k: number) =>
+  Workflow.make({ id, inputSchema: Num, outputSchema: Num }).pipe(
+    Workflow.sleep(duration),
+    Workflow.then(add(`${id}-add`, k)),
+    Workflow.commit
+  )
+
+/** A step that takes `duration` of the app's clock. */
+const slow = (id: string, duration: Duration.DurationInput) =>
+  Step.make({
+    id,
+    inputSchema: Num,
+    outputSchema: Num,
+    execute: ({ inputData }) => Effect.as(Effect.sleep(duration), inputData)
+  })
+
 export const scenarios: ReadonlyArray<Scenario> = [
   {
     name: "then runs steps in order, each on the previous output",
@@ -587,6 +604,42 @@ export const scenarios: ReadonlyArray<Scenario> = [
       const message = failure(o).message
       expect(message).toContain(`"branch-0"`)
       expect(message).toContain("cannot decide")
+    }
+  },
+  {
+    name: "parallel sleeps of different lengths each wake at their own time",
+    concurrent: true,
+    workflow: wf("parallel-sleeps").pipe(
+      Workflow.parallel([sleepsThenAdds("short", "1 hour", 1), sleepsThenAdds("long", "3 hours", 2)]),
+      Workflow.commit
+    ),
+    input: { n: 1 },
+    drive: (run) => advanceUntilSettled(run, "30 minutes"),
+    check: (o) => {
+      expect(success(o)).toEqual({ short: { n: 2 }, long: { n: 3 } })
+      const woke = o.events.filter(WorkflowEvent.is("workflow-step-result")).map((e) => e.payload.id)
+      expect(woke.indexOf("short-add")).toBeLessThan(woke.indexOf("long-add"))
+      expect(o.events.filter(WorkflowEvent.is("workflow-step-waiting"))).toHaveLength(2)
+    }
+  },
+  {
+    name: "a sleep that falls due while a sibling step still runs wakes once that step ends",
+    concurrent: true,
+    workflow: wf("sleep-beside-step").pipe(
+      Workflow.parallel([sleepsThenAdds("napper", "1 hour", 1), slow("worker", "2 hours")]),
+      Workflow.then(Step.make({
+        id: "join",
+        inputSchema: Schema.Record({ key: Schema.String, value: Num }),
+        outputSchema: Num,
+        execute: ({ inputData }) => Effect.succeed({ n: (inputData["napper"]?.n ?? 0) + (inputData["worker"]?.n ?? 0) })
+      })),
+      Workflow.commit
+    ),
+    input: { n: 1 },
+    drive: (run) => advanceUntilSettled(run, "20 minutes"),
+    check: (o) => {
+      expect(success(o)).toEqual({ n: 3 })
+      expect(types(o).filter((t) => t === "workflow-step-result")).toHaveLength(5)
     }
   },
   {

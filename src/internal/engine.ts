@@ -27,8 +27,10 @@ import {
 } from "../WorkflowError.js"
 import type * as WorkflowEvent from "../WorkflowEvent.js"
 import * as Executor from "./executor.js"
+import { randomId } from "./ids.js"
 import * as Interpreter from "./interpreter.js"
 import * as Reader from "./reader.js"
+import * as Timers from "./timers.js"
 import { wallNow, wallSleep, wallTimeout } from "./wallClock.js"
 
 /** How a run (or one generation of it, between suspensions) settled. */
@@ -149,12 +151,22 @@ export const classify = (workflow: Workflow.Any, exit: Exit.Exit<unknown, Execut
 
 const maxRememberedCauses = 1000
 
+/** An engine option's duration in milliseconds; a value that is no duration (or a negative number) is refused. */
+const optionMillis = (name: string, input: Duration.DurationInput | undefined, fallback: Duration.DurationInput) =>
+  Effect.suspend(() => {
+    const decoded = Duration.decodeUnknown(input ?? fallback)
+    if (decoded._tag === "None" || (typeof input === "number" && !(input >= 0))) {
+      return Effect.dieMessage(`The engine's ${name} must be a duration such as "10 seconds"; got ${String(input)}.`)
+    }
+    return Effect.succeed(Duration.toMillis(decoded.value))
+  })
+
 /** Builds what engines share, over the store and bus of the context. */
 export const makeCore = (options: EngineOptions = {}) => Effect.gen(function*() {
   const store = RunStore.retrying(yield* RunStore.RunStore)
   const bus = yield* EventBus.EventBus
-  const workerId = options.workerId ?? crypto.randomUUID()
-  const leaseMillis = Duration.toMillis(options.lease ?? "10 seconds")
+  const workerId = options.workerId ?? randomId()
+  const leaseMillis = yield* optionMillis("lease", options.lease, "10 seconds")
   if (!(leaseMillis > 0) || !Number.isFinite(leaseMillis)) {
     return yield* Effect.dieMessage(`The engine's lease must be a positive, finite duration; got ${String(options.lease)}.`)
   }
@@ -374,29 +386,53 @@ export const makeCore = (options: EngineOptions = {}) => Effect.gen(function*() 
   const withDriver = (driver: Driver, scope: Scope.Scope) => Effect.gen(function*() {
     const transitions = Effect.unsafeMakeSemaphore(1)
 
-    const handle = <O, E>(runId: string, workflowId: string): Run<O, E> => ({
-      runId,
-      workflowId,
-      result: Effect.flatMap(awaitOutcome(runId), toResult<O, E>(runId)),
-      status: Effect.flatMap(Effect.orDie(store.getRun(runId)), (record) =>
-        record === undefined ? Effect.die(new RunNotFoundError({ runId })) : Effect.succeed(record.status)),
-      events: (options) => Reader.events(store, bus, runId, options?.startIndex),
-      readable: <A>(options?: { readonly namespace?: string; readonly startIndex?: number }) =>
-        Reader.chunks<A>(store, bus, runId, options?.namespace ?? "", options?.startIndex),
-      streamSize: (options) =>
-        Effect.mapError(
-          Effect.map(store.readChunks(runId, options?.namespace ?? "", 0, 0), (page) => page.size),
-          (e) => Reader.streamError(runId, e)
-        ),
-      cancel: transitions.withPermits(1)(driver.cancel(runId)),
-      resume: ({ resumeData, step }) =>
-        transitions.withPermits(1)(
-          Effect.flatMap(
-            prepareResume(runId, step, resumeData, driver.isLive(runId)),
-            ({ input, registered }) => driver.launch(runId, registered, input, "resume")
+    /**
+     * A run handle holds its ids only; its members are built on access (getters, so that destructuring works too).
+     * Apps keep many handles (one per waiting run, say), and each costs a few dozen bytes.
+     */
+    class Handle<O, E> implements Run<O, E> {
+      constructor(readonly runId: string, readonly workflowId: string) {}
+      get result() {
+        const runId = this.runId
+        return Effect.flatMap(awaitOutcome(runId), toResult<O, E>(runId))
+      }
+      get status() {
+        const runId = this.runId
+        return Effect.flatMap(Effect.orDie(store.getRun(runId)), (record) =>
+          record === undefined ? Effect.die(new RunNotFoundError({ runId })) : Effect.succeed(record.status))
+      }
+      get events(): Run<O, E>["events"] {
+        const runId = this.runId
+        return (options) => Reader.events(store, bus, runId, options?.startIndex)
+      }
+      get readable(): Run<O, E>["readable"] {
+        const runId = this.runId
+        return <A>(options?: { readonly namespace?: string; readonly startIndex?: number }) =>
+          Reader.chunks<A>(store, bus, runId, options?.namespace ?? "", options?.startIndex)
+      }
+      get streamSize(): Run<O, E>["streamSize"] {
+        const runId = this.runId
+        return (options) =>
+          Effect.mapError(
+            Effect.map(store.readChunks(runId, options?.namespace ?? "", 0, 0), (page) => page.size),
+            (e) => Reader.streamError(runId, e)
           )
-        )
-    })
+      }
+      get cancel() {
+        return transitions.withPermits(1)(driver.cancel(this.runId))
+      }
+      get resume(): Run<O, E>["resume"] {
+        const runId = this.runId
+        return ({ resumeData, step }) =>
+          transitions.withPermits(1)(
+            Effect.flatMap(
+              prepareResume(runId, step, resumeData, driver.isLive(runId)),
+              ({ input, registered }) => driver.launch(runId, registered, input, "resume")
+            )
+          )
+      }
+    }
+    const handle = <O, E>(runId: string, workflowId: string): Run<O, E> => new Handle<O, E>(runId, workflowId)
 
     /**
      * Takes over the unfinished runs of a registered workflow that nobody executes: never claimed, ours from before
@@ -463,7 +499,7 @@ export const makeCore = (options: EngineOptions = {}) => Effect.gen(function*() 
           Schema.encodeUnknown(workflow.inputSchema)(input),
           (e) => new WorkflowInputError({ workflowId, reason: `input does not match inputSchema: ${e.message}` })
         )
-        const runId = options?.runId ?? crypto.randomUUID()
+        const runId = options?.runId ?? randomId()
         if (typeof runId !== "string" || runId.length === 0) {
           return yield* new WorkflowInputError({ workflowId, reason: "runId must be a non-empty string" })
         }
@@ -524,49 +560,117 @@ export const makeCore = (options: EngineOptions = {}) => Effect.gen(function*() 
   }
 })
 
-/** The default engine: each run (each generation between suspensions) is walked inline in a fiber of the scope. */
-export const makeDefault = (options: EngineOptions = {}) => Effect.gen(function*() {
+/** Options of the default engine. */
+export interface DefaultOptions extends EngineOptions {
+  /**
+   * Sleeps at least this long park their run: the walk stops, the run holds no fiber while it waits (only an entry
+   * in the engine's timer queue), and a new walk replays it from the store when the sleep is due. Shorter sleeps
+   * keep their fiber, which resumes at no cost. Default: 1 second.
+   */
+  readonly parkAfter?: Duration.DurationInput
+}
+
+interface LiveRun {
+  fiber: Fiber.RuntimeFiber<void> | undefined
+  canceling: boolean
+  /** A parked sleep fell due while this generation was still walking: walk again once it ends. */
+  wakeRequested: boolean
+}
+
+/**
+ * The default engine: each run (each generation between suspensions or parked sleeps) is walked inline in a fiber
+ * of the scope.
+ */
+export const makeDefault = (options: DefaultOptions = {}) => Effect.gen(function*() {
   const core = yield* makeCore(options)
   const scope = yield* Effect.scope
-  const live = new Map<string, { fiber: Fiber.RuntimeFiber<void> | undefined; canceling: boolean }>()
+  const timers = yield* Timers.make((runId) => wake(runId))
+  const parkAfter = yield* optionMillis("parkAfter", options.parkAfter, "1 second")
+  const live = new Map<string, LiveRun>()
+  // Serializes what moves a run between parked and walking (wake-ups, generations ending parked, cancels).
+  const lock = Effect.unsafeMakeSemaphore(1)
 
   const launch = (runId: string, registered: Registered, input: unknown): Effect.Effect<void> =>
-    Effect.gen(function*() {
-      if (live.has(runId)) return
-      const { workflow } = registered
-      const memo = yield* core.loadMemo(runId, workflow.id)
-      if (memo === undefined) return
-      const env = core.makeEnv(runId, registered, memo, Executor.inline)
-      const entry: { fiber: Fiber.RuntimeFiber<void> | undefined; canceling: boolean } = {
-        fiber: undefined,
-        canceling: false
-      }
+    Effect.suspend((): Effect.Effect<void> => {
+      // Reserved at once, so that of two launches racing (a wake-up and a recovery, say) one walks.
+      if (live.has(runId)) return Effect.void
+      const entry: LiveRun = { fiber: undefined, canceling: false, wakeRequested: false }
       live.set(runId, entry)
-      let sleeping = 0
-      const waits: Interpreter.WaitTracker = {
-        enter: Effect.suspend(() => ++sleeping === 1 ? core.setRun(runId, { status: "waiting" }) : Effect.void),
-        leave: Effect.suspend(() => --sleeping === 0 ? core.setRun(runId, { status: "running" }) : Effect.void)
-      }
-      const ready = yield* Deferred.make<void>()
-      const generation = Deferred.await(ready).pipe(
-        Effect.zipRight(Effect.exit(Interpreter.runWorkflow(env, waits, workflow, input, ""))),
-        Effect.flatMap((exit) => classify(workflow, exit)),
-        // No longer live before anyone hears how it settled: a waiter may resume it at once.
-        Effect.tap(() => Effect.sync(() => live.get(runId) === entry && live.delete(runId))),
-        Effect.flatMap((result) => core.applyWalk(runId, result)),
-        // Interrupted without a cancel: the engine is shutting down, and the run stays as the store has it.
-        Effect.onInterrupt(() => entry.canceling ? core.cancelRun(runId) : Effect.void),
-        Effect.catchAllCause((cause) => Effect.logError(`Run ${runId} could not be recorded`, cause)),
-        Effect.ensuring(Effect.sync(() => {
-          if (live.get(runId) === entry) live.delete(runId)
-        }))
-      )
-      entry.fiber = yield* Effect.forkIn(generation, scope)
-      yield* Deferred.succeed(ready, undefined)
+      const release = Effect.sync(() => {
+        if (live.get(runId) === entry) live.delete(runId)
+      })
+      return Effect.gen(function*() {
+        const { workflow } = registered
+        const memo = yield* core.loadMemo(runId, workflow.id)
+        if (memo === undefined) return yield* release
+        const park: Executor.Park = {
+          after: parkAfter,
+          wakeAt: (path, until) => timers.schedule(runId, path, until)
+        }
+        const env = core.makeEnv(runId, registered, memo, { _tag: "Inline", park })
+        let sleeping = 0
+        const waits: Interpreter.WaitTracker = {
+          enter: Effect.suspend(() => ++sleeping === 1 ? core.setRun(runId, { status: "waiting" }) : Effect.void),
+          leave: Effect.suspend(() => --sleeping === 0 ? core.setRun(runId, { status: "running" }) : Effect.void)
+        }
+        const ready = yield* Deferred.make<void>()
+        const generation = Deferred.await(ready).pipe(
+          Effect.zipRight(Effect.exit(Interpreter.runWorkflow(env, waits, workflow, input, ""))),
+          Effect.flatMap((exit) => classify(workflow, exit)),
+          Effect.flatMap((result) =>
+            result._tag === "Pending"
+              ? parkRun(runId, entry, registered, input)
+              // No longer live before anyone hears how it settled: a waiter may resume it at once.
+              : Effect.zipRight(release, core.applyWalk(runId, result))
+          ),
+          // Interrupted without a cancel: the engine is shutting down, and the run stays as the store has it.
+          Effect.onInterrupt(() => entry.canceling ? core.cancelRun(runId) : Effect.void),
+          Effect.catchAllCause((cause) => Effect.logError(`Run ${runId} could not be recorded`, cause)),
+          Effect.ensuring(release)
+        )
+        entry.fiber = yield* Effect.forkIn(generation, scope)
+        yield* Deferred.succeed(ready, undefined)
+      }).pipe(Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : release))
     })
+
+  /** A generation ended with only parked sleeps ahead: the run waits, holding nothing but its timer entries. */
+  const parkRun = (runId: string, entry: LiveRun, registered: Registered, input: unknown) =>
+    Effect.zipRight(
+      core.setRun(runId, { status: "waiting" }),
+      lock.withPermits(1)(Effect.suspend(() => {
+        if (live.get(runId) === entry) live.delete(runId)
+        if (!entry.wakeRequested) return Effect.void
+        return Effect.zipRight(core.setRun(runId, { status: "running" }), launch(runId, registered, input))
+      }))
+    )
+
+  /** A parked sleep is due: walk the run again, unless it is walking (then once more at the end) or is over. */
+  const wake = (runId: string): Effect.Effect<void> =>
+    lock.withPermits(1)(Effect.gen(function*() {
+      const walking = live.get(runId)
+      if (walking !== undefined) {
+        walking.wakeRequested = true
+        return
+      }
+      const record = yield* Effect.orDie(core.store.getRun(runId))
+      if (record?.status !== "waiting") return
+      const registered = core.registry.get(record.workflowId)
+      if (registered === undefined) return
+      const input = yield* Effect.either(Schema.decodeUnknown(registered.workflow.inputSchema)(record.input))
+      if (input._tag === "Left") {
+        return yield* core.failRun(runId, new Executor.StepFailure({
+          stepId: record.workflowId,
+          path: "",
+          cause: Cause.die(new Error(`The stored input of run ${runId} no longer decodes: ${input.left.message}`))
+        }))
+      }
+      yield* core.setRun(runId, { status: "running" })
+      yield* launch(runId, registered, input.right)
+    })).pipe(Effect.catchAllCause((cause) => Effect.logError(`Waking run ${runId} failed`, cause)))
 
   const cancel = (runId: string): Effect.Effect<void> =>
     Effect.gen(function*() {
+      timers.cancel(runId)
       const entry = live.get(runId)
       if (entry?.fiber !== undefined) {
         entry.canceling = true
@@ -575,13 +679,13 @@ export const makeDefault = (options: EngineOptions = {}) => Effect.gen(function*
       const record = yield* Effect.orDie(core.store.getRun(runId))
       if (record === undefined || RunStore.isTerminal(record.status)) return
       yield* core.cancelRun(runId)
-    })
+    }).pipe(lock.withPermits(1))
 
   return yield* core.withDriver({
     launch,
     cancel,
     initialStatus: "running",
     orphanStatuses: ["running", "waiting"],
-    isLive: (runId) => live.has(runId)
+    isLive: (runId) => live.has(runId) || timers.has(runId)
   }, scope)
 })

@@ -23,6 +23,7 @@ import { SerializedError } from "../WorkflowEvent.js"
 import { classify, type EngineOptions, type LaunchReason, makeCore, type Registered } from "./engine.js"
 import * as Executor from "./executor.js"
 import * as Interpreter from "./interpreter.js"
+import * as Timers from "./timers.js"
 
 const command = <T extends string, F extends Schema.Struct.Fields>(type: T, data: F) =>
   Schema.Struct({ type: Schema.Literal(type), runId: Schema.String, data: Schema.Struct(data) })
@@ -62,7 +63,8 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
     // Process-local bookkeeping only: a restart loses none of a run's state.
     const locks = new Map<string, { readonly semaphore: Effect.Semaphore; users: number }>()
     const executing = new Map<string, Set<Fiber.RuntimeFiber<void>>>()
-    const timers = new Map<string, Map<string, Fiber.RuntimeFiber<void>>>()
+    // Sleeps not yet due: one timer queue, which sends the sleep's node to be executed once it is.
+    const timers = yield* Timers.make((runId, path) => send("workflow.step.run", runId, { path }))
 
     const resend = Schedule.intersect(Schedule.exponential("10 millis"), Schedule.recurs(5))
     const send = <T extends Command["type"]>(type: T, runId: string, data: Data<T>): Effect.Effect<void> => {
@@ -120,27 +122,6 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
         return { record, registered, input, memo }
       })
 
-    const wakeAt = (runId: string) => (path: string, until: number): Effect.Effect<void> =>
-      Effect.gen(function*() {
-        let forRun = timers.get(runId)
-        if (forRun?.has(path)) return
-        if (forRun === undefined) {
-          forRun = new Map()
-          timers.set(runId, forRun)
-        }
-        const owned = forRun
-        const now = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
-        const fiber = yield* Effect.sleep(Math.max(0, until - now)).pipe(
-          Effect.zipRight(send("workflow.step.run", runId, { path })),
-          Effect.ensuring(Effect.sync(() => {
-            owned.delete(path)
-            if (owned.size === 0 && timers.get(runId) === owned) timers.delete(runId)
-          })),
-          Effect.forkIn(scope)
-        )
-        owned.set(path, fiber)
-      })
-
     /** Walks the run, dispatching what is ready, and sends what the walk came to. */
     const advance = (runId: string, redispatch = false) =>
       Effect.gen(function*() {
@@ -151,7 +132,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
         const env = core.makeEnv(runId, registered, memo, {
           _tag: "Dispatch",
           dispatch: (path) => send("workflow.step.run", runId, { path }),
-          wakeAt: wakeAt(runId),
+          wakeAt: (path, until) => timers.schedule(runId, path, until),
           redispatch
         })
         const exit = yield* Effect.exit(Interpreter.runWorkflow(env, Interpreter.noWaits, registered.workflow, input, ""))
@@ -210,9 +191,8 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
     /** Stops what this process executes or waits for in a run (finalizers in the steps run). */
     const stopLocal = (runId: string) =>
       Effect.gen(function*() {
-        const running = Array.from(executing.get(runId) ?? [])
-        const sleeping = Array.from(timers.get(runId)?.values() ?? [])
-        yield* Fiber.interruptAll([...running, ...sleeping])
+        timers.cancel(runId)
+        yield* Fiber.interruptAll(Array.from(executing.get(runId) ?? []))
       })
 
     const settled = (runId: string) =>

@@ -24,6 +24,7 @@ import * as ToolStream from "../ToolStream.js"
 import type { Node } from "../Workflow.js"
 import { StreamClosedError } from "../WorkflowError.js"
 import type { SerializedError, WorkflowEvent } from "../WorkflowEvent.js"
+import { randomId } from "./ids.js"
 
 /** A step (or a nested workflow, or a map) failed: the run fails with it. */
 export class StepFailure extends Data.TaggedError("StepFailure")<{
@@ -38,8 +39,8 @@ export class Suspension extends Data.TaggedError("Suspension")<{
 }> {}
 
 /**
- * The walk cannot go further now: steps are dispatched to other handlers, or sleeps have not woken. Only the evented
- * engine's walks meet it. `waitingOnly`: nothing but sleeps is pending (the run's status is then `waiting`).
+ * The walk cannot go further now: steps are dispatched to other handlers, or sleeps have not woken. The evented
+ * engine's walks meet it, and inline walks that park long sleeps. `waitingOnly`: nothing but sleeps is pending (the run's status is then `waiting`).
  */
 export class Pending extends Data.TaggedError("Pending")<{ readonly waitingOnly: boolean }> {}
 
@@ -55,7 +56,7 @@ export type Halt = StepFailure | Suspension | Pending
  *   is pending.
  */
 export type Mode =
-  | { readonly _tag: "Inline" }
+  | { readonly _tag: "Inline"; readonly park?: Park }
   | {
     readonly _tag: "Dispatch"
     readonly dispatch: (path: string) => Effect.Effect<void>
@@ -65,7 +66,16 @@ export type Mode =
   }
   | { readonly _tag: "Execute"; readonly path: string }
 
-/** The mode of the default engine. */
+/**
+ * How an inline walk treats long sleeps: one of at least `after` milliseconds asks `wakeAt` for a wake-up and halts
+ * the walk (`Pending`), so that a waiting run holds no fiber; a new walk replays the run once it is due.
+ */
+export interface Park {
+  readonly after: number
+  readonly wakeAt: (path: string, until: number) => Effect.Effect<void>
+}
+
+/** The mode of the default engine when every sleep holds its fiber. */
 export const inline: Mode = { _tag: "Inline" }
 
 /** Everything the executor needs to know about the run it executes in. */
@@ -433,7 +443,7 @@ const run = (
   known: RunStore.StepRecord | undefined
 ): Effect.Effect<unknown, Halt> =>
   Effect.gen(function*() {
-    const stepCallId = crypto.randomUUID()
+    const stepCallId = randomId()
     const previousAttempts = known?.attempt ?? 0
     const encodedInput = spec.inputSchema === undefined
       ? Exit.succeed(input)
@@ -616,7 +626,7 @@ const evaluate = <A>(
     if (known !== undefined && known.status === "success") return known.output as A
     // Executing one dispatched step evaluates nothing else: the dispatching walk does that, once.
     if (env.mode._tag === "Execute") return yield* pending
-    const ctx = makeContext(env, scope, nodeId, crypto.randomUUID(), input)
+    const ctx = makeContext(env, scope, nodeId, randomId(), input)
     const exit = yield* runUser(env, () => fn(ctx))
     if (Exit.isFailure(exit)) return yield* new StepFailure({ stepId: nodeId, path, cause: exit.cause })
     const checked = check(exit.value)

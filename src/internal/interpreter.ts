@@ -19,6 +19,7 @@ import type * as Step from "../Step.js"
 import type { Node, StepLike } from "../Workflow.js"
 import * as Executor from "./executor.js"
 import type { Halt, RunEnv, WorkflowScope } from "./executor.js"
+import { randomId } from "./ids.js"
 
 /** Tracks how many sleeps are in progress (inline walks), so the run's status is `waiting` exactly while one is. */
 export interface WaitTracker {
@@ -190,7 +191,7 @@ const runNested = (
     if (known === undefined) {
       if (env.mode._tag === "Execute") return yield* new Executor.Pending({ waitingOnly: false })
       // Started once: the record keeps the call id, so the result event matches the start event in any process.
-      const stepCallId = crypto.randomUUID()
+      const stepCallId = randomId()
       const encodedInput = yield* Effect.exit(Schema.encodeUnknown(workflow.inputSchema)(input))
       known = { path, stepId: workflow.id, status: "running", stepCallId }
       yield* Executor.emitStepStart(env, workflow.id, stepCallId, Exit.isSuccess(encodedInput) ? encodedInput.value : input, known)
@@ -203,7 +204,7 @@ const runNested = (
         )))
       }
     }
-    const stepCallId = known.stepCallId ?? crypto.randomUUID()
+    const stepCallId = known.stepCallId ?? randomId()
     const output = yield* runWorkflow(env, waits, workflow, input, `${path}/`)
     const encoded = yield* Effect.exit(Schema.encodeUnknown(workflow.outputSchema)(output))
     if (Exit.isFailure(encoded)) {
@@ -219,7 +220,8 @@ const runNested = (
 /**
  * A sleep: its wake-up time comes from the executor (recorded, so a resumed walk keeps it). The first walk that
  * meets it emits `workflow-step-waiting`; the walk that finds it due records its end and emits its result. An inline
- * walk sleeps in its fiber; an evented one asks for a wake-up and stops there.
+ * walk sleeps in its fiber unless the sleep is long enough to park; a parking or evented walk asks for a wake-up and
+ * stops there.
  */
 const wait = (
   env: RunEnv,
@@ -240,17 +242,18 @@ const wait = (
     }
     const mode = env.mode
     if (until > now) {
-      if (mode._tag === "Inline") {
+      if (mode._tag === "Inline" && (mode.park === undefined || until - now < mode.park.after)) {
         yield* Effect.acquireUseRelease(waits.enter, () => Effect.sleep(until - now), () => waits.leave)
       } else {
         if (mode._tag === "Dispatch") yield* mode.wakeAt(path, until)
+        else if (mode._tag === "Inline") yield* mode.park!.wakeAt(path, until)
         return yield* new Executor.Pending({ waitingOnly: true })
       }
     } else if (mode._tag === "Execute" && mode.path !== path) {
       return yield* new Executor.Pending({ waitingOnly: false })
     }
     const record: RunStore.StepRecord = { path: done, stepId: id, status: "success" }
-    yield* env.emit(yield* Executor.stepResult(env, id, crypto.randomUUID(), { status: "success" }), record)
+    yield* env.emit(yield* Executor.stepResult(env, id, randomId(), { status: "success" }), record)
     env.memo.set(done, record)
     return input
   })

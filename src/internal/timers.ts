@@ -1,0 +1,167 @@
+/**
+ * One timer for every parked sleep of an engine. A run waiting in a long sleep holds no fiber: it holds an entry
+ * here (a few dozen bytes), and one fiber sleeps until the earliest entry is due. Times are the app's clock, so a
+ * test clock drives wake-ups as it drives `Effect.sleep`. With no entry left, no timer is left either.
+ */
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
+
+/** A timer queue keyed by run and path. */
+export interface Timers {
+  /**
+   * Fires the queue's `fire(runId, path)` (in its own fiber of the engine's scope) once the app's clock reaches `at`.
+   * A second entry for the same run and path is ignored while the first is pending.
+   */
+  readonly schedule: (runId: string, path: string, at: number) => Effect.Effect<void>
+  /** Drops every pending entry of a run. */
+  readonly cancel: (runId: string) => void
+  /** Whether a run has a pending entry. */
+  readonly has: (runId: string) => boolean
+  /** How many entries are pending. */
+  readonly size: () => number
+}
+
+interface Entry {
+  readonly at: number
+  readonly seq: number
+  readonly runId: string
+  readonly path: string
+  live: boolean
+}
+
+const before = (a: Entry, b: Entry) => a.at < b.at || (a.at === b.at && a.seq < b.seq)
+
+/** A binary min-heap of entries by time (then by arrival), with canceled entries dropped lazily. */
+class Heap {
+  items: Array<Entry> = []
+  push(entry: Entry) {
+    const items = this.items
+    items.push(entry)
+    let i = items.length - 1
+    while (i > 0) {
+      const parent = (i - 1) >> 1
+      if (!before(items[i]!, items[parent]!)) break
+      ;[items[i], items[parent]] = [items[parent]!, items[i]!]
+      i = parent
+    }
+  }
+  peek(): Entry | undefined {
+    return this.items[0]
+  }
+  pop(): Entry | undefined {
+    const items = this.items
+    const top = items[0]
+    const last = items.pop()
+    if (items.length > 0 && last !== undefined) {
+      items[0] = last
+      let i = 0
+      while (true) {
+        const l = 2 * i + 1
+        const r = l + 1
+        let m = i
+        if (l < items.length && before(items[l]!, items[m]!)) m = l
+        if (r < items.length && before(items[r]!, items[m]!)) m = r
+        if (m === i) break
+        ;[items[i], items[m]] = [items[m]!, items[i]!]
+        i = m
+      }
+    }
+    return top
+  }
+  /** Rebuilds the heap from its live entries only. */
+  compact() {
+    const live = this.items.filter((e) => e.live)
+    this.items = []
+    for (const e of live) this.push(e)
+  }
+}
+
+/** Builds a timer queue whose fiber lives in the current scope; `fire` is what a due entry does. */
+export const make = (
+  fire: (runId: string, path: string) => Effect.Effect<void>
+): Effect.Effect<Timers, never, Scope.Scope> => Effect.gen(function*() {
+  const scope = yield* Effect.scope
+  const heap = new Heap()
+  const byRun = new Map<string, Map<string, Entry>>()
+  let live = 0
+  let seq = 0
+  // When the earliest entry changes, the loop is told to look again.
+  let signal = yield* Deferred.make<void>()
+  // The time the loop sleeps until (Infinity: it waits for a signal only).
+  let target = Number.POSITIVE_INFINITY
+
+  const poke = () => {
+    Deferred.unsafeDone(signal, Effect.void)
+  }
+
+  const remove = (entry: Entry) => {
+    if (!entry.live) return
+    entry.live = false
+    live--
+    const forRun = byRun.get(entry.runId)
+    if (forRun?.get(entry.path) === entry) {
+      forRun.delete(entry.path)
+      if (forRun.size === 0) byRun.delete(entry.runId)
+    }
+  }
+
+  const schedule = (runId: string, path: string, at: number) =>
+    Effect.sync(() => {
+      let forRun = byRun.get(runId)
+      if (forRun?.has(path)) return
+      if (forRun === undefined) {
+        forRun = new Map()
+        byRun.set(runId, forRun)
+      }
+      const entry: Entry = { at, seq: seq++, runId, path, live: true }
+      forRun.set(path, entry)
+      heap.push(entry)
+      live++
+      if (at < target) poke()
+    })
+
+  const cancel = (runId: string) => {
+    const forRun = byRun.get(runId)
+    if (forRun === undefined) return
+    for (const entry of Array.from(forRun.values())) remove(entry)
+    // Stale entries are dropped when they reach the top; rebuild once they outnumber the live ones.
+    if (heap.items.length > 64 && heap.items.length > 2 * live) heap.compact()
+    // Nothing left: stop the sleeping timer, so that no timer outlives the last entry.
+    if (live === 0) poke()
+  }
+
+  const loop = Effect.gen(function*() {
+    while (true) {
+      while (heap.peek()?.live === false) heap.pop()
+      const now = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
+      const due: Array<Entry> = []
+      while (true) {
+        const top = heap.peek()
+        if (top === undefined || top.at > now) break
+        heap.pop()
+        if (!top.live) continue
+        remove(top)
+        due.push(top)
+      }
+      for (const entry of due) yield* Effect.forkIn(fire(entry.runId, entry.path), scope)
+      while (heap.peek()?.live === false) heap.pop()
+      const next = heap.peek()
+      const waitFor = signal
+      target = next === undefined ? Number.POSITIVE_INFINITY : next.at
+      if (due.length > 0) continue
+      yield* next === undefined
+        ? Deferred.await(waitFor)
+        : Effect.raceFirst(Effect.sleep(Math.max(0, next.at - now)), Deferred.await(waitFor))
+      if (signal === waitFor && (yield* Deferred.isDone(waitFor))) signal = yield* Deferred.make<void>()
+    }
+  })
+  yield* Effect.forkIn(loop, scope)
+
+  return {
+    schedule,
+    cancel,
+    has: (runId) => byRun.has(runId),
+    size: () => live
+  }
+})
