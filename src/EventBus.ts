@@ -64,12 +64,32 @@ export interface SubscribeOptions {
  */
 export class EventBus extends Context.Tag("stepwise/EventBus")<EventBus, {
   readonly publish: (channel: string, event: BusEvent) => Effect.Effect<void, EventBusError>
+  /**
+   * Publishes several events on one channel, in order (optional: without it, `publishAll` of this module publishes
+   * them one by one). Writers' events reach the bus in batches; a broker layer can send a batch in one round trip.
+   */
+  readonly publishAll?: (channel: string, events: ReadonlyArray<BusEvent>) => Effect.Effect<void, EventBusError>
   /** Subscribed once this effect succeeds; the subscription lasts as long as the scope. */
   readonly subscribe: (
     channel: string,
     options?: SubscribeOptions
   ) => Effect.Effect<Stream.Stream<BusEvent, EventBusError>, EventBusError, Scope.Scope>
 }>() {}
+
+/**
+ * Publishes events on one channel in order, with the bus's `publishAll` when it has one.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const publishAll = (
+  bus: EventBus["Type"],
+  channel: string,
+  events: ReadonlyArray<BusEvent>
+): Effect.Effect<void, EventBusError> =>
+  bus.publishAll !== undefined
+    ? bus.publishAll(channel, events)
+    : Effect.forEach(events, (event) => bus.publish(channel, event), { discard: true })
 
 /**
  * The channel that carries a run's watch envelopes (seed name).
@@ -162,6 +182,17 @@ export const makeMemory: Effect.Effect<
       )
     })
 
+  const publishAll = (channel: string, events: ReadonlyArray<BusEvent>): Effect.Effect<void, EventBusError> =>
+    Effect.suspend(() => {
+      const target = channels.get(channel)
+      if (target === undefined || events.length === 0) return Effect.void
+      if (target.groups.size === 0) return PubSub.publishAll(target.pubsub, events)
+      return Effect.zipRight(
+        Effect.forEach(target.groups.values(), (group) => Queue.offerAll(group.queue, events), { discard: true }),
+        PubSub.publishAll(target.pubsub, events)
+      )
+    })
+
   const subscribe = (channel: string, options?: SubscribeOptions) =>
     Effect.gen(function*() {
       const target = yield* Effect.acquireRelease(Effect.sync(() => acquire(channel)), (c) => release(channel, c))
@@ -193,7 +224,7 @@ export const makeMemory: Effect.Effect<
     })
 
   return {
-    bus: EventBus.of({ publish, subscribe }),
+    bus: EventBus.of({ publish, publishAll, subscribe }),
     channels: MemoryChannels.of({ size: Effect.sync(() => channels.size) })
   }
 })

@@ -152,6 +152,11 @@ export class RunStore extends Context.Tag("stepwise/RunStore")<RunStore, {
    * same atomic write: a step's result and the event announcing it are never found one without the other.
    */
   readonly appendEvent: (runId: string, event: WorkflowEvent, step?: StepRecord) => Effect.Effect<number, RunStoreError>
+  /**
+   * Appends several events to the run's log, atomically and in order; answers the index of the first (for an empty
+   * batch, the log's size). Writers' events reach the store this way, a batch at a time.
+   */
+  readonly appendEvents: (runId: string, events: ReadonlyArray<WorkflowEvent>) => Effect.Effect<number, RunStoreError>
   readonly readEvents: (runId: string, from: number, max: number) => Effect.Effect<EventPage, RunStoreError>
   readonly putStep: (runId: string, record: StepRecord) => Effect.Effect<void, RunStoreError>
   readonly getSteps: (runId: string) => Effect.Effect<ReadonlyArray<StepRecord>, RunStoreError>
@@ -217,6 +222,7 @@ export const retrying = (store: RunStore["Type"]): RunStore["Type"] => {
     updateRun: (runId, patch) => retry(store.updateRun(runId, patch)),
     listRuns: (filter) => retry(store.listRuns(filter)),
     appendEvent: (runId, event, step) => retry(store.appendEvent(runId, event, step)),
+    appendEvents: (runId, events) => retry(store.appendEvents(runId, events)),
     readEvents: (runId, from, max) => retry(store.readEvents(runId, from, max)),
     putStep: (runId, record) => retry(store.putStep(runId, record)),
     getSteps: (runId) => retry(store.getSteps(runId)),
@@ -329,6 +335,12 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
         withRun("append event", runId, (run) => {
           if (step !== undefined) run.steps.set(step.path, step)
           return run.events.push(event) - 1
+        }),
+      appendEvents: (runId, events) =>
+        withRun("append events", runId, (run) => {
+          const first = run.events.length
+          for (const event of events) run.events.push(event)
+          return first
         }),
       readEvents: (runId, from, max) =>
         Effect.sync(() => {

@@ -38,6 +38,36 @@ describe("EventBus.layerMemory", () => {
       expect(Chunk.size(yield* Fiber.join(all))).toBe(100)
     }).pipe(Effect.provide(EventBus.layerMemory)))
 
+  it.scoped("publishAll delivers a batch in order to every subscriber and to one member of each group", () =>
+    Effect.gen(function*() {
+      const bus = yield* EventBus.EventBus
+      yield* EventBus.publishAll(bus, "batch", [event(-1)]) // nobody listens: dropped
+      const plain = yield* bus.subscribe("batch")
+      const member = yield* bus.subscribe("batch", { group: "g" })
+      const batch = Array.from({ length: 50 }, (_, i) => event(i))
+      expect(bus.publishAll).toBeDefined()
+      yield* EventBus.publishAll(bus, "batch", batch)
+      yield* EventBus.publishAll(bus, "batch", [])
+      yield* bus.publish("batch", event(50))
+      const expected = [...batch, event(50)]
+      expect(Chunk.toArray(yield* Stream.runCollect(Stream.take(plain, 51)))).toEqual(expected)
+      expect(Chunk.toArray(yield* Stream.runCollect(Stream.take(member, 51)))).toEqual(expected)
+    }).pipe(Effect.provide(EventBus.layerMemory)))
+
+  it.scoped("publishAll falls back on publish, one by one, for a bus without publishAll", () =>
+    Effect.gen(function*() {
+      const { bus } = yield* EventBus.makeMemory
+      const calls: Array<number> = []
+      const minimal: EventBus.EventBus["Type"] = {
+        publish: (channel, e) => Effect.zipRight(Effect.sync(() => calls.push(e.data as number)), bus.publish(channel, e)),
+        subscribe: bus.subscribe
+      }
+      const sub = yield* minimal.subscribe("c")
+      yield* EventBus.publishAll(minimal, "c", [event(1), event(2), event(3)])
+      expect(calls).toEqual([1, 2, 3])
+      expect(Chunk.toArray(yield* Stream.runCollect(Stream.take(sub, 3)))).toEqual([event(1), event(2), event(3)])
+    }))
+
   it.effect("a channel exists while it has subscribers and is removed when the last one leaves", () =>
     Effect.gen(function*() {
       const bus = yield* EventBus.EventBus

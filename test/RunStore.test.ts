@@ -62,6 +62,37 @@ export const runStoreSuite = (name: string, layer: Layer.Layer<RunStore.RunStore
         expect(page.events).toHaveLength(10)
       }).pipe(Effect.provide(layer)))
 
+    it.effect("appends batches of events in order, interleaved densely with single appends", () =>
+      Effect.gen(function*() {
+        yield* fresh
+        const store = yield* RunStore.RunStore
+        yield* store.createRun(record("a"))
+        expect(yield* store.appendEvent(id("a"), { type: "data-n", i: 0 })).toBe(0)
+        const batch = Array.from({ length: 500 }, (_, i) => ({ type: "data-n", i: i + 1, text: `chunk "${i}" \u00e9` }))
+        expect(yield* store.appendEvents(id("a"), batch)).toBe(1)
+        expect(yield* store.appendEvents(id("a"), [])).toBe(501)
+        expect(yield* store.appendEvent(id("a"), { type: "data-n", i: 501 })).toBe(501)
+        const firsts = yield* Effect.forEach(
+          Array.from({ length: 20 }, (_, k) => k),
+          (k) => store.appendEvents(id("a"), [{ type: "data-m", k, j: 0 }, { type: "data-m", k, j: 1 }]),
+          { concurrency: 5 }
+        )
+        expect([...firsts].sort((x, y) => x - y)).toEqual(Array.from({ length: 20 }, (_, k) => 502 + 2 * k))
+        const page = yield* store.readEvents(id("a"), 0, 1000)
+        expect(page.size).toBe(542)
+        expect(page.events.slice(0, 502).map((e) => (e as { i?: number }).i)).toEqual(Array.from({ length: 502 }, (_, i) => i))
+        expect(page.events[2]).toEqual({ type: "data-n", i: 2, text: `chunk "1" \u00e9` })
+        // each batch stays together
+        for (const first of firsts) {
+          const [a, b] = [page.events[first] as unknown as { k: number; j: number }, page.events[first + 1] as unknown as { k: number; j: number }]
+          expect([a.j, b.j, a.k === b.k]).toEqual([0, 1, true])
+        }
+        const missing = yield* Effect.flip(store.appendEvents(id("nope"), [{ type: "data-n" }]))
+        expect(missing.message).toContain(`run ${id("nope")}`)
+        const missingEmpty = yield* Effect.flip(store.appendEvents(id("nope"), []))
+        expect(missingEmpty.message).toContain(`run ${id("nope")}`)
+      }).pipe(Effect.provide(layer)))
+
     it.effect("keeps each stream's chunks densely indexed, and refuses writes after close", () =>
       Effect.gen(function*() {
         yield* fresh

@@ -28,6 +28,7 @@ const flakyStore: Layer.Layer<RunStore.RunStore> = Layer.effect(
     return {
       ...store,
       appendEvent: (runId, event, step) => sometimes("append event", store.appendEvent(runId, event, step)),
+      appendEvents: (runId, events) => sometimes("append events", store.appendEvents(runId, events)),
       putStep: (runId, record) => sometimes("store step result", store.putStep(runId, record))
     }
   })

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Schedule, Schema, Stream, TestClock } from "effect"
-import { EventBus, Step, Workflow, WorkflowEngine, WorkflowEvent } from "stepwise"
+import { Effect, Layer, Schedule, Schema, Stream, TestClock } from "effect"
+import { EventBus, RunStore, Step, Workflow, WorkflowEngine, WorkflowEvent } from "stepwise"
 import { Recorded, recordingEngine, recordingEventedEngine } from "./helpers.js"
 import { awaitStatus } from "./scenarios.js"
 
@@ -236,3 +236,102 @@ describe(`writer (ToolStream) on the ${engineName} engine`, () => {
     }).pipe(Effect.provide(recording)))
 })
 }
+
+/** A memory store that counts how writer events reach it, and can be told to fail them. */
+const countingStore = (state: { batches: number; events: number; failWith?: string }) =>
+  Layer.effect(
+    RunStore.RunStore,
+    Effect.map(RunStore.makeMemory(), (store): RunStore.RunStore["Type"] => ({
+      ...store,
+      appendEvents: (runId, events) =>
+        state.failWith !== undefined
+          ? Effect.fail(new RunStore.RunStoreError({ operation: "decode", runId, reason: state.failWith }))
+          : Effect.tap(store.appendEvents(runId, events), () => {
+            state.batches++
+            state.events += events.length
+          })
+    }))
+  )
+
+const withStore = (state: { batches: number; events: number; failWith?: string }) =>
+  WorkflowEngine.layerDefault.pipe(Layer.provideMerge(Layer.merge(EventBus.layerMemory, countingStore(state))))
+
+const Count = Schema.Struct({ count: Schema.Number })
+
+/** One step (`id`) writing `count` events in a tight loop, in workflow `${id}-writer`. */
+const loopWriter = (id: string) =>
+  Workflow.make({ id: `${id}-writer`, inputSchema: Count, outputSchema: Count }).pipe(
+    Workflow.then(Step.make({
+      id,
+      inputSchema: Count,
+      outputSchema: Count,
+      execute: ({ inputData, writer }) =>
+        Effect.as(
+          Effect.forEach(Array.from({ length: inputData.count }, (_, i) => i), (i) => writer.write({ i }), { discard: true }),
+          inputData
+        )
+    })),
+    Workflow.commit
+  )
+
+describe("writer events: group commit", () => {
+  it.effect("a step writing 10,000 events in a loop reaches the store in batches; the log holds every one in order", () => {
+    const state = { batches: 0, events: 0 }
+    const wf = loopWriter("fast")
+    return Effect.gen(function*() {
+      const engine = yield* WorkflowEngine.WorkflowEngine
+      const run = yield* engine.start(wf, { count: 10_000 })
+      yield* run.result
+      const events = Array.from(yield* Stream.runCollect(run.events()))
+      const outputs = events.filter(WorkflowEvent.is("workflow-step-output")).map((e) => (e.payload.output as { i: number }).i)
+      expect(outputs).toEqual(Array.from({ length: 10_000 }, (_, i) => i))
+      // the step's result comes after everything it wrote
+      const types = events.map((e) => e.type)
+      expect(types.lastIndexOf("workflow-step-output")).toBeLessThan(types.indexOf("workflow-step-result"))
+      expect(state.events).toBe(10_000)
+      expect(state.batches).toBeLessThan(1_000)
+    }).pipe(Effect.provide(withStore(state)))
+  })
+
+  it.live("an idle writer's event is in the store when write returns", () => {
+    const state = { batches: 0, events: 0 }
+    const seen: Array<number> = []
+    const wf = Workflow.make({ id: "idle-writer", inputSchema: Count, outputSchema: Count }).pipe(
+      Workflow.then(Step.make({
+        id: "idle",
+        inputSchema: Count,
+        outputSchema: Count,
+        execute: ({ inputData, runId, writer }) =>
+          Effect.gen(function*() {
+            const store = yield* RunStore.RunStore
+            for (let i = 0; i < inputData.count; i++) {
+              yield* Effect.sleep("1 millis")
+              yield* writer.write({ i })
+              seen.push((yield* store.readEvents(runId, 0, 1000)).events.filter(WorkflowEvent.is("workflow-step-output")).length)
+            }
+            return inputData
+          })
+      })),
+      Workflow.commit
+    )
+    return Effect.gen(function*() {
+      const engine = yield* WorkflowEngine.WorkflowEngine
+      yield* (yield* engine.start(wf, { count: 20 })).result
+      expect(seen).toEqual(Array.from({ length: 20 }, (_, i) => i + 1))
+    }).pipe(Effect.provide(withStore(state)))
+  })
+
+  it.effect("a store that refuses the buffered events fails the step with the store's message, and the run with it", () => {
+    const state = { batches: 0, events: 0, failWith: "disk full (simulated)" }
+    const wf = loopWriter("doomed")
+    return Effect.gen(function*() {
+      const engine = yield* WorkflowEngine.WorkflowEngine
+      const run = yield* engine.start(wf, { count: 5_000 })
+      const error = yield* Effect.flip(run.result)
+      expect(error._tag).toBe("StepFailedError")
+      expect(error.message).toContain(`"doomed"`)
+      expect(error.message).toContain("disk full (simulated)")
+      expect(yield* run.status).toBe("failed")
+    }).pipe(Effect.provide(withStore(state)))
+  })
+})

@@ -96,10 +96,15 @@ export interface RunEnv {
   readonly failureCause: (path: string, record: RunStore.StepRecord) => Cause.Cause<unknown>
   /** Told of every failure this process records, with its exact cause. */
   readonly onFailure?: ((path: string, cause: Cause.Cause<unknown>) => void) | undefined
-  /** Records an event in the run's log (with a step record, atomically) and publishes it on the run channel. */
+  /**
+   * Records an event in the run's log (with a step record, atomically) and publishes it on the run channel, after
+   * every event written before it.
+   */
   readonly emit: (event: WorkflowEvent, step?: RunStore.StepRecord) => Effect.Effect<void>
-  /** Makes every chunk written to the run's streams so far durable. */
-  readonly flushStreams: Effect.Effect<void>
+  /** A writer's event: buffered, then recorded and published in order with the others (group commit). */
+  readonly write: (event: WorkflowEvent) => Effect.Effect<void>
+  /** Makes every event and chunk written in the run so far durable. */
+  readonly flushWrites: Effect.Effect<void>
 }
 
 /** A workflow being walked: nested workflows get their own. */
@@ -146,7 +151,7 @@ export const makeRunEnv = (options: {
   readonly onFailure?: (path: string, cause: Cause.Cause<unknown>) => void
 }): RunEnv => {
   const { bus, runId, store } = options
-  const emit = makeEmit(store, bus, runId)
+  const log = makeEventLog(store, bus, runId)
 
   const writables = new Map<string, BufferedWritable>()
   const writable = (namespace: string): RunWritable<unknown> => {
@@ -157,17 +162,21 @@ export const makeRunEnv = (options: {
     }
     return existing.writable
   }
-  /** Makes every chunk written so far in this run durable (user code returning waits for this). */
-  const flushStreams = Effect.suspend(() =>
-    writables.size === 0 ? Effect.void : Effect.forEach(writables.values(), (w) => w.flush, { discard: true })
+  /** Makes every event and chunk written so far in this run durable (user code returning waits for this). */
+  const flushWrites = Effect.zipRight(
+    log.flush,
+    Effect.suspend(() =>
+      writables.size === 0 ? Effect.void : Effect.forEach(writables.values(), (w) => w.flush, { discard: true })
+    )
   )
 
   const runContext = RunContext.of({ runId, workflowId: options.workflowId, writable })
   return {
     ...options,
     failureCause: options.failureCause ?? rebuildCause,
-    emit,
-    flushStreams,
+    emit: log.emit,
+    write: log.write,
+    flushWrites,
     runContext,
     userContext: Context.add(options.services, RunContext, runContext)
   }
@@ -184,49 +193,42 @@ export const memoOf = (steps: ReadonlyArray<RunStore.StepRecord>): Map<string, R
   return memo
 }
 
-interface BufferedWritable {
-  readonly writable: RunWritable<unknown>
-  /** Resolves once everything written so far is durable; dies if a background append failed. */
-  readonly flush: Effect.Effect<void>
+/**
+ * Group commit: items are buffered, and a flusher commits whatever has accumulated as one batch, again while more
+ * arrives. So a producer faster than the store's round trip gets batches, and a slow one still sees each item
+ * committed at once. A failed commit stops the flushing and is kept until the producer side takes it.
+ */
+interface GroupCommit<A, E> {
+  readonly buffer: Array<A>
+  /** Commits everything buffered (waiting for a batch in flight first). */
+  readonly drain: Effect.Effect<void>
+  /** Starts the flusher in the background, unless it runs already. */
+  readonly kick: Effect.Effect<void>
+  /** Nothing buffered and nothing in flight. */
+  readonly idle: () => boolean
+  readonly scheduled: () => boolean
+  readonly failure: () => Cause.Cause<E> | undefined
+  readonly clearFailure: () => void
 }
 
-/** How many chunks a writer may get ahead of the store before `write` waits. */
-const highWater = 1000
-
-/**
- * A run stream in this process, with group commit: `write` buffers the chunk and returns; a flusher appends whatever
- * has accumulated in one statement, and again while more arrives. So a writer that writes faster than the store's
- * round trip gets batches, and a slow writer still sees each chunk stored at once. The buffer is bounded (`write`
- * waits at `highWater`), a write after `close` fails at once, and user code returning waits for the flush, so a step
- * is recorded done only once its chunks are stored.
- */
-const makeBufferedWritable = (
-  store: RunStore.RunStore["Type"],
-  bus: EventBus.EventBus["Type"],
-  runId: string,
-  namespace: string
-): BufferedWritable => {
-  const channel = EventBus.streamChannel(runId)
-  const buffer: Array<unknown> = []
+const makeGroupCommit = <A, E>(
+  commit: (batch: Array<A>) => Effect.Effect<void, unknown>,
+  onFailure: (cause: Cause.Cause<unknown>) => Cause.Cause<E>
+): GroupCommit<A, E> => {
+  const buffer: Array<A> = []
   const lock = Effect.unsafeMakeSemaphore(1)
   let scheduled = false
-  let closed = false
-  let failure: Cause.Cause<StreamClosedError> | undefined
+  // A batch taken from the buffer and not yet committed.
+  let inFlight = false
+  let failure: Cause.Cause<E> | undefined
 
   const drain: Effect.Effect<void> = lock.withPermits(1)(Effect.gen(function*() {
     while (buffer.length > 0 && failure === undefined) {
       const batch = buffer.splice(0, buffer.length)
-      const exit = yield* Effect.exit(store.appendChunks(runId, namespace, batch))
-      if (Exit.isFailure(exit)) {
-        // Closed meanwhile (by another process): the writer learns it as StreamClosedError. A store that stays
-        // down (after the store's own retries) is a defect of the step.
-        const error = Cause.failureOption(exit.cause)
-        failure = error._tag === "Some" && error.value._tag === "StreamClosedError"
-          ? Cause.fail(error.value)
-          : Cause.die(Cause.squash(exit.cause))
-        return
-      }
-      yield* publishQuietly(bus, channel, { type: "chunk", runId, data: { namespace, index: exit.value + batch.length - 1 } })
+      inFlight = true
+      const exit = yield* Effect.exit(commit(batch))
+      inFlight = false
+      if (Exit.isFailure(exit)) failure = onFailure(exit.cause)
     }
   }))
 
@@ -242,17 +244,72 @@ const makeBufferedWritable = (
     )))
   })
 
-  const surface = Effect.suspend(() => failure === undefined ? Effect.void : Effect.failCause(failure))
+  return {
+    buffer,
+    drain,
+    kick,
+    idle: () => buffer.length === 0 && !inFlight,
+    scheduled: () => scheduled,
+    failure: () => failure,
+    clearFailure: () => {
+      failure = undefined
+    }
+  }
+}
+
+/** A store that stays down (after the store's own retries) is a defect of the step that wrote. */
+const asDefect = (cause: Cause.Cause<unknown>): Cause.Cause<never> => Cause.die(Cause.squash(cause))
+
+interface BufferedWritable {
+  readonly writable: RunWritable<unknown>
+  /** Resolves once everything written so far is durable; dies if a background append failed. */
+  readonly flush: Effect.Effect<void>
+}
+
+/** How many chunks a writer may get ahead of the store before `write` waits. */
+const highWater = 1000
+
+/**
+ * A run stream in this process, with group commit. The buffer is bounded (`write` waits at `highWater`), a write
+ * after `close` fails at once, and user code returning waits for the flush, so a step is recorded done only once its
+ * chunks are stored.
+ */
+const makeBufferedWritable = (
+  store: RunStore.RunStore["Type"],
+  bus: EventBus.EventBus["Type"],
+  runId: string,
+  namespace: string
+): BufferedWritable => {
+  const channel = EventBus.streamChannel(runId)
+  let closed = false
+  const group = makeGroupCommit<unknown, StreamClosedError>(
+    (batch) =>
+      Effect.flatMap(
+        store.appendChunks(runId, namespace, batch),
+        (first) => publishQuietly(bus, channel, { type: "chunk", runId, data: { namespace, index: first + batch.length - 1 } })
+      ),
+    // Closed meanwhile (by another process): the writer learns it as StreamClosedError.
+    (cause) => {
+      const error = Cause.failureOption(cause)
+      return error._tag === "Some" && error.value instanceof StreamClosedError ? Cause.fail(error.value) : asDefect(cause)
+    }
+  )
+
+  const surface = Effect.suspend(() => {
+    const failure = group.failure()
+    return failure === undefined ? Effect.void : Effect.failCause(failure)
+  })
 
   const write = (chunk: unknown): Effect.Effect<void, StreamClosedError> =>
     Effect.suspend(() => {
       if (closed) return Effect.fail(new StreamClosedError({ runId, namespace }))
+      const failure = group.failure()
       if (failure !== undefined) return Effect.failCause(failure)
-      buffer.push(chunk)
-      return buffer.length >= highWater ? Effect.zipRight(drain, surface) : kick
+      group.buffer.push(chunk)
+      return group.buffer.length >= highWater ? Effect.zipRight(group.drain, surface) : group.kick
     })
 
-  const flush = Effect.zipRight(drain, Effect.orDie(surface))
+  const flush = Effect.zipRight(group.drain, Effect.orDie(surface))
 
   const close = Effect.suspend(() => {
     if (closed) return Effect.void
@@ -277,6 +334,74 @@ const makeBufferedWritable = (
         })
     }
   }
+}
+
+/** How many writer events may wait for the store before `write` waits. */
+const eventHighWater = 1000
+
+/**
+ * The run's event log as this process writes it. Writers' events get group commit, like run streams: `write` buffers
+ * the event and returns, and a flusher appends whatever has accumulated in one store call, then publishes the batch
+ * on the run channel. So a step that writes fast costs one store call per batch, not per event. Lifecycle events
+ * (`emit`) are written once every buffered event is, so the log keeps the order in which things happened; a step is
+ * recorded done only after everything it wrote. A store that stays down fails the next `write` (or the step's end)
+ * with a defect, once; the events of that batch are lost, and the step fails saying why.
+ */
+const makeEventLog = (store: RunStore.RunStore["Type"], bus: EventBus.EventBus["Type"], runId: string) => {
+  const channel = EventBus.runChannel(runId)
+  const direct = makeEmit(store, bus, runId)
+  const group = makeGroupCommit<WorkflowEvent, never>(
+    (batch) =>
+      Effect.flatMap(store.appendEvents(runId, batch), () => {
+        const envelopes: Array<EventBus.BusEvent> = new Array(batch.length)
+        for (let i = 0; i < batch.length; i++) envelopes[i] = { type: "watch", runId, data: batch[i] }
+        return Effect.catchAllCause(
+          EventBus.publishAll(bus, channel, envelopes),
+          (cause) => Effect.logWarning(`Could not publish on "${channel}"`, cause)
+        )
+      }),
+    asDefect
+  )
+
+  /** Fails with a failure of the store met in the background, once: then writes may try the store again. */
+  const surface = Effect.suspend(() => {
+    const failure = group.failure()
+    if (failure === undefined) return Effect.void
+    group.clearFailure()
+    return Effect.failCause(failure)
+  })
+
+  const flush: Effect.Effect<void> = Effect.suspend(() => group.idle() ? surface : Effect.zipRight(group.drain, surface))
+
+  // Whether a write returned in this turn of the event loop: the writer is busy writing, so its events are batched.
+  // An idle writer's write (the first after it waited for anything) is stored and published at once instead, which
+  // spares it the hop to the flusher: the lowest latency for writers that write now and then.
+  let busy = false
+  const settle = () => {
+    busy = false
+  }
+  const markBusy = () => {
+    if (busy) return
+    busy = true
+    queueMicrotask(settle)
+  }
+  const wrote = Effect.sync(markBusy)
+
+  const write = (event: WorkflowEvent): Effect.Effect<void> =>
+    Effect.suspend(() => {
+      if (group.failure() !== undefined) return surface
+      const idle = !busy && group.idle() && !group.scheduled()
+      group.buffer.push(event)
+      if (idle || group.buffer.length >= eventHighWater) return Effect.zipRight(flush, wrote)
+      markBusy()
+      return group.scheduled() ? Effect.void : group.kick
+    })
+
+  // A failure of the buffered events is the writing step's (its writer or its end surfaces it), not the log's.
+  const emit = (event: WorkflowEvent, step?: RunStore.StepRecord): Effect.Effect<void> =>
+    Effect.suspend(() => group.idle() ? direct(event, step) : Effect.zipRight(group.drain, direct(event, step)))
+
+  return { write, emit, flush }
 }
 
 /** Records an event in the run's log, then publishes it on the run channel as a watch envelope. */
@@ -324,14 +449,14 @@ export const makeContext = (
     scope.results.get(typeof step === "string" ? step : step.id)) as Step.GetStepResult,
   writer: ToolStream.make(
     attempt === undefined ? { callId, name, runId: env.runId } : { callId, name, runId: env.runId, attempt },
-    env.emit
+    env.write
   )
 })
 
 /** Runs user code with the run's services and `RunContext`, capturing every failure, defect and throw. */
 const runUser = <A>(env: RunEnv, effect: () => Effect.Effect<A, unknown, unknown>): Effect.Effect<Exit.Exit<A, unknown>> =>
   Effect.exit(
-    Effect.ensuring(Effect.provide(Effect.suspend(effect), env.userContext) as Effect.Effect<A, unknown>, env.flushStreams)
+    Effect.ensuring(Effect.provide(Effect.suspend(effect), env.userContext) as Effect.Effect<A, unknown>, env.flushWrites)
   )
 
 // ---------------------------------------------------------------------------------------------------------------

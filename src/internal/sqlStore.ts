@@ -243,6 +243,44 @@ export const make = Effect.gen(function*() {
     )
   }
 
+  const appendEvents = (runId: string, events: ReadonlyArray<WorkflowEvent>): Effect.Effect<number, RunStoreError> => {
+    const n = events.length
+    if (n === 0) {
+      return Effect.flatMap(getRun(runId), (run) =>
+        run === undefined
+          ? Effect.fail(new RunStoreError({ operation: "append events", runId, reason: "no such run" }))
+          : Effect.map(readEvents(runId, 0, 0), (page) => page.size))
+    }
+    // One statement per batch: the rows come from a JSON array of the events' JSON texts.
+    const batch = JSON.stringify(events.map(toJson))
+    const appended = isPg
+      ? sql<{ idx: number }>`WITH c AS (
+          UPDATE stepwise_runs SET event_count = event_count + ${n} WHERE run_id = ${runId}
+          RETURNING event_count - ${n} AS first
+        )
+        INSERT INTO stepwise_events (run_id, idx, data)
+        SELECT ${runId}, c.first + t.ord - 1, t.value
+        FROM c, json_array_elements_text(${batch}::json) WITH ORDINALITY AS t(value, ord)
+        RETURNING idx`
+      : sql<{ idx: number }>`INSERT INTO stepwise_events (run_id, idx, data)
+          SELECT ${runId}, base.first + j.key, j.value
+          FROM json_each(${batch}) AS j,
+            (SELECT COALESCE(MAX(idx) + 1, 0) AS first FROM stepwise_events WHERE run_id = ${runId}) AS base
+          WHERE EXISTS (SELECT 1 FROM stepwise_runs WHERE run_id = ${runId})
+          RETURNING idx`
+    return appended.pipe(
+      Effect.mapError(fail("append events", runId)),
+      Effect.flatMap((rows) => {
+        if (rows.length === 0) {
+          return Effect.fail(new RunStoreError({ operation: "append events", runId, reason: "no such run" }))
+        }
+        let first = Number(rows[0]!.idx)
+        for (const row of rows) first = Math.min(first, Number(row.idx))
+        return Effect.succeed(first)
+      })
+    )
+  }
+
   const readEvents = (runId: string, from: number, max: number) =>
     Effect.gen(function*() {
       const counts = isPg
@@ -357,6 +395,7 @@ export const make = Effect.gen(function*() {
     updateRun,
     listRuns,
     appendEvent,
+    appendEvents,
     readEvents,
     putStep,
     getSteps,
