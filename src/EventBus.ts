@@ -175,22 +175,19 @@ export const makeMemory: Effect.Effect<
     Effect.suspend(() => {
       const target = channels.get(channel)
       if (target === undefined) return Effect.void
-      if (target.groups.size === 0) return PubSub.publish(target.pubsub, event)
-      return Effect.zipRight(
-        Effect.forEach(target.groups.values(), (group) => Queue.offer(group.queue, event), { discard: true }),
-        PubSub.publish(target.pubsub, event)
-      )
+      // Group queues are unbounded: offering to them never waits.
+      for (const group of target.groups.values()) Queue.unsafeOffer(group.queue, event)
+      return PubSub.publish(target.pubsub, event)
     })
 
   const publishAll = (channel: string, events: ReadonlyArray<BusEvent>): Effect.Effect<void, EventBusError> =>
     Effect.suspend(() => {
       const target = channels.get(channel)
       if (target === undefined || events.length === 0) return Effect.void
-      if (target.groups.size === 0) return PubSub.publishAll(target.pubsub, events)
-      return Effect.zipRight(
-        Effect.forEach(target.groups.values(), (group) => Queue.offerAll(group.queue, events), { discard: true }),
-        PubSub.publishAll(target.pubsub, events)
-      )
+      for (const group of target.groups.values()) {
+        for (const event of events) Queue.unsafeOffer(group.queue, event)
+      }
+      return PubSub.publishAll(target.pubsub, events)
     })
 
   const subscribe = (channel: string, options?: SubscribeOptions) =>

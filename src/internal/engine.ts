@@ -26,12 +26,13 @@ import {
   WorkflowInputError
 } from "../WorkflowError.js"
 import type * as WorkflowEvent from "../WorkflowEvent.js"
+import * as Codec from "./codec.js"
 import * as Executor from "./executor.js"
 import { randomId } from "./ids.js"
 import * as Interpreter from "./interpreter.js"
 import * as Reader from "./reader.js"
 import * as Timers from "./timers.js"
-import { wallNow, wallSleep, wallTimeout } from "./wallClock.js"
+import { wallNow, wallSleep } from "./wallClock.js"
 
 /** How a run (or one generation of it, between suspensions) settled. */
 export type Outcome =
@@ -120,7 +121,7 @@ const findStep = (workflow: Workflow.Any, stepId: string): Step.Any | undefined 
 export const classify = (workflow: Workflow.Any, exit: Exit.Exit<unknown, Executor.Halt>): Effect.Effect<WalkResult> =>
   Effect.gen(function*() {
     if (Exit.isSuccess(exit)) {
-      const encoded = yield* Effect.either(Schema.encodeUnknown(workflow.outputSchema)(exit.value))
+      const encoded = yield* Effect.either(Codec.encode(workflow.outputSchema, exit.value))
       if (encoded._tag === "Right") return { _tag: "Success", output: encoded.right }
       return {
         _tag: "Failed",
@@ -150,6 +151,7 @@ export const classify = (workflow: Workflow.Any, exit: Exit.Exit<unknown, Execut
   })
 
 const maxRememberedCauses = 1000
+const maxCachedEnvs = 1000
 
 /** An engine option's duration in milliseconds; a value that is no duration (or a negative number) is refused. */
 const optionMillis = (name: string, input: Duration.DurationInput | undefined, fallback: Duration.DurationInput) =>
@@ -195,6 +197,22 @@ export const makeCore = (options: EngineOptions = {}) => Effect.gen(function*() 
       onFailure: (path, cause) => rememberCause(`${runId}|${path}`, cause)
     })
 
+  // The environments of runs the evented engine walks, kept between its messages: one per run, dropped when the
+  // run settles or only waits, and at most `maxCachedEnvs` of them. The memo and the mode are per walk.
+  const envs = new Map<string, { readonly registered: Registered; readonly env: Executor.RunEnv }>()
+  const cachedEnv = (runId: string, registered: Registered, memo: Map<string, RunStore.StepRecord>, mode: Executor.Mode) => {
+    let entry = envs.get(runId)
+    if (entry === undefined || entry.registered !== registered) {
+      entry = { registered, env: makeEnv(runId, registered, memo, mode) }
+      envs.set(runId, entry)
+      if (envs.size > maxCachedEnvs) envs.delete(envs.keys().next().value!)
+    }
+    return Executor.forWalk(entry.env, memo, mode)
+  }
+  const dropEnv = (runId: string) => {
+    envs.delete(runId)
+  }
+
   const emitter = (runId: string) => Executor.makeEmit(store, bus, runId)
 
   const setRun = (runId: string, patch: RunStore.RunPatch) => Effect.orDie(store.updateRun(runId, patch))
@@ -216,6 +234,7 @@ export const makeCore = (options: EngineOptions = {}) => Effect.gen(function*() 
 
   const completeRun = (runId: string, output: unknown) =>
     Effect.gen(function*() {
+      dropEnv(runId)
       yield* setRun(runId, { status: "success", output })
       yield* emitter(runId)(finish(runId, { workflowStatus: "success", output }))
       yield* announceEnd(runId)
@@ -224,6 +243,7 @@ export const makeCore = (options: EngineOptions = {}) => Effect.gen(function*() 
 
   const failRun = (runId: string, failure: Executor.StepFailure) =>
     Effect.gen(function*() {
+      dropEnv(runId)
       const error = Executor.serializeCause(failure.cause)
       rememberCause(runId, failure.cause)
       yield* setRun(runId, { status: "failed", error, failedStep: failure.stepId })
@@ -233,10 +253,14 @@ export const makeCore = (options: EngineOptions = {}) => Effect.gen(function*() 
     })
 
   const suspendRun = (runId: string, suspended: ReadonlyArray<RunStore.SuspendedStep>) =>
-    Effect.zipRight(setRun(runId, { status: "suspended", suspended }), notify(runId))
+    Effect.zipRight(
+      Effect.zipRight(Effect.sync(() => dropEnv(runId)), setRun(runId, { status: "suspended", suspended })),
+      notify(runId)
+    )
 
   const cancelRun = (runId: string) =>
     Effect.gen(function*() {
+      dropEnv(runId)
       const emit = emitter(runId)
       yield* setRun(runId, { status: "canceled" })
       yield* emit({ type: "workflow-canceled", runId, from: "WORKFLOW", payload: {} })
@@ -284,7 +308,7 @@ export const makeCore = (options: EngineOptions = {}) => Effect.gen(function*() 
           const schema = registry.get(record.workflowId)?.workflow.outputSchema
           const output = schema === undefined
             ? record.output
-            : yield* Effect.orDie(Schema.decodeUnknown(schema)(record.output))
+            : yield* Effect.orDie(Codec.decode(schema, record.output))
           return { _tag: "Success", output }
         }
         case "failed": {
@@ -315,8 +339,8 @@ export const makeCore = (options: EngineOptions = {}) => Effect.gen(function*() 
         }
         const outcome = yield* outcomeFromStore(runId)
         if (outcome !== undefined && until(outcome)) return outcome
-        // Another process may settle it without telling this one: look again now and then.
-        yield* wallTimeout(Deferred.await(waiter), "1 second")
+        // Another process may settle it without telling this one: the engine's ticker wakes every waiter each second.
+        yield* Deferred.await(waiter)
       }
     })
 
@@ -477,6 +501,14 @@ export const makeCore = (options: EngineOptions = {}) => Effect.gen(function*() 
       yield* wallSleep(Duration.millis(leaseMillis / 2))
       yield* recoverAll
     }).pipe(Effect.forever, Effect.forkIn(scope))
+    // Runs settled by another process are noticed within a second: one timer for all waiters, none per wait.
+    yield* Effect.gen(function*() {
+      yield* wallSleep("1 second")
+      if (waiters.size === 0) return
+      const all = Array.from(waiters.values())
+      waiters.clear()
+      for (const waiter of all) Deferred.unsafeDone(waiter, Exit.void)
+    }).pipe(Effect.forever, Effect.forkIn(scope))
 
     const register = (workflows: ReadonlyArray<Workflow.Any>, services: Context.Context<never>) =>
       Effect.forEach(workflows, (workflow) =>
@@ -496,7 +528,7 @@ export const makeCore = (options: EngineOptions = {}) => Effect.gen(function*() 
         const services = (yield* Effect.context<R>()) as Context.Context<never>
         const workflowId = workflow.id
         const encoded = yield* Effect.mapError(
-          Schema.encodeUnknown(workflow.inputSchema)(input),
+          Codec.encode(workflow.inputSchema, input),
           (e) => new WorkflowInputError({ workflowId, reason: `input does not match inputSchema: ${e.message}` })
         )
         const runId = options?.runId ?? randomId()
@@ -550,6 +582,8 @@ export const makeCore = (options: EngineOptions = {}) => Effect.gen(function*() 
     awaitTerminal,
     causeAt: (runId: string, path: string): Cause.Cause<unknown> | undefined => causes.get(`${runId}|${path}`),
     makeEnv,
+    cachedEnv,
+    dropEnv,
     setRun,
     completeRun,
     failRun,

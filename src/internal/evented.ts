@@ -67,8 +67,13 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
     const timers = yield* Timers.make((runId, path) => send("workflow.step.run", runId, { path }))
 
     const resend = Schedule.intersect(Schedule.exponential("10 millis"), Schedule.recurs(5))
+    // Commands this instance built are valid by construction: when the bus hands back the same object (the memory
+    // bus does), it is not decoded again.
+    const sent = new WeakSet<object>()
     const send = <T extends Command["type"]>(type: T, runId: string, data: Data<T>): Effect.Effect<void> => {
-      const publish = bus.publish(EventBus.workflowsChannel, { type, runId, data })
+      const message = { type, runId, data }
+      sent.add(message)
+      const publish = bus.publish(EventBus.workflowsChannel, message)
       // The retry schedule is only set up once a publish has failed: the common path stays one call.
       return publish.pipe(Effect.catchAll(() => Effect.retry(publish, resend)), Effect.orDie)
     }
@@ -129,7 +134,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
         // A suspended run waits for resume (which sets it running first); a late step end has nothing to advance.
         if (loaded === undefined || loaded.record.status === "suspended") return
         const { input, memo, record, registered } = loaded
-        const env = core.makeEnv(runId, registered, memo, {
+        const env = core.cachedEnv(runId, registered, memo, {
           _tag: "Dispatch",
           dispatch: (path) => send("workflow.step.run", runId, { path }),
           wakeAt: (path, until) => timers.schedule(runId, path, until),
@@ -154,6 +159,8 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
             yield* core.suspendRun(runId, result.suspended)
             return yield* send("workflow.suspend", runId, { suspended: result.suspended })
           case "Pending": {
+            // A run that only sleeps keeps nothing in this process but its timers.
+            if (result.waitingOnly) core.dropEnv(runId)
             const status = result.waitingOnly ? "waiting" : "running"
             if (record.status !== status) yield* core.setRun(runId, { status })
           }
@@ -166,7 +173,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
         const loaded = yield* load(runId)
         if (loaded === undefined) return
         const { input, memo, registered } = loaded
-        const env = core.makeEnv(runId, registered, memo, { _tag: "Execute", path })
+        const env = core.cachedEnv(runId, registered, memo, { _tag: "Execute", path })
         // Whatever the walk comes to (the node's own outcome is recorded), the dispatching side takes it from here.
         yield* Effect.exit(Interpreter.runWorkflow(env, Interpreter.noWaits, registered.workflow, input, ""))
         yield* send("workflow.step.end", runId, { path })
@@ -261,11 +268,16 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
     const commands = yield* bus.subscribe(EventBus.workflowsChannel, { group })
     yield* commands.pipe(
       Stream.runForEach((raw) => {
-        const decoded = decodeCommand(raw)
-        if (decoded._tag === "Left") {
-          return Effect.logWarning(`Skipping malformed message on channel "${EventBus.workflowsChannel}"`, decoded.left.message)
+        let message: Command
+        if (sent.has(raw)) {
+          message = raw as unknown as Command
+        } else {
+          const decoded = decodeCommand(raw)
+          if (decoded._tag === "Left") {
+            return Effect.logWarning(`Skipping malformed message on channel "${EventBus.workflowsChannel}"`, decoded.left.message)
+          }
+          message = decoded.right
         }
-        const message = decoded.right
         return Effect.forkIn(
           Effect.catchAllCause(
             handle(message),

@@ -24,6 +24,7 @@ import * as ToolStream from "../ToolStream.js"
 import type { Node } from "../Workflow.js"
 import { StreamClosedError } from "../WorkflowError.js"
 import type { SerializedError, WorkflowEvent } from "../WorkflowEvent.js"
+import * as Codec from "./codec.js"
 import { randomId } from "./ids.js"
 
 /** A step (or a nested workflow, or a map) failed: the run fails with it. */
@@ -180,6 +181,18 @@ export const makeRunEnv = (options: {
     runContext,
     userContext: Context.add(options.services, RunContext, runContext)
   }
+}
+
+/**
+ * The environment of one walk over a run's shared environment (its event log, writables and user context): only the
+ * memo and the mode are the walk's own.
+ */
+export const forWalk = (base: RunEnv, memo: Map<string, RunStore.StepRecord>, mode: Mode): RunEnv => {
+  if (base.memo === memo && base.mode === mode) return base
+  const env = Object.create(base) as { -readonly [K in keyof RunEnv]: RunEnv[K] }
+  env.memo = memo
+  env.mode = mode
+  return env
 }
 
 /** A failure read back from the store, as a defect carrying the recorded name and message. */
@@ -548,7 +561,7 @@ export const decodeStored = (
   schema === undefined
     ? Effect.succeed(value)
     : Effect.mapError(
-      Schema.decodeUnknown(schema)(value),
+      Codec.decode(schema, value),
       (error) =>
         new StepFailure({
           stepId,
@@ -572,7 +585,7 @@ const run = (
     const previousAttempts = known?.attempt ?? 0
     const encodedInput = spec.inputSchema === undefined
       ? Exit.succeed(input)
-      : yield* Effect.exit(Schema.encodeUnknown(spec.inputSchema)(input))
+      : yield* Effect.exit(Codec.encode(spec.inputSchema, input))
     // A resumed step starts counting attempts again; a step re-run after a crash counts on.
     const resumeData = known?.resumeData
     let attempt = resumeData === undefined ? known?.attempt ?? 0 : 0
@@ -649,7 +662,7 @@ const run = (
 
     const encoded = spec.outputSchema === undefined
       ? Exit.succeed(exit.value)
-      : yield* Effect.exit(Schema.encodeUnknown(spec.outputSchema)(exit.value))
+      : yield* Effect.exit(Codec.encode(spec.outputSchema, exit.value))
     if (Exit.isFailure(encoded)) {
       return yield* fail(env, spec.id, path, stepCallId, attempt, Cause.die(new Error(
         `Step "${spec.id}" returned output that does not match its outputSchema: ${parseMessage(encoded.cause)}`

@@ -13,10 +13,10 @@ import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
-import * as Schema from "effect/Schema"
 import type * as RunStore from "../RunStore.js"
 import type * as Step from "../Step.js"
 import type { Node, StepLike } from "../Workflow.js"
+import * as Codec from "./codec.js"
 import * as Executor from "./executor.js"
 import type { Halt, RunEnv, WorkflowScope } from "./executor.js"
 import { randomId } from "./ids.js"
@@ -192,7 +192,7 @@ const runNested = (
       if (env.mode._tag === "Execute") return yield* new Executor.Pending({ waitingOnly: false })
       // Started once: the record keeps the call id, so the result event matches the start event in any process.
       const stepCallId = randomId()
-      const encodedInput = yield* Effect.exit(Schema.encodeUnknown(workflow.inputSchema)(input))
+      const encodedInput = yield* Effect.exit(Codec.encode(workflow.inputSchema, input))
       known = { path, stepId: workflow.id, status: "running", stepCallId }
       yield* Executor.emitStepStart(env, workflow.id, stepCallId, Exit.isSuccess(encodedInput) ? encodedInput.value : input, known)
       env.memo.set(path, known)
@@ -206,7 +206,7 @@ const runNested = (
     }
     const stepCallId = known.stepCallId ?? randomId()
     const output = yield* runWorkflow(env, waits, workflow, input, `${path}/`)
-    const encoded = yield* Effect.exit(Schema.encodeUnknown(workflow.outputSchema)(output))
+    const encoded = yield* Effect.exit(Codec.encode(workflow.outputSchema, output))
     if (Exit.isFailure(encoded)) {
       return yield* Executor.fail(env, workflow.id, path, stepCallId, 1, Cause.die(new Error(
         `Nested workflow "${workflow.id}" produced output that does not match its outputSchema: ${
