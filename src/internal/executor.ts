@@ -466,11 +466,12 @@ export const makeContext = (
   )
 })
 
-/** Runs user code with the run's services and `RunContext`, capturing every failure, defect and throw. */
+/**
+ * Runs user code, capturing every failure, defect and throw, and makes what it wrote durable. The run's services and
+ * `RunContext` are the context of the whole walk (`Interpreter.runWorkflow` provides `env.userContext` once).
+ */
 const runUser = <A>(env: RunEnv, effect: () => Effect.Effect<A, unknown, unknown>): Effect.Effect<Exit.Exit<A, unknown>> =>
-  Effect.exit(
-    Effect.ensuring(Effect.provide(Effect.suspend(effect), env.userContext) as Effect.Effect<A, unknown>, env.flushWrites)
-  )
+  Effect.exit(Effect.ensuring(Effect.suspend(effect) as Effect.Effect<A, unknown>, env.flushWrites))
 
 // ---------------------------------------------------------------------------------------------------------------
 // entry point 1: execute

@@ -30,8 +30,22 @@ export interface WaitTracker {
 /** A tracker that tracks nothing, for walks whose engine derives the status from the walk's outcome. */
 export const noWaits: WaitTracker = { enter: Effect.void, leave: Effect.void }
 
-/** Walks a whole workflow (the root, or a nested one) and answers its last node's output. */
+/**
+ * Walks a whole workflow (the root, or a nested one) and answers its last node's output. The walk of the root runs
+ * in the run's user context (its services and `RunContext`), which every piece of user code in it sees.
+ */
 export const runWorkflow = (
+  env: RunEnv,
+  waits: WaitTracker,
+  workflow: { readonly nodes: ReadonlyArray<Node> },
+  input: unknown,
+  prefix: string
+): Effect.Effect<unknown, Halt> =>
+  prefix === ""
+    ? Effect.provide(walk(env, waits, workflow, input, prefix), env.userContext)
+    : walk(env, waits, workflow, input, prefix)
+
+const walk = (
   env: RunEnv,
   waits: WaitTracker,
   workflow: { readonly nodes: ReadonlyArray<Node> },
