@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, Effect, Fiber, Option, Random, Schema, Stream } from "effect"
-import { Run, Step, Workflow, WorkflowEngine } from "stepwise"
+import { Chunk, Effect, Fiber, Layer, Option, Random, Schema, Stream } from "effect"
+import { EventBus, Run, RunStore, Step, Workflow, WorkflowEngine } from "stepwise"
 import { awaitStatus } from "./scenarios.js"
 
 const N = Schema.Number
@@ -30,6 +30,22 @@ const step = (id: string, execute: (input: number) => Effect.Effect<number, unkn
   Step.make({ id, inputSchema: N, outputSchema: N, execute: ({ inputData }) => execute(inputData) })
 
 const collect = <A, E>(stream: Stream.Stream<A, E>) => Effect.map(Stream.runCollect(stream), Chunk.toArray)
+
+/** A memory bus whose subscriptions to run stream channels deliver nothing and then fail, as a dropped broker would. */
+const breakingBus = Layer.effect(
+  EventBus.EventBus,
+  Effect.map(EventBus.makeMemory, ({ bus }): EventBus.EventBus["Type"] => ({
+    ...bus,
+    subscribe: (channel, options) =>
+      channel.startsWith("workflow.streams.")
+        ? Effect.map(bus.subscribe(channel, options), (events) =>
+          Stream.concat(
+            Stream.take(events, 0),
+            Stream.fail(new EventBus.EventBusError({ channel, reason: "connection reset (simulated)" }))
+          ))
+        : bus.subscribe(channel, options)
+  }))
+)
 
 describe("run streams and readers", () => {
   it.live("readers starting at random moments while a step writes 10,000 chunks see the identical sequence", () =>
@@ -81,6 +97,25 @@ describe("run streams and readers", () => {
       expect(error._tag).toBe("RunStreamError")
       expect(error.message).toContain("startIndex must be a whole number")
     }).pipe(Effect.provide(WorkflowEngine.layerMemory)))
+
+  it.effect("a reader whose bus subscription fails mid-run fails with a RunStreamError naming the bus failure", () =>
+    Effect.gen(function*() {
+      const engine = yield* WorkflowEngine.WorkflowEngine
+      const wf = Workflow.make({ id: "bus-breaks", inputSchema: N, outputSchema: N }).pipe(
+        Workflow.then(step("write", (n) => Effect.as(Effect.flatMap(Workflow.getWritable<string>(), (w) => w.write("x")), n))),
+        Workflow.sleep("1 minute"),
+        Workflow.commit
+      )
+      const run = yield* engine.start(wf, 0)
+      yield* awaitStatus(run, "waiting")
+      const error = yield* Effect.flip(collect(run.readable<string>()))
+      expect(error._tag).toBe("RunStreamError")
+      expect(error.message).toContain(run.runId)
+      expect(error.message).toContain("connection reset (simulated)")
+      yield* run.cancel
+    }).pipe(Effect.provide(WorkflowEngine.layerDefault.pipe(
+      Layer.provideMerge(Layer.merge(breakingBus, RunStore.layerMemory))
+    ))))
 
   it.effect("a reader of an unclosed stream ends when the run ends", () =>
     Effect.gen(function*() {

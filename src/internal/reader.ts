@@ -6,6 +6,7 @@
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
 import * as Stream from "effect/Stream"
 import * as EventBus from "../EventBus.js"
 import * as RunStore from "../RunStore.js"
@@ -43,10 +44,20 @@ const follow = <A>(
 ): Stream.Stream<A, RunStreamError> =>
   Stream.unwrapScoped(Effect.gen(function*() {
     const notes = yield* bus.subscribe(channel).pipe(Effect.mapError(storeOrBus(runId)))
-    // The bus wakes readers in this process; a run executed by another process is followed by polling: one
-    // wall-clock ticker per reader (a timer per wait would cost every wake-up a race).
-    const ticks = Stream.repeatEffect(Effect.as(wallSleep(pollInterval), null))
-    const wake = yield* Stream.toPull(Stream.merge(Stream.mapError(notes, storeOrBus(runId)), ticks))
+    // At most one pending wake-up: whatever arrived meanwhile, the reader reads the store once.
+    const wake = yield* Queue.sliding<void>(1)
+    let busFailure: RunStreamError | undefined
+    // The bus wakes readers in this process (a batch of notes is one wake-up)...
+    yield* notes.pipe(
+      Stream.runForEachChunk(() => Queue.offer(wake, undefined)),
+      Effect.catchAll((error) =>
+        Effect.zipRight(Effect.sync(() => busFailure = storeOrBus(runId)(error)), Queue.offer(wake, undefined))
+      ),
+      Effect.forkScoped
+    )
+    // ... and a run executed by another process is followed by polling: one wall-clock ticker per reader (a timer per
+    // wait would cost every wake-up a race).
+    yield* Effect.forever(Effect.zipRight(wallSleep(pollInterval), Queue.offer(wake, undefined))).pipe(Effect.forkScoped)
     let cursor = yield* resolveStart(runId, startIndex, Effect.map(read(0), (p) => p.size))
     let ended = false
     const pull: Effect.Effect<Chunk.Chunk<A>, Option.Option<RunStreamError>> = Effect.gen(function*() {
@@ -56,7 +67,8 @@ const follow = <A>(
         ended = page.ended
         if (page.items.length > 0) return Chunk.unsafeFromArray(page.items as Array<A>)
         if (ended) break
-        yield* Effect.catchAll(wake, (e) => Option.isNone(e) ? Effect.succeed(Chunk.empty()) : Effect.fail(e.value))
+        if (busFailure !== undefined) return yield* Effect.fail(busFailure)
+        yield* Queue.take(wake)
       }
       return yield* Effect.fail(Option.none())
     }).pipe(Effect.mapError((e) => Option.isOption(e) ? e : Option.some(e)))
