@@ -209,7 +209,13 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
       const { runId } = message
       switch (message.type) {
         case "workflow.step.run":
-          return track(runId, executeNode(runId, message.data.path))
+          return track(
+            runId,
+            Effect.catchAllCause(
+              executeNode(runId, message.data.path),
+              (cause) => Effect.logError(`Handling ${message.type} for run ${runId} failed`, cause)
+            )
+          )
         case "workflow.start":
           return withLock(
             runId,
@@ -278,13 +284,12 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
           }
           message = decoded.right
         }
-        return Effect.forkIn(
-          Effect.catchAllCause(
-            handle(message),
-            (cause) => Effect.logError(`Handling ${message.type} for run ${message.runId} failed`, cause)
-          ),
-          scope
+        const handled = Effect.catchAllCause(
+          handle(message),
+          (cause) => Effect.logError(`Handling ${message.type} for run ${message.runId} failed`, cause)
         )
+        // A step execution forks its own tracked fiber; everything else gets one here.
+        return message.type === "workflow.step.run" ? handled : Effect.forkIn(handled, scope)
       }),
       Effect.catchAllCause((cause) => Effect.logError("The evented engine stopped reading commands", cause)),
       Effect.forkIn(scope)

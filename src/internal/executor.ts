@@ -466,6 +466,24 @@ export const makeContext = (
   )
 })
 
+/** A step's context: the context `makeContext` built, plus what only steps get (one object literal, one shape). */
+const stepContext = (
+  base: Step.BaseContext<never>,
+  resumeData: unknown,
+  suspend: (payload: unknown) => Effect.Effect<never>,
+  attempt: number
+): Step.StepContext<never, never, unknown> => ({
+  inputData: base.inputData,
+  runId: base.runId,
+  workflowId: base.workflowId,
+  getInitData: base.getInitData,
+  getStepResult: base.getStepResult,
+  writer: base.writer,
+  resumeData: resumeData as never,
+  suspend,
+  attempt
+})
+
 /**
  * Runs user code, capturing every failure, defect and throw, and makes what it wrote durable. The run's services and
  * `RunContext` are the context of the whole walk (`Interpreter.runWorkflow` provides `env.userContext` once).
@@ -638,7 +656,7 @@ const run = (
       })
     const once = Effect.suspend(() => {
       attempt++
-      const attemptEffect = spec.run({ ...base, resumeData: resumeData as never, suspend, attempt })
+      const attemptEffect = spec.run(stepContext(base, resumeData, suspend, attempt))
       const timed = spec.timeout === undefined ? attemptEffect : Effect.timeout(attemptEffect, spec.timeout)
       return attempt === firstAttempt
         ? timed
