@@ -31,6 +31,14 @@ const step = (id: string, execute: (input: number) => Effect.Effect<number, unkn
 
 const collect = <A, E>(stream: Stream.Stream<A, E>) => Effect.map(Stream.runCollect(stream), Chunk.toArray)
 
+/** Writes "x" to the default stream, then sleeps a minute (without closing the stream). */
+const writesXThenSleeps = (id: string) =>
+  Workflow.make({ id, inputSchema: N, outputSchema: N }).pipe(
+    Workflow.then(step("write", (n) => Effect.as(Effect.flatMap(Workflow.getWritable<string>(), (w) => w.write("x")), n))),
+    Workflow.sleep("1 minute"),
+    Workflow.commit
+  )
+
 /** A memory bus whose subscriptions to run stream channels deliver nothing and then fail, as a dropped broker would. */
 const breakingBus = Layer.effect(
   EventBus.EventBus,
@@ -101,11 +109,7 @@ describe("run streams and readers", () => {
   it.effect("a reader whose bus subscription fails mid-run fails with a RunStreamError naming the bus failure", () =>
     Effect.gen(function*() {
       const engine = yield* WorkflowEngine.WorkflowEngine
-      const wf = Workflow.make({ id: "bus-breaks", inputSchema: N, outputSchema: N }).pipe(
-        Workflow.then(step("write", (n) => Effect.as(Effect.flatMap(Workflow.getWritable<string>(), (w) => w.write("x")), n))),
-        Workflow.sleep("1 minute"),
-        Workflow.commit
-      )
+      const wf = writesXThenSleeps("bus-breaks")
       const run = yield* engine.start(wf, 0)
       yield* awaitStatus(run, "waiting")
       const error = yield* Effect.flip(collect(run.readable<string>()))
@@ -117,14 +121,40 @@ describe("run streams and readers", () => {
       Layer.provideMerge(Layer.merge(breakingBus, RunStore.layerMemory))
     ))))
 
+  it.effect("readers of a finished run read the store only; a reader that catches up with a live run subscribes once", () => {
+    const subscribed: Array<string> = []
+    const countingBus = Layer.effect(
+      EventBus.EventBus,
+      Effect.map(EventBus.makeMemory, ({ bus }): EventBus.EventBus["Type"] => ({
+        ...bus,
+        subscribe: (channel, options) => Effect.zipRight(Effect.sync(() => subscribed.push(channel)), bus.subscribe(channel, options))
+      }))
+    )
+    return Effect.gen(function*() {
+      const engine = yield* WorkflowEngine.WorkflowEngine
+      const done = yield* engine.start(writer(50), 0)
+      yield* done.result
+      expect(yield* collect(done.readable<number>())).toHaveLength(50)
+      expect(yield* collect(done.events())).toHaveLength(54)
+      expect(subscribed.filter((c) => c.endsWith(done.runId))).toEqual([])
+      const wf = writesXThenSleeps("live")
+      const live = yield* engine.start(wf, 0)
+      yield* awaitStatus(live, "waiting")
+      const reader = yield* Effect.fork(collect(live.readable<string>()))
+      // it has read "x" and caught up: it subscribes before it waits
+      for (let i = 0; i < 1000 && !subscribed.some((c) => c.endsWith(live.runId)); i++) yield* Effect.yieldNow()
+      yield* live.cancel
+      expect(yield* Fiber.join(reader)).toEqual(["x"])
+      expect(subscribed.filter((c) => c.endsWith(live.runId))).toEqual([EventBus.streamChannel(live.runId)])
+    }).pipe(Effect.provide(WorkflowEngine.layerDefault.pipe(
+      Layer.provideMerge(Layer.merge(countingBus, RunStore.layerMemory))
+    )))
+  })
+
   it.effect("a reader of an unclosed stream ends when the run ends", () =>
     Effect.gen(function*() {
       const engine = yield* WorkflowEngine.WorkflowEngine
-      const wf = Workflow.make({ id: "unclosed", inputSchema: N, outputSchema: N }).pipe(
-        Workflow.then(step("write", (n) => Effect.as(Effect.flatMap(Workflow.getWritable<string>(), (w) => w.write("x")), n))),
-        Workflow.sleep("1 minute"),
-        Workflow.commit
-      )
+      const wf = writesXThenSleeps("unclosed")
       const run = yield* engine.start(wf, 0)
       const reader = yield* Effect.fork(collect(run.readable<string>()))
       yield* awaitStatus(run, "waiting")

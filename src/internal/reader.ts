@@ -1,12 +1,14 @@
 /**
  * Readers of a run: its event log and its streams, as Effect Streams. History comes from the store; the bus only
- * wakes the reader up. The reader subscribes before its first read and always reads by index from the store, so
- * whenever it starts it sees every item exactly once, in order, with no gap and no duplicate.
+ * wakes the reader up. The reader always reads by index from the store, and once it has caught up it subscribes and
+ * reads again before it waits, so whenever it starts it sees every item exactly once, in order, with no gap and no
+ * duplicate.
  */
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
+import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as EventBus from "../EventBus.js"
 import * as RunStore from "../RunStore.js"
@@ -43,23 +45,35 @@ const follow = <A>(
   read: (from: number) => Effect.Effect<Page<A>, RunStreamError>
 ): Stream.Stream<A, RunStreamError> =>
   Stream.unwrapScoped(Effect.gen(function*() {
-    const notes = yield* bus.subscribe(channel).pipe(Effect.mapError(storeOrBus(runId)))
-    // At most one pending wake-up: whatever arrived meanwhile, the reader reads the store once.
-    const wake = yield* Queue.sliding<void>(1)
-    let busFailure: RunStreamError | undefined
-    // The bus wakes readers in this process (a batch of notes is one wake-up)...
-    yield* notes.pipe(
-      Stream.runForEachChunk(() => Queue.offer(wake, undefined)),
-      Effect.catchAll((error) =>
-        Effect.zipRight(Effect.sync(() => busFailure = storeOrBus(runId)(error)), Queue.offer(wake, undefined))
-      ),
-      Effect.forkScoped
-    )
-    // ... and a run executed by another process is followed by polling: one wall-clock ticker per reader (a timer per
-    // wait would cost every wake-up a race).
-    yield* Effect.forever(Effect.zipRight(wallSleep(pollInterval), Queue.offer(wake, undefined))).pipe(Effect.forkScoped)
+    const scope = yield* Effect.scope
+    /**
+     * Subscribes, and answers how to wait for the next wake-up. The bus wakes readers in this process (a batch of notes
+     * is one wake-up); a run executed by another process is followed by polling, one wall-clock ticker per reader (a
+     * timer per wait would cost every wake-up a race). At most one wake-up is pending: whatever arrived meanwhile, the
+     * reader reads the store once.
+     */
+    const listen = Effect.gen(function*() {
+      const notes = yield* bus.subscribe(channel).pipe(Effect.mapError(storeOrBus(runId)))
+      const wake = yield* Queue.sliding<void>(1)
+      let busFailure: RunStreamError | undefined
+      yield* notes.pipe(
+        Stream.runForEachChunk(() => Queue.offer(wake, undefined)),
+        Effect.catchAll((error) =>
+          Effect.zipRight(Effect.sync(() => busFailure = storeOrBus(runId)(error)), Queue.offer(wake, undefined))
+        ),
+        Effect.forkScoped
+      )
+      yield* Effect.forever(Effect.zipRight(wallSleep(pollInterval), Queue.offer(wake, undefined))).pipe(
+        Effect.forkScoped
+      )
+      return Effect.zipRight(
+        Queue.take(wake),
+        Effect.suspend(() => busFailure === undefined ? Effect.void : Effect.fail(busFailure))
+      )
+    }).pipe(Scope.extend(scope))
     let cursor = yield* resolveStart(runId, startIndex, Effect.map(read(0), (p) => p.size))
     let ended = false
+    let next: Effect.Effect<void, RunStreamError> | undefined
     const pull: Effect.Effect<Chunk.Chunk<A>, Option.Option<RunStreamError>> = Effect.gen(function*() {
       while (!ended) {
         const page = yield* read(cursor)
@@ -67,8 +81,13 @@ const follow = <A>(
         ended = page.ended
         if (page.items.length > 0) return Chunk.unsafeFromArray(page.items as Array<A>)
         if (ended) break
-        if (busFailure !== undefined) return yield* Effect.fail(busFailure)
-        yield* Queue.take(wake)
+        if (next === undefined) {
+          // Caught up with a run that goes on: subscribe only now (a reader of a finished run never does), then read
+          // again, since whatever was appended before the subscription sent no wake-up to this reader.
+          next = yield* listen
+          continue
+        }
+        yield* next
       }
       return yield* Effect.fail(Option.none())
     }).pipe(Effect.mapError((e) => Option.isOption(e) ? e : Option.some(e)))
