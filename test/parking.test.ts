@@ -133,6 +133,21 @@ describe("parking long sleeps (default engine)", () => {
     }).pipe(Effect.provide(engineWith({ lease: "1 hour" })))
   })
 
+  it.effect("a parked run that another instance took over meanwhile is not walked here when its sleep is due", () => {
+    const calls = new Map<string, number>()
+    const wf = sleeper(calls, "1 hour")
+    return Effect.gen(function*() {
+      const engine = yield* WorkflowEngine.WorkflowEngine
+      const store = yield* RunStore.RunStore
+      const run = yield* engine.start(wf, { n: 1 })
+      yield* awaitStatus(run, "waiting")
+      yield* store.updateRun(run.runId, { owner: "another-worker" })
+      yield* TestClock.adjust("2 hours")
+      expect(yield* run.status).toBe("waiting")
+      expect(calls.get("after")).toBeUndefined()
+    }).pipe(Effect.provide(engineWith({ lease: "1 hour", workerId: "this-worker" })))
+  })
+
   it.effect("a parked run is taken back by a new engine on the same store, and wakes at its stored time", () => {
     const calls = new Map<string, number>()
     const wf = sleeper(calls, "1 hour")

@@ -576,6 +576,7 @@ export const makeCore = (options: EngineOptions = {}) => Effect.gen(function*() 
   return {
     store,
     bus,
+    workerId,
     registry,
     loadMemo,
     notify,
@@ -687,7 +688,8 @@ export const makeDefault = (options: DefaultOptions = {}) => Effect.gen(function
         return
       }
       const record = yield* Effect.orDie(core.store.getRun(runId))
-      if (record?.status !== "waiting") return
+      // Over, resumed, or taken over by another instance (this one was silent past its lease): not ours to walk.
+      if (record?.status !== "waiting" || (record.owner !== undefined && record.owner !== core.workerId)) return
       const registered = core.registry.get(record.workflowId)
       if (registered === undefined) return
       const input = yield* Effect.either(Schema.decodeUnknown(registered.workflow.inputSchema)(record.input))
