@@ -278,7 +278,8 @@ const wait = (
  * interrupted by a failure, so what a run emits does not depend on timing, and both engines settle alike.
  *
  * Inline, at most `concurrency` branches run at once. Dispatching, branches are walked in order and at most
- * `concurrency` of them may be pending (in flight) at once; the rest wait for a later walk.
+ * `concurrency` of them may be pending (in flight) at once; the rest wait for a later walk. Executing, branches are
+ * walked in order (only the one node being executed runs user code).
  */
 const all = <K>(
   env: RunEnv,
@@ -314,7 +315,7 @@ const all = <K>(
     if (suspended.length > 0) return Effect.fail(new Executor.Suspension({ suspended }))
     return Effect.succeed(outputs)
   }
-  if (env.mode._tag !== "Dispatch" || concurrency === "unbounded") {
+  if (env.mode._tag === "Inline") {
     return Effect.flatMap(
       Effect.forEach(entries, ([key, effect]) => Effect.map(Effect.either(effect), (r) => [key, r] as const), {
         concurrency
@@ -322,11 +323,14 @@ const all = <K>(
       settle
     )
   }
+  // A dispatching or executing walk replays, dispatches and evaluates, and executes at most one node: its branches are
+  // walked in order, without a fiber each. Only dispatching counts what is in flight against the concurrency.
+  const limit = env.mode._tag === "Dispatch" && concurrency !== "unbounded" ? concurrency : Number.POSITIVE_INFINITY
   return Effect.gen(function*() {
     const results: Array<readonly [K, Either.Either<unknown, Halt>]> = []
     let inFlight = 0
     for (const [key, effect] of entries) {
-      if (inFlight >= concurrency) {
+      if (inFlight >= limit) {
         results.push([key, Either.left(new Executor.Pending({ waitingOnly: false }))])
         continue
       }
