@@ -293,9 +293,9 @@ describe("writer events: group commit", () => {
     }).pipe(Effect.provide(withStore(state)))
   })
 
-  it.live("an idle writer's event is in the store when write returns", () => {
+  it.live("an idle writer's event, or run stream chunk, is in the store when write returns", () => {
     const state = { batches: 0, events: 0 }
-    const seen: Array<number> = []
+    const seen: Array<readonly [number, number]> = []
     const wf = Workflow.make({ id: "idle-writer", inputSchema: Count, outputSchema: Count }).pipe(
       Workflow.then(Step.make({
         id: "idle",
@@ -304,10 +304,17 @@ describe("writer events: group commit", () => {
         execute: ({ inputData, runId, writer }) =>
           Effect.gen(function*() {
             const store = yield* RunStore.RunStore
+            const stream = yield* Workflow.getWritable<number>()
             for (let i = 0; i < inputData.count; i++) {
               yield* Effect.sleep("1 millis")
               yield* writer.write({ i })
-              seen.push((yield* store.readEvents(runId, 0, 1000)).events.filter(WorkflowEvent.is("workflow-step-output")).length)
+              yield* Effect.sleep("1 millis")
+              yield* stream.write(i)
+              const events = (yield* store.readEvents(runId, 0, 1000)).events
+              seen.push([
+                events.filter(WorkflowEvent.is("workflow-step-output")).length,
+                (yield* store.readChunks(runId, "", 0, 0)).size
+              ])
             }
             return inputData
           })
@@ -317,7 +324,7 @@ describe("writer events: group commit", () => {
     return Effect.gen(function*() {
       const engine = yield* WorkflowEngine.WorkflowEngine
       yield* (yield* engine.start(wf, { count: 20 })).result
-      expect(seen).toEqual(Array.from({ length: 20 }, (_, i) => i + 1))
+      expect(seen).toEqual(Array.from({ length: 20 }, (_, i) => [i + 1, i + 1]))
     }).pipe(Effect.provide(withStore(state)))
   })
 

@@ -253,10 +253,11 @@ export const makeCore = (options: EngineOptions = {}) => Effect.gen(function*() 
     })
 
   const suspendRun = (runId: string, suspended: ReadonlyArray<RunStore.SuspendedStep>) =>
-    Effect.zipRight(
-      Effect.zipRight(Effect.sync(() => dropEnv(runId)), setRun(runId, { status: "suspended", suspended })),
-      notify(runId)
-    )
+    Effect.gen(function*() {
+      dropEnv(runId)
+      yield* setRun(runId, { status: "suspended", suspended })
+      yield* notify(runId)
+    })
 
   const cancelRun = (runId: string) =>
     Effect.gen(function*() {
@@ -295,6 +296,20 @@ export const makeCore = (options: EngineOptions = {}) => Effect.gen(function*() 
         return Effect.dieMessage(`An inline walk of run ${runId} ended pending`)
     }
   }
+
+  /** A run's stored input, decoded; a run whose input no longer decodes is failed, saying so (answers `undefined`). */
+  const storedInput = (registered: Registered, record: RunStore.RunRecord) =>
+    Effect.flatMap(Effect.either(Codec.decode(registered.workflow.inputSchema, record.input)), (input) =>
+      input._tag === "Right"
+        ? Effect.succeed({ value: input.right })
+        : Effect.as(
+          failRun(record.runId, new Executor.StepFailure({
+            stepId: record.workflowId,
+            path: "",
+            cause: Cause.die(new Error(`The stored input of run ${record.runId} no longer decodes: ${input.left.message}`))
+          })),
+          undefined
+        ))
 
   // -------------------------------------------------------------------------------------------------------------
   // run handles
@@ -473,16 +488,9 @@ export const makeCore = (options: EngineOptions = {}) => Effect.gen(function*() 
           const stale = record.owner === undefined || record.owner === workerId ||
             record.heartbeatAt === undefined || record.heartbeatAt < now - leaseMillis
           if (!stale || !(yield* store.claimRun(record.runId, workerId, now, now - leaseMillis))) continue
-          const input = yield* Effect.either(Schema.decodeUnknown(workflow.inputSchema)(record.input))
-          if (input._tag === "Left") {
-            yield* failRun(record.runId, new Executor.StepFailure({
-              stepId: workflow.id,
-              path: "",
-              cause: Cause.die(new Error(`The stored input of run ${record.runId} no longer decodes: ${input.left.message}`))
-            }))
-            continue
-          }
-          yield* driver.launch(record.runId, registered, input.right, record.status === "pending" ? "start" : "recover")
+          const input = yield* storedInput(registered, record)
+          if (input === undefined) continue
+          yield* driver.launch(record.runId, registered, input.value, record.status === "pending" ? "start" : "recover")
         }
       })
 
@@ -583,6 +591,7 @@ export const makeCore = (options: EngineOptions = {}) => Effect.gen(function*() 
     awaitTerminal,
     causeAt: (runId: string, path: string): Cause.Cause<unknown> | undefined => causes.get(`${runId}|${path}`),
     makeEnv,
+    storedInput,
     cachedEnv,
     dropEnv,
     setRun,
@@ -692,16 +701,10 @@ export const makeDefault = (options: DefaultOptions = {}) => Effect.gen(function
       if (record?.status !== "waiting" || (record.owner !== undefined && record.owner !== core.workerId)) return
       const registered = core.registry.get(record.workflowId)
       if (registered === undefined) return
-      const input = yield* Effect.either(Schema.decodeUnknown(registered.workflow.inputSchema)(record.input))
-      if (input._tag === "Left") {
-        return yield* core.failRun(runId, new Executor.StepFailure({
-          stepId: record.workflowId,
-          path: "",
-          cause: Cause.die(new Error(`The stored input of run ${runId} no longer decodes: ${input.left.message}`))
-        }))
-      }
+      const input = yield* core.storedInput(registered, record)
+      if (input === undefined) return
       yield* core.setRun(runId, { status: "running" })
-      yield* launch(runId, registered, input.right)
+      yield* launch(runId, registered, input.value)
     })).pipe(Effect.catchAllCause((cause) => Effect.logError(`Waking run ${runId} failed`, cause)))
 
   const cancel = (runId: string): Effect.Effect<void> =>

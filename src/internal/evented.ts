@@ -205,17 +205,15 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
     const settled = (runId: string) =>
       Effect.map(Effect.orDie(store.getRun(runId)), (record) => record === undefined || RunStore.isTerminal(record.status))
 
+    /** Logs how handling a message failed; the engine goes on with the next one. */
+    const reported = (message: Command, effect: Effect.Effect<void>) =>
+      Effect.catchAllCause(effect, (cause) => Effect.logError(`Handling ${message.type} for run ${message.runId} failed`, cause))
+
     const handle = (message: Command): Effect.Effect<void> => {
       const { runId } = message
       switch (message.type) {
         case "workflow.step.run":
-          return track(
-            runId,
-            Effect.catchAllCause(
-              executeNode(runId, message.data.path),
-              (cause) => Effect.logError(`Handling ${message.type} for run ${runId} failed`, cause)
-            )
-          )
+          return track(runId, reported(message, executeNode(runId, message.data.path)))
         case "workflow.start":
           return withLock(
             runId,
@@ -284,12 +282,8 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
           }
           message = decoded.right
         }
-        const handled = Effect.catchAllCause(
-          handle(message),
-          (cause) => Effect.logError(`Handling ${message.type} for run ${message.runId} failed`, cause)
-        )
         // A step execution forks its own tracked fiber; everything else gets one here.
-        return message.type === "workflow.step.run" ? handled : Effect.forkIn(handled, scope)
+        return message.type === "workflow.step.run" ? handle(message) : Effect.forkIn(reported(message, handle(message)), scope)
       }),
       Effect.catchAllCause((cause) => Effect.logError("The evented engine stopped reading commands", cause)),
       Effect.forkIn(scope)

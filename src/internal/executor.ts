@@ -41,7 +41,8 @@ export class Suspension extends Data.TaggedError("Suspension")<{
 
 /**
  * The walk cannot go further now: steps are dispatched to other handlers, or sleeps have not woken. The evented
- * engine's walks meet it, and inline walks that park long sleeps. `waitingOnly`: nothing but sleeps is pending (the run's status is then `waiting`).
+ * engine's walks meet it, and inline walks that park long sleeps. `waitingOnly`: nothing but sleeps is pending (the
+ * run's status is then `waiting`).
  */
 export class Pending extends Data.TaggedError("Pending")<{ readonly waitingOnly: boolean }> {}
 
@@ -75,9 +76,6 @@ export interface Park {
   readonly after: number
   readonly wakeAt: (path: string, until: number) => Effect.Effect<void>
 }
-
-/** The mode of the default engine when every sleep holds its fiber. */
-export const inline: Mode = { _tag: "Inline" }
 
 /** Everything the executor needs to know about the run it executes in. */
 export interface RunEnv {
@@ -206,28 +204,37 @@ export const memoOf = (steps: ReadonlyArray<RunStore.StepRecord>): Map<string, R
   return memo
 }
 
+/** How many items a producer may get ahead of the store before its `offer` waits for them. */
+const highWater = 1000
+
 /**
- * Group commit: items are buffered, and a flusher commits whatever has accumulated as one batch, again while more
- * arrives. So a producer faster than the store's round trip gets batches, and a slow one still sees each item
- * committed at once. A failed commit stops the flushing and is kept until the producer side takes it.
+ * Group commit, for what user code writes (run streams and writer events). A producer that is busy writing (its last
+ * offer returned in this turn of the event loop) has its items buffered, and a background flusher commits whatever has
+ * accumulated as one batch, again while more arrives: a producer faster than the store's round trip gets batches. An
+ * idle producer's item is committed at once, in its own fiber, which spares it the hop to the flusher: the lowest
+ * latency for writers that write now and then. The buffer is bounded: at `highWater` the producer waits for the batch.
+ *
+ * A failed commit stops the flushing; `surface` fails with it (and, when `clearOnSurface`, forgets it, so that a
+ * retrying producer may try the store again).
  */
 interface GroupCommit<A, E> {
-  readonly buffer: Array<A>
-  /** Commits everything buffered (waiting for a batch in flight first). */
+  readonly offer: (item: A) => Effect.Effect<void, E>
+  /** Commits everything buffered (waiting for a batch in flight first), then fails with a failure met meanwhile. */
+  readonly flush: Effect.Effect<void, E>
+  /** Commits everything buffered, ignoring failures (they are the producer's to surface). */
   readonly drain: Effect.Effect<void>
-  /** Starts the flusher in the background, unless it runs already. */
-  readonly kick: Effect.Effect<void>
+  /** Fails with a failure of a commit, if one happened. */
+  readonly surface: Effect.Effect<void, E>
   /** Nothing buffered and nothing in flight. */
   readonly idle: () => boolean
-  readonly scheduled: () => boolean
-  readonly failure: () => Cause.Cause<E> | undefined
-  readonly clearFailure: () => void
 }
 
-const makeGroupCommit = <A, E>(
-  commit: (batch: Array<A>) => Effect.Effect<void, unknown>,
-  onFailure: (cause: Cause.Cause<unknown>) => Cause.Cause<E>
-): GroupCommit<A, E> => {
+const makeGroupCommit = <A, E>(options: {
+  readonly commit: (batch: Array<A>) => Effect.Effect<void, unknown>
+  readonly onFailure: (cause: Cause.Cause<unknown>) => Cause.Cause<E>
+  readonly clearOnSurface: boolean
+}): GroupCommit<A, E> => {
+  const { clearOnSurface, commit, onFailure } = options
   const buffer: Array<A> = []
   const lock = Effect.unsafeMakeSemaphore(1)
   let scheduled = false
@@ -257,16 +264,43 @@ const makeGroupCommit = <A, E>(
     )))
   })
 
+  const surface: Effect.Effect<void, E> = Effect.suspend(() => {
+    if (failure === undefined) return Effect.void
+    const cause = failure
+    if (clearOnSurface) failure = undefined
+    return Effect.failCause(cause)
+  })
+
+  const idle = () => buffer.length === 0 && !inFlight
+
+  // Whether an offer returned in this turn of the event loop: the producer is busy writing.
+  let busy = false
+  const settle = () => {
+    busy = false
+  }
+  const markBusy = () => {
+    if (busy) return
+    busy = true
+    queueMicrotask(settle)
+  }
+  const commitNow = Effect.zipRight(Effect.zipRight(drain, Effect.sync(markBusy)), surface)
+
+  const offer = (item: A): Effect.Effect<void, E> =>
+    Effect.suspend(() => {
+      if (failure !== undefined) return surface
+      const wasIdle = !busy && !scheduled && idle()
+      buffer.push(item)
+      if (wasIdle || buffer.length >= highWater) return commitNow
+      markBusy()
+      return scheduled ? Effect.void : kick
+    })
+
   return {
-    buffer,
+    offer,
+    flush: Effect.suspend(() => idle() ? surface : Effect.zipRight(drain, surface)),
     drain,
-    kick,
-    idle: () => buffer.length === 0 && !inFlight,
-    scheduled: () => scheduled,
-    failure: () => failure,
-    clearFailure: () => {
-      failure = undefined
-    }
+    surface,
+    idle
   }
 }
 
@@ -279,13 +313,9 @@ interface BufferedWritable {
   readonly flush: Effect.Effect<void>
 }
 
-/** How many chunks a writer may get ahead of the store before `write` waits. */
-const highWater = 1000
-
 /**
- * A run stream in this process, with group commit. The buffer is bounded (`write` waits at `highWater`), a write
- * after `close` fails at once, and user code returning waits for the flush, so a step is recorded done only once its
- * chunks are stored.
+ * A run stream in this process, with group commit. A write after `close` fails at once, and user code returning waits
+ * for the flush, so a step is recorded done only once its chunks are stored. Once an append fails, every write fails.
  */
 const makeBufferedWritable = (
   store: RunStore.RunStore["Type"],
@@ -295,34 +325,24 @@ const makeBufferedWritable = (
 ): BufferedWritable => {
   const channel = EventBus.streamChannel(runId)
   let closed = false
-  const group = makeGroupCommit<unknown, StreamClosedError>(
-    (batch) =>
+  const group = makeGroupCommit<unknown, StreamClosedError>({
+    commit: (batch) =>
       Effect.flatMap(
         store.appendChunks(runId, namespace, batch),
         (first) => publishQuietly(bus, channel, { type: "chunk", runId, data: { namespace, index: first + batch.length - 1 } })
       ),
     // Closed meanwhile (by another process): the writer learns it as StreamClosedError.
-    (cause) => {
+    onFailure: (cause) => {
       const error = Cause.failureOption(cause)
       return error._tag === "Some" && error.value instanceof StreamClosedError ? Cause.fail(error.value) : asDefect(cause)
-    }
-  )
-
-  const surface = Effect.suspend(() => {
-    const failure = group.failure()
-    return failure === undefined ? Effect.void : Effect.failCause(failure)
+    },
+    clearOnSurface: false
   })
 
   const write = (chunk: unknown): Effect.Effect<void, StreamClosedError> =>
-    Effect.suspend(() => {
-      if (closed) return Effect.fail(new StreamClosedError({ runId, namespace }))
-      const failure = group.failure()
-      if (failure !== undefined) return Effect.failCause(failure)
-      group.buffer.push(chunk)
-      return group.buffer.length >= highWater ? Effect.zipRight(group.drain, surface) : group.kick
-    })
+    Effect.suspend(() => closed ? Effect.fail(new StreamClosedError({ runId, namespace })) : group.offer(chunk))
 
-  const flush = Effect.zipRight(group.drain, Effect.orDie(surface))
+  const flush = Effect.orDie(group.flush)
 
   const close = Effect.suspend(() => {
     if (closed) return Effect.void
@@ -349,22 +369,18 @@ const makeBufferedWritable = (
   }
 }
 
-/** How many writer events may wait for the store before `write` waits. */
-const eventHighWater = 1000
-
 /**
- * The run's event log as this process writes it. Writers' events get group commit, like run streams: `write` buffers
- * the event and returns, and a flusher appends whatever has accumulated in one store call, then publishes the batch
- * on the run channel. So a step that writes fast costs one store call per batch, not per event. Lifecycle events
- * (`emit`) are written once every buffered event is, so the log keeps the order in which things happened; a step is
- * recorded done only after everything it wrote. A store that stays down fails the next `write` (or the step's end)
- * with a defect, once; the events of that batch are lost, and the step fails saying why.
+ * The run's event log as this process writes it. Writers' events get group commit, like run streams: one store call
+ * and one publish per batch. Lifecycle events (`emit`) are written once every buffered event is, so the log keeps the
+ * order in which things happened, and a step is recorded done only after everything it wrote. A store that stays down
+ * fails the next `write` (or the step's end) with a defect, once; the events of that batch are lost, and the step
+ * fails saying why.
  */
 const makeEventLog = (store: RunStore.RunStore["Type"], bus: EventBus.EventBus["Type"], runId: string) => {
   const channel = EventBus.runChannel(runId)
   const direct = makeEmit(store, bus, runId)
-  const group = makeGroupCommit<WorkflowEvent, never>(
-    (batch) =>
+  const group = makeGroupCommit<WorkflowEvent, never>({
+    commit: (batch) =>
       Effect.flatMap(store.appendEvents(runId, batch), () => {
         const envelopes: Array<EventBus.BusEvent> = new Array(batch.length)
         for (let i = 0; i < batch.length; i++) envelopes[i] = { type: "watch", runId, data: batch[i] }
@@ -373,48 +389,15 @@ const makeEventLog = (store: RunStore.RunStore["Type"], bus: EventBus.EventBus["
           (cause) => Effect.logWarning(`Could not publish on "${channel}"`, cause)
         )
       }),
-    asDefect
-  )
-
-  /** Fails with a failure of the store met in the background, once: then writes may try the store again. */
-  const surface = Effect.suspend(() => {
-    const failure = group.failure()
-    if (failure === undefined) return Effect.void
-    group.clearFailure()
-    return Effect.failCause(failure)
+    onFailure: asDefect,
+    clearOnSurface: true
   })
-
-  const flush: Effect.Effect<void> = Effect.suspend(() => group.idle() ? surface : Effect.zipRight(group.drain, surface))
-
-  // Whether a write returned in this turn of the event loop: the writer is busy writing, so its events are batched.
-  // An idle writer's write (the first after it waited for anything) is stored and published at once instead, which
-  // spares it the hop to the flusher: the lowest latency for writers that write now and then.
-  let busy = false
-  const settle = () => {
-    busy = false
-  }
-  const markBusy = () => {
-    if (busy) return
-    busy = true
-    queueMicrotask(settle)
-  }
-  const wrote = Effect.sync(markBusy)
-
-  const write = (event: WorkflowEvent): Effect.Effect<void> =>
-    Effect.suspend(() => {
-      if (group.failure() !== undefined) return surface
-      const idle = !busy && group.idle() && !group.scheduled()
-      group.buffer.push(event)
-      if (idle || group.buffer.length >= eventHighWater) return Effect.zipRight(flush, wrote)
-      markBusy()
-      return group.scheduled() ? Effect.void : group.kick
-    })
 
   // A failure of the buffered events is the writing step's (its writer or its end surfaces it), not the log's.
   const emit = (event: WorkflowEvent, step?: RunStore.StepRecord): Effect.Effect<void> =>
     Effect.suspend(() => group.idle() ? direct(event, step) : Effect.zipRight(group.drain, direct(event, step)))
 
-  return { write, emit, flush }
+  return { write: group.offer, emit, flush: group.flush }
 }
 
 /** Records an event in the run's log, then publishes it on the run channel as a watch envelope. */

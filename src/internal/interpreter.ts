@@ -259,8 +259,8 @@ const wait = (
       if (mode._tag === "Inline" && (mode.park === undefined || until - now < mode.park.after)) {
         yield* Effect.acquireUseRelease(waits.enter, () => Effect.sleep(until - now), () => waits.leave)
       } else {
-        if (mode._tag === "Dispatch") yield* mode.wakeAt(path, until)
-        else if (mode._tag === "Inline") yield* mode.park!.wakeAt(path, until)
+        const wakeAt = mode._tag === "Dispatch" ? mode.wakeAt : mode._tag === "Inline" ? mode.park?.wakeAt : undefined
+        if (wakeAt !== undefined) yield* wakeAt(path, until)
         return yield* new Executor.Pending({ waitingOnly: true })
       }
     } else if (mode._tag === "Execute" && mode.path !== path) {

@@ -131,6 +131,19 @@ interface RunRow {
 const fail = (operation: string, runId?: string) => (error: SqlError): RunStoreError =>
   new RunStoreError({ operation, ...(runId === undefined ? {} : { runId }), reason: error.message })
 
+const noSuchRun = (operation: string, runId: string): RunStoreError =>
+  new RunStoreError({ operation, runId, reason: "no such run" })
+
+/** The index of the first row a batch append inserted (rows come back in no promised order). */
+const firstIndex = (rows: ReadonlyArray<{ readonly idx: number }>): number => {
+  let first = Number(rows[0]!.idx)
+  for (const row of rows) first = Math.min(first, Number(row.idx))
+  return first
+}
+
+/** A batch as one JSON array of each item's JSON text, so that one statement inserts every row. */
+const batchJson = (items: ReadonlyArray<unknown>): string => JSON.stringify(items.map(toJson))
+
 /** Builds the SQL store over the `SqlClient` of the context, after running the migrations. */
 export const make = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
@@ -188,7 +201,7 @@ export const make = Effect.gen(function*() {
       const rows = yield* sql<{ run_id: string }>`UPDATE stepwise_runs SET ${sql.update(set)}
         WHERE run_id = ${runId} RETURNING run_id`.pipe(Effect.mapError(fail("update run", runId)))
       if (rows.length === 0) {
-        return yield* new RunStoreError({ operation: "update run", runId, reason: "no such run" })
+        return yield* noSuchRun("update run", runId)
       }
     })
 
@@ -237,7 +250,7 @@ export const make = Effect.gen(function*() {
       Effect.mapError(fail("append event", runId)),
       Effect.flatMap((rows) =>
         rows.length === 0
-          ? Effect.fail(new RunStoreError({ operation: "append event", runId, reason: "no such run" }))
+          ? Effect.fail(noSuchRun("append event", runId))
           : Effect.succeed(Number(rows[0]!.idx))
       )
     )
@@ -248,11 +261,10 @@ export const make = Effect.gen(function*() {
     if (n === 0) {
       return Effect.flatMap(getRun(runId), (run) =>
         run === undefined
-          ? Effect.fail(new RunStoreError({ operation: "append events", runId, reason: "no such run" }))
+          ? Effect.fail(noSuchRun("append events", runId))
           : Effect.map(readEvents(runId, 0, 0), (page) => page.size))
     }
-    // One statement per batch: the rows come from a JSON array of the events' JSON texts.
-    const batch = JSON.stringify(events.map(toJson))
+    const batch = batchJson(events)
     const appended = isPg
       ? sql<{ idx: number }>`WITH c AS (
           UPDATE stepwise_runs SET event_count = event_count + ${n} WHERE run_id = ${runId}
@@ -270,14 +282,9 @@ export const make = Effect.gen(function*() {
           RETURNING idx`
     return appended.pipe(
       Effect.mapError(fail("append events", runId)),
-      Effect.flatMap((rows) => {
-        if (rows.length === 0) {
-          return Effect.fail(new RunStoreError({ operation: "append events", runId, reason: "no such run" }))
-        }
-        let first = Number(rows[0]!.idx)
-        for (const row of rows) first = Math.min(first, Number(row.idx))
-        return Effect.succeed(first)
-      })
+      Effect.flatMap((rows) =>
+        rows.length === 0 ? Effect.fail(noSuchRun("append events", runId)) : Effect.succeed(firstIndex(rows))
+      )
     )
   }
 
@@ -316,8 +323,7 @@ export const make = Effect.gen(function*() {
 
   const appendChunks = (runId: string, namespace: string, chunks: ReadonlyArray<unknown>) => {
     if (chunks.length === 0) return Effect.succeed(0)
-    // One statement per batch: the rows come from a JSON array of the chunks' JSON texts.
-    const batch = JSON.stringify(chunks.map(toJson))
+    const batch = batchJson(chunks)
     const n = chunks.length
     const appended = isPg
       ? sql<{ idx: number }>`WITH s AS (
@@ -343,7 +349,7 @@ export const make = Effect.gen(function*() {
       Effect.flatMap((rows): Effect.Effect<number, StreamClosedError> =>
         rows.length === 0
           ? Effect.fail(new StreamClosedError({ runId, namespace }))
-          : Effect.succeed(Math.min(...rows.map((row) => Number(row.idx))))
+          : Effect.succeed(firstIndex(rows))
       )
     )
   }
