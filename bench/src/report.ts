@@ -23,7 +23,13 @@ export interface Meta {
   readonly mode: "full" | "quick"
   readonly reps: number
   /** Full mode: a contender stops repeating a case after `seconds` (and `minReps`), or after `capSeconds`. */
-  readonly caseBudget: { readonly seconds: number; readonly minReps: number; readonly capSeconds: number } | null
+  readonly caseBudget: {
+    readonly seconds: number
+    readonly minReps: number
+    readonly capSeconds: number
+    /** Past this many minutes in all, the remaining cases get at most `minReps` repetitions each. */
+    readonly deadlineMinutes: number
+  } | null
   /** The case during which the run passed its overall deadline (from then on: one repetition each), if it did. */
   readonly deadlineHitAt: string | null
   readonly node: string
@@ -195,7 +201,8 @@ export const markdown = (results: Results): string => {
           `${meta.caseBudget.capSeconds} s whatever the count (see the reps column).`) +
       (meta.deadlineHitAt === null
         ? ""
-        : ` The run passed its 8-minute mark during ${meta.deadlineHitAt}: from there on at most 2 repetitions ` +
+        : ` The run passed its ${meta.caseBudget?.deadlineMinutes ?? "?"}-minute mark during ${meta.deadlineHitAt}: ` +
+          `from there on at most ${meta.caseBudget?.minReps ?? "?"} repetitions ` +
           `each, 1 for a contender whose first took over ${meta.caseBudget?.seconds ?? "?"} s.`),
     ""
   ]
