@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Schema, Stream } from "effect"
-import { Step, Workflow, WorkflowEngine } from "stepwise"
+import { type Run, Step, Workflow, WorkflowEngine } from "stepwise"
 import { engines, observe } from "./engines.js"
 import { scenarios } from "./scenarios.js"
 
@@ -127,6 +127,52 @@ for (const engine of engines) {
         // canceling again, or a finished run, does nothing
         yield* run.cancel
         expect(yield* run.status).toBe("canceled")
+      }).pipe(Effect.provide(engine.layer)))
+
+    it.effect("cancel during a parallel interrupts every running branch before the run is recorded canceled", () =>
+      Effect.gen(function*() {
+        const engine = yield* WorkflowEngine.WorkflowEngine
+        const started = new Set<string>()
+        // each interrupted branch's finalizer notes the run's status as the store has it then
+        const finalized: Array<string> = []
+        let handle: Run.Run<unknown, unknown> | undefined
+        const holds = (id: string) =>
+          Step.make({
+            id,
+            inputSchema: Schema.Number,
+            outputSchema: Schema.Number,
+            execute: ({ inputData }) =>
+              Effect.acquireUseRelease(
+                Effect.sync(() => started.add(id)),
+                () => Effect.as(Effect.never, inputData),
+                () =>
+                  Effect.flatMap(
+                    handle === undefined ? Effect.succeed("no handle") : handle.status,
+                    (status) => Effect.sync(() => finalized.push(`${id}: ${status}`))
+                  )
+              )
+          })
+        const quick = Step.make({
+          id: "quick",
+          inputSchema: Schema.Number,
+          outputSchema: Schema.Number,
+          execute: ({ inputData }) => Effect.succeed(inputData)
+        })
+        const wf = Workflow.make({
+          id: "parallel-cancel",
+          inputSchema: Schema.Number,
+          outputSchema: Schema.Record({ key: Schema.String, value: Schema.Number })
+        }).pipe(Workflow.parallel([holds("a"), quick, holds("b")]), Workflow.commit)
+        const run = yield* engine.start(wf, 1)
+        handle = run
+        while (started.size < 2) yield* Effect.yieldNow()
+        yield* run.cancel
+        // both branches were interrupted before the run was recorded canceled, and before cancel returned
+        expect(finalized.sort()).toEqual(["a: running", "b: running"])
+        expect((yield* Effect.flip(run.result))._tag).toBe("RunCanceledError")
+        const types = Array.from(yield* Stream.runCollect(run.events())).map((e) => e.type)
+        expect(types.slice(-2)).toEqual(["workflow-canceled", "workflow-finish"])
+        expect(types.filter((t) => t === "workflow-canceled")).toHaveLength(1)
       }).pipe(Effect.provide(engine.layer)))
 
     it.effect("cancel of a suspended run records it canceled", () =>

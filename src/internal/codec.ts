@@ -14,31 +14,44 @@ type Sync = (value: unknown) => Either.Either<unknown, ParseResult.ParseError>
 const encoders = new WeakMap<Any, Sync>()
 const decoders = new WeakMap<Any, Sync>()
 
-const fast = (
-  cache: WeakMap<Any, Sync>,
-  make: (schema: Any) => Sync,
-  slow: (schema: Any) => (value: unknown) => Effect.Effect<unknown, ParseResult.ParseError>
-) =>
-(schema: Any, value: unknown): Effect.Effect<unknown, ParseResult.ParseError> => {
+const parser = (cache: WeakMap<Any, Sync>, make: (schema: Any) => Sync) => (schema: Any): Sync => {
   let sync = cache.get(schema)
   if (sync === undefined) {
     sync = make(schema)
     cache.set(schema, sync)
   }
-  const result = sync(value)
+  return sync
+}
+
+const syncEncoder = parser(encoders, (schema) => Schema.encodeUnknownEither(schema))
+const syncDecoder = parser(decoders, (schema) => Schema.decodeUnknownEither(schema))
+
+const fast = (
+  sync: (schema: Any) => Sync,
+  slow: (schema: Any) => (value: unknown) => Effect.Effect<unknown, ParseResult.ParseError>
+) =>
+(schema: Any, value: unknown): Effect.Effect<unknown, ParseResult.ParseError> => {
+  const result = sync(schema)(value)
   return Either.isRight(result) ? Effect.succeed(result.right) : slow(schema)(value)
+}
+
+/**
+ * The encoded value, when the synchronous parser accepts it; `undefined` when it does not (or cannot: the schema has
+ * asynchronous parts), and the caller goes through `encode` for the answer and the error.
+ */
+export const encodeNow = (schema: Any, value: unknown): { readonly value: unknown } | undefined => {
+  const result = syncEncoder(schema)(value)
+  return Either.isRight(result) ? { value: result.right } : undefined
 }
 
 /** `Schema.encodeUnknown(schema)(value)`, without Effect when it can. */
 export const encode: (schema: Any, value: unknown) => Effect.Effect<unknown, ParseResult.ParseError> = fast(
-  encoders,
-  (schema) => Schema.encodeUnknownEither(schema),
+  syncEncoder,
   (schema) => Schema.encodeUnknown(schema)
 )
 
 /** `Schema.decodeUnknown(schema)(value)`, without Effect when it can. */
 export const decode: (schema: Any, value: unknown) => Effect.Effect<unknown, ParseResult.ParseError> = fast(
-  decoders,
-  (schema) => Schema.decodeUnknownEither(schema),
+  syncDecoder,
   (schema) => Schema.decodeUnknown(schema)
 )

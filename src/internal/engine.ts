@@ -657,9 +657,8 @@ export const makeDefault = (options: DefaultOptions = {}) => Effect.gen(function
           enter: Effect.suspend(() => ++sleeping === 1 ? core.setRun(runId, { status: "waiting" }) : Effect.void),
           leave: Effect.suspend(() => --sleeping === 0 ? core.setRun(runId, { status: "running" }) : Effect.void)
         }
-        const ready = yield* Deferred.make<void>()
-        const generation = Deferred.await(ready).pipe(
-          Effect.zipRight(Effect.exit(Interpreter.runWorkflow(env, waits, workflow, input, ""))),
+        // Effect schedules a forked fiber and never runs it inside `forkIn`: `entry.fiber` is set before the walk begins.
+        const generation = Effect.exit(Interpreter.runWorkflow(env, waits, workflow, input, "")).pipe(
           Effect.flatMap((exit) => classify(workflow, exit)),
           Effect.flatMap((result) =>
             result._tag === "Pending"
@@ -673,7 +672,6 @@ export const makeDefault = (options: DefaultOptions = {}) => Effect.gen(function
           Effect.ensuring(release)
         )
         entry.fiber = yield* Effect.forkIn(generation, scope)
-        yield* Deferred.succeed(ready, undefined)
       }).pipe(Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : release))
     })
 

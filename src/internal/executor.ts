@@ -161,13 +161,14 @@ export const makeRunEnv = (options: {
     }
     return existing.writable
   }
-  /** Makes every event and chunk written so far in this run durable (user code returning waits for this). */
-  const flushWrites = Effect.zipRight(
-    log.flush,
-    Effect.suspend(() =>
-      writables.size === 0 ? Effect.void : Effect.forEach(writables.values(), (w) => w.flush, { discard: true })
-    )
-  )
+  /**
+   * Makes every event and chunk written so far in this run durable (user code returning waits for this). Most user
+   * code wrote nothing still buffered: then this is one check.
+   */
+  const flushWrites = Effect.suspend(() => {
+    if (writables.size === 0) return log.settled() ? Effect.void : log.flush
+    return Effect.zipRight(log.flush, Effect.forEach(writables.values(), (w) => w.flush, { discard: true }))
+  })
 
   const runContext = RunContext.of({ runId, workflowId: options.workflowId, writable })
   return {
@@ -227,6 +228,8 @@ interface GroupCommit<A, E> {
   readonly surface: Effect.Effect<void, E>
   /** Nothing buffered and nothing in flight. */
   readonly idle: () => boolean
+  /** Idle, and no failure waiting to be surfaced: `flush` would do nothing. */
+  readonly settled: () => boolean
 }
 
 const makeGroupCommit = <A, E>(options: {
@@ -300,7 +303,8 @@ const makeGroupCommit = <A, E>(options: {
     flush: Effect.suspend(() => idle() ? surface : Effect.zipRight(drain, surface)),
     drain,
     surface,
-    idle
+    idle,
+    settled: () => failure === undefined && idle()
   }
 }
 
@@ -397,7 +401,7 @@ const makeEventLog = (store: RunStore.RunStore["Type"], bus: EventBus.EventBus["
   const emit = (event: WorkflowEvent, step?: RunStore.StepRecord): Effect.Effect<void> =>
     Effect.suspend(() => group.idle() ? direct(event, step) : Effect.zipRight(group.drain, direct(event, step)))
 
-  return { write: group.offer, emit, flush: group.flush }
+  return { write: group.offer, emit, flush: group.flush, settled: group.settled }
 }
 
 /** Records an event in the run's log, then publishes it on the run channel as a watch envelope. */
@@ -585,9 +589,7 @@ const run = (
   Effect.gen(function*() {
     const stepCallId = randomId()
     const previousAttempts = known?.attempt ?? 0
-    const encodedInput = spec.inputSchema === undefined
-      ? Exit.succeed(input)
-      : yield* Effect.exit(Codec.encode(spec.inputSchema, input))
+    const encodedInput = encoded(spec.inputSchema, input) ?? (yield* Effect.exit(Codec.encode(spec.inputSchema!, input)))
     // A resumed step starts counting attempts again; a step re-run after a crash counts on.
     const resumeData = known?.resumeData
     let attempt = resumeData === undefined ? known?.attempt ?? 0 : 0
@@ -662,16 +664,25 @@ const run = (
     }
     if (Exit.isFailure(exit)) return yield* fail(env, spec.id, path, stepCallId, attempt, exit.cause)
 
-    const encoded = spec.outputSchema === undefined
-      ? Exit.succeed(exit.value)
-      : yield* Effect.exit(Codec.encode(spec.outputSchema, exit.value))
-    if (Exit.isFailure(encoded)) {
+    const encodedOutput = encoded(spec.outputSchema, exit.value) ??
+      (yield* Effect.exit(Codec.encode(spec.outputSchema!, exit.value)))
+    if (Exit.isFailure(encodedOutput)) {
       return yield* fail(env, spec.id, path, stepCallId, attempt, Cause.die(new Error(
-        `Step "${spec.id}" returned output that does not match its outputSchema: ${parseMessage(encoded.cause)}`
+        `Step "${spec.id}" returned output that does not match its outputSchema: ${parseMessage(encodedOutput.cause)}`
       )))
     }
-    return yield* succeed(env, scope, spec.id, path, stepCallId, attempt, exit.value, encoded.value)
+    return yield* succeed(env, scope, spec.id, path, stepCallId, attempt, exit.value, encodedOutput.value)
   })
+
+/**
+ * A step's value encoded without Effect: as is without a schema, encoded when the synchronous parser accepts it, and
+ * `undefined` when the caller must go through `Codec.encode` (a value that fails, or a schema with async parts).
+ */
+const encoded = (schema: Schema.Schema.AnyNoContext | undefined, value: unknown): Exit.Exit<unknown, unknown> | undefined => {
+  if (schema === undefined) return Exit.succeed(value)
+  const now = Codec.encodeNow(schema, value)
+  return now === undefined ? undefined : Exit.succeed(now.value)
+}
 
 /** Records a step's success: stored result, `getStepResult`, and the `workflow-step-result` event. */
 export const succeed = (

@@ -7,11 +7,13 @@
  * - "floor-effect": the same loop as Effects in one fiber per run; raw Effect `PubSub`
  *   publish/subscribe of the same chunks (writer, latency, readers); forked fibers sleeping 1 hour
  *   (memory).
+ * - "floor-record": the least bookkeeping a runtime that records its steps does, written directly
+ *   in Effect (steps, fan-out): see `recordedStep`.
  */
-import { Effect, Fiber, PubSub, Stream } from "effect"
+import { Effect, Either, Exit, Fiber, PubSub, Schema, Stream } from "effect"
 import { activeTimers, LatencyRecorder, pause, runPool, settledHeap, timed, timedMean, waitUntil } from "../measure.ts"
 import type { Contender, Loaded, MemorySample } from "../types.ts"
-import { bump, checkFanOut, checkLinear, checkReaders, FAN_OUT, LINEAR_STEPS, type Chunk, type Payload } from "../work.ts"
+import { bump, checkFanOut, checkLinear, checkReaders, FAN_OUT, LINEAR_STEPS, stepIds, type Chunk, type Payload } from "../work.ts"
 
 /** The step function as an async function: the cheapest thing a JS runtime could call per step. */
 const stepAsync = async (input: Payload): Promise<Payload> => bump(input)
@@ -185,4 +187,88 @@ const floorEffect: Contender = {
   }
 }
 
-export const load = async (): Promise<Loaded> => ({ contenders: [floorLoop, floorEffect], unavailable: [] })
+const PayloadSchema = Schema.Struct({ n: Schema.Number })
+const encodePayload = Schema.encodeEither(PayloadSchema)
+
+/** What a recorded run keeps: its event log and one record per step, as a memory store would. */
+interface RecordedRun {
+  readonly events: Array<unknown>
+  readonly steps: Map<string, unknown>
+}
+
+/**
+ * One step with the least bookkeeping a runtime that records its steps (for replay, recovery and
+ * readers) cannot skip, written directly in Effect with nothing else around it: encode the input
+ * with the step's schema, append a start event to the run's log and publish it, run the step and
+ * capture its exit, encode the output, store the step's record with a result event and publish
+ * that. The PubSub has no subscriber, as the run channels in figure 1 have none. No step context,
+ * no writer, no retries or timeouts, no locks: a floor for what any such runtime costs on Effect,
+ * not a design.
+ */
+const recordedStep = (
+  pubsub: PubSub.PubSub<unknown>,
+  run: RecordedRun,
+  id: string,
+  input: Payload
+): Effect.Effect<Payload> =>
+  Effect.suspend(() => {
+    const encodedInput = encodePayload(input)
+    if (Either.isLeft(encodedInput)) return Effect.die(encodedInput.left)
+    const start = { type: "step-start", id, payload: encodedInput.right, at: Date.now() }
+    run.events.push(start)
+    return PubSub.publish(pubsub, start).pipe(
+      Effect.zipRight(Effect.exit(stepEffect(input))),
+      Effect.flatMap((exit) => {
+        if (Exit.isFailure(exit)) return Effect.failCause(exit.cause)
+        const encodedOutput = encodePayload(exit.value)
+        if (Either.isLeft(encodedOutput)) return Effect.die(encodedOutput.left)
+        const result = { type: "step-result", id, output: encodedOutput.right, at: Date.now() }
+        run.steps.set(id, { id, status: "success", output: encodedOutput.right })
+        run.events.push(result)
+        return Effect.as(PubSub.publish(pubsub, result), exit.value)
+      })
+    )
+  })
+
+const floorRecord: Contender = {
+  id: "floor-record",
+  label: "floor: Effect, recording",
+  kind: "floor",
+  notes: {
+    steps: "per step, in Effect with no runtime around it: encode input and output with the step's Schema, append a start " +
+      "and a result event (and the step's record) to an in-memory log, publish both on a PubSub; each run in a fiber of its own",
+    fanout: "the same recorded steps, one forked fiber per branch"
+  },
+  stepOverhead: async (runs, concurrency) => {
+    const pubsub = Effect.runSync(PubSub.unbounded<unknown>())
+    const oneRun = Effect.gen(function* () {
+      const run: RecordedRun = { events: [], steps: new Map() }
+      let x: Payload = { n: 0 }
+      for (let s = 0; s < LINEAR_STEPS; s++) x = yield* recordedStep(pubsub, run, stepIds[s]!, x)
+      checkLinear("floor-record", x)
+    })
+    const all = Effect.forEach(Array.from({ length: runs }), () => Effect.flatMap(Effect.fork(oneRun), Fiber.join), {
+      concurrency,
+      discard: true
+    })
+    return { ms: await timedMean(() => Effect.runPromise(all)) }
+  },
+  fanOut: async (runs) => {
+    const pubsub = Effect.runSync(PubSub.unbounded<unknown>())
+    const oneRun = Effect.suspend(() => {
+      const run: RecordedRun = { events: [], steps: new Map() }
+      return Effect.all(stepIds.slice(0, FAN_OUT).map((id) => recordedStep(pubsub, run, id, { n: 0 })), {
+        concurrency: "unbounded"
+      })
+    }).pipe(Effect.map((out) => checkFanOut("floor-record", out)))
+    const all = Effect.forEach(Array.from({ length: runs }), () => Effect.flatMap(Effect.fork(oneRun), Fiber.join), {
+      discard: true
+    })
+    return { ms: await timedMean(() => Effect.runPromise(all)) }
+  },
+  writerThroughput: async () => undefined,
+  latency: async () => undefined,
+  memoryWaiting: async () => undefined
+}
+
+export const load = async (): Promise<Loaded> => ({ contenders: [floorLoop, floorEffect, floorRecord], unavailable: [] })
