@@ -3,7 +3,7 @@
  * against every engine (and later every backend); the parity suite also compares the engines with each other.
  */
 import { assert, expect } from "@effect/vitest"
-import { Cause, Data, Duration, Effect, Exit, Schedule, Schema, Stream, TestClock } from "effect"
+import { Cause, Data, Duration, Effect, Exit, ParseResult, Schedule, Schema, Stream, TestClock } from "effect"
 import { Step, Workflow, WorkflowEvent } from "stepwise"
 import type { Run } from "stepwise"
 
@@ -30,6 +30,14 @@ export interface Scenario {
 }
 
 const Num = Schema.Struct({ n: Schema.Number })
+/** `Num`, whose encoding waits for a promise: no synchronous parser can run it. */
+const AsyncNum = Schema.Struct({
+  n: Schema.transformOrFail(Schema.Number, Schema.Number, {
+    strict: true,
+    decode: (n) => ParseResult.succeed(n),
+    encode: (n) => Effect.promise(() => Promise.resolve(n))
+  })
+})
 
 const add = (id: string, k: number) =>
   Step.make({
@@ -650,5 +658,62 @@ export const scenarios: ReadonlyArray<Scenario> = [
     ),
     input: { n: 1 },
     check: (o) => expect(failure(o).message).toContain(`Workflow "bad-final" produced output that does not match`)
+  },
+  {
+    name: "a step whose output breaks its outputSchema fails the run, saying which step and why",
+    workflow: wf("bad-output").pipe(
+      Workflow.then(Step.make({
+        id: "liar",
+        inputSchema: Num,
+        outputSchema: Num,
+        execute: () => Effect.succeed({ n: "three" } as unknown as { n: number })
+      })),
+      Workflow.commit
+    ),
+    input: { n: 1 },
+    check: (o) => {
+      const { message } = failure(o)
+      expect(message).toContain(`Step "liar" returned output that does not match its outputSchema`)
+      expect(message).toContain("Expected number")
+      expect(o.status).toBe("failed")
+    }
+  },
+  {
+    name: "a step given input that breaks its inputSchema fails before its code runs",
+    workflow: wf("bad-input").pipe(
+      Workflow.then(add("a", 1)),
+      Workflow.then(Step.make({
+        id: "wants-text",
+        inputSchema: Schema.String,
+        outputSchema: Schema.String,
+        execute: () => Effect.dieMessage("never runs")
+      }) as unknown as Step.Step<"wants-text", { n: number }, string>),
+      Workflow.commit
+    ),
+    input: { n: 1 },
+    check: (o) => {
+      const { message } = failure(o)
+      expect(message).toContain(`Step "wants-text" received input that does not match its inputSchema`)
+      expect(message).not.toContain("never runs")
+    }
+  },
+  {
+    name: "a step whose schemas encode asynchronously runs like any other",
+    workflow: wf("async-schema").pipe(
+      Workflow.then(Step.make({
+        id: "async-codec",
+        inputSchema: AsyncNum,
+        outputSchema: AsyncNum,
+        execute: ({ inputData }) => Effect.succeed({ n: inputData.n * 10 })
+      })),
+      Workflow.then(add("after", 1)),
+      Workflow.commit
+    ),
+    input: { n: 4 },
+    check: (o) => {
+      expect(success(o)).toEqual({ n: 41 })
+      const results = o.events.filter(WorkflowEvent.is("workflow-step-result"))
+      expect(results.map((e) => e.payload.output)).toEqual([{ n: 40 }, { n: 41 }])
+    }
   }
 ]

@@ -27,8 +27,10 @@ export interface Meta {
     readonly seconds: number
     readonly minReps: number
     readonly capSeconds: number
-    /** Past this many minutes in all, the remaining cases get at most `minReps` repetitions each. */
+    /** Past this many minutes in all, the remaining cases get at most `minReps` repetitions each... */
     readonly deadlineMinutes: number
+    /** ...except in the last case, where a repetition that should end before this many minutes still runs. */
+    readonly endMinutes: number
   } | null
   /** The case during which the run passed its overall deadline (from then on: one repetition each), if it did. */
   readonly deadlineHitAt: string | null
@@ -203,7 +205,9 @@ export const markdown = (results: Results): string => {
         ? ""
         : ` The run passed its ${meta.caseBudget?.deadlineMinutes ?? "?"}-minute mark during ${meta.deadlineHitAt}: ` +
           `from there on at most ${meta.caseBudget?.minReps ?? "?"} repetitions ` +
-          `each, 1 for a contender whose first took over ${meta.caseBudget?.seconds ?? "?"} s.`),
+          `each, 1 for a contender whose first took over ${meta.caseBudget?.seconds ?? "?"} s; in the last case ` +
+          `(memory) more while a contender's mean repetition ends before the ` +
+          `${meta.caseBudget?.endMinutes ?? "?"}-minute mark.`),
     ""
   ]
   if (results.unavailable.length > 0) {

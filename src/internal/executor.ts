@@ -589,7 +589,7 @@ const run = (
   Effect.gen(function*() {
     const stepCallId = randomId()
     const previousAttempts = known?.attempt ?? 0
-    const encodedInput = encoded(spec.inputSchema, input) ?? (yield* Effect.exit(Codec.encode(spec.inputSchema!, input)))
+    const encodedInput = encoded(spec.inputSchema, input) ?? (yield* encodedSlowly(spec.inputSchema, input))
     // A resumed step starts counting attempts again; a step re-run after a crash counts on.
     const resumeData = known?.resumeData
     let attempt = resumeData === undefined ? known?.attempt ?? 0 : 0
@@ -664,8 +664,7 @@ const run = (
     }
     if (Exit.isFailure(exit)) return yield* fail(env, spec.id, path, stepCallId, attempt, exit.cause)
 
-    const encodedOutput = encoded(spec.outputSchema, exit.value) ??
-      (yield* Effect.exit(Codec.encode(spec.outputSchema!, exit.value)))
+    const encodedOutput = encoded(spec.outputSchema, exit.value) ?? (yield* encodedSlowly(spec.outputSchema, exit.value))
     if (Exit.isFailure(encodedOutput)) {
       return yield* fail(env, spec.id, path, stepCallId, attempt, Cause.die(new Error(
         `Step "${spec.id}" returned output that does not match its outputSchema: ${parseMessage(encodedOutput.cause)}`
@@ -683,6 +682,10 @@ const encoded = (schema: Schema.Schema.AnyNoContext | undefined, value: unknown)
   const now = Codec.encodeNow(schema, value)
   return now === undefined ? undefined : Exit.succeed(now.value)
 }
+
+/** What `encoded` left undecided: the value through Effect's parser, for its answer and its error. */
+const encodedSlowly = (schema: Schema.Schema.AnyNoContext | undefined, value: unknown) =>
+  schema === undefined ? Effect.succeed(Exit.succeed(value)) : Effect.exit(Codec.encode(schema, value))
 
 /** Records a step's success: stored result, `getStepResult`, and the `workflow-step-result` event. */
 export const succeed = (
