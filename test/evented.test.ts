@@ -70,6 +70,40 @@ describe("evented engine", () => {
     )
   })
 
+  it.live("step ends arriving while a walk waits for the run's lock are walked once, together", () => {
+    // A store whose run reads take 5 ms, as a database's do: ten parallel steps end while walks are under way.
+    const ids = Array.from({ length: 10 }, (_, i) => `p${i}`)
+    let executed = 0
+    let readsAfterLastStep = 0
+    const slowReads = Layer.effect(
+      RunStore.RunStore,
+      Effect.map(RunStore.makeMemory(), (store) => ({
+        ...store,
+        getRun: (runId: string) =>
+          Effect.zipRight(
+            Effect.sync(() => executed === ids.length && readsAfterLastStep++),
+            Effect.zipRight(Effect.sleep("5 millis"), store.getRun(runId))
+          )
+      }))
+    )
+    const fanOut = Workflow.make({ id: "fan-out-ends", inputSchema: N, outputSchema: Schema.Record({ key: Schema.String, value: N }) })
+      .pipe(Workflow.parallel(ids.map((id) => add(id, 1, () => executed++))), Workflow.commit)
+    return Effect.gen(function*() {
+      const engine = yield* WorkflowEngine.WorkflowEngine
+      const run = yield* engine.start(fanOut, 1)
+      expect(yield* run.result).toEqual(Object.fromEntries(ids.map((id) => [id, 2])))
+      // Step ends still queued when the run finished are handled after it: let them.
+      yield* Effect.sleep("200 millis")
+      // Once the last step ran: a walk or two (each reads the run once), the end and the result's read: 3 here. A
+      // walk per step end makes it 11.
+      expect(readsAfterLastStep).toBeLessThanOrEqual(6)
+      expect(readsAfterLastStep).toBeGreaterThanOrEqual(2)
+    }).pipe(
+      Effect.provide(WorkflowEngine.layerEvented),
+      Effect.provide(Layer.merge(EventBus.layerMemory, slowReads))
+    )
+  })
+
   it.effect("two engine instances on one bus share the work, and every step executes exactly once", () =>
     Effect.gen(function*() {
       const executions = new Map<string, number>()

@@ -7,6 +7,8 @@
  *    Postgres (DATABASE_URL), default engine; microseconds per durable step (median of interleaved repetitions).
  * 2. Chunk throughput: one step writes 100,000 chunks of 64 bytes to its run stream; one reader in another process
  *    (bench/durable/reader.ts, its own store connection and bus) reads them all; chunks/s end to end.
+ * 3. The evented engine on the same stores: microseconds per step of the 10-step workflow, and milliseconds per run
+ *    of a parallel of 10 no-op steps (where step ends arrive together), each beside the default engine.
  */
 import { Effect, Layer, Schema } from "effect"
 import { spawn } from "node:child_process"
@@ -20,6 +22,8 @@ import * as Sqlite from "../../src/Sqlite.js"
 
 const quick = process.argv.includes("--quick")
 const runs = quick ? 50 : 300
+// The evented engine costs several times the default per step: fewer runs keep its figures to seconds.
+const eventedRuns = quick ? 10 : 60
 const reps = quick ? 2 : 5
 const chunkCount = quick ? 10_000 : 100_000
 const databaseUrl = process.env["DATABASE_URL"] ?? Postgres.defaultUrl
@@ -31,6 +35,12 @@ const tenSteps = Array.from({ length: 10 }, (_, i) => noop(i)).reduce(
   Workflow.make({ id: "bench-linear", inputSchema: Schema.Number, outputSchema: Schema.Number }) as Workflow.Builder<"bench-linear", number, number, number, never, never>
 )
 const linear = Workflow.commit(tenSteps)
+
+const fanOut = Workflow.make({
+  id: "bench-fan-out",
+  inputSchema: Schema.Number,
+  outputSchema: Schema.Record({ key: Schema.String, value: Schema.Number })
+}).pipe(Workflow.parallel(Array.from({ length: 10 }, (_, i) => noop(i))), Workflow.commit)
 
 const payload = "x".repeat(64)
 export const writer = Workflow.make({ id: "bench-chunks", inputSchema: Schema.Number, outputSchema: Schema.Number }).pipe(
@@ -57,8 +67,11 @@ const storeLayer = (name: StoreName, file: string): Layer.Layer<RunStore.RunStor
     ? Sqlite.layer({ filename: file })
     : Postgres.layer({ url: databaseUrl })
 
-const engineOn = (name: StoreName, file: string) =>
-  WorkflowEngine.layerDefault.pipe(Layer.provideMerge(Layer.merge(EventBus.layerMemory, storeLayer(name, file))))
+type EngineName = "default" | "evented"
+const engineOn = (name: StoreName, file: string, engine: EngineName = "default") =>
+  (engine === "default" ? WorkflowEngine.layerDefault : WorkflowEngine.layerEvented).pipe(
+    Layer.provideMerge(Layer.merge(EventBus.layerMemory, storeLayer(name, file)))
+  )
 
 const median = (xs: ReadonlyArray<number>) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
 const spread = (xs: ReadonlyArray<number>) => `${Math.min(...xs).toFixed(0)}-${Math.max(...xs).toFixed(0)}`
@@ -71,6 +84,20 @@ const stepOverhead = (name: StoreName, file: string) =>
     for (let i = 0; i < runs; i++) yield* Effect.flatMap(engine.start(linear, i), (r) => r.result)
     return ((performance.now() - t0) * 1000) / (runs * 10)
   }).pipe(Effect.provide(engineOn(name, file)), Effect.scoped)
+
+/** Microseconds per step of the linear workflow and milliseconds per run of the parallel, on one engine and store. */
+const engineFigures = (name: StoreName, file: string, engine: EngineName) =>
+  Effect.gen(function*() {
+    const instance = yield* WorkflowEngine.WorkflowEngine
+    yield* Effect.flatMap(instance.start(linear, 0), (r) => r.result) // warm-up
+    yield* Effect.flatMap(instance.start(fanOut, 0), (r) => r.result)
+    const t0 = performance.now()
+    for (let i = 0; i < eventedRuns; i++) yield* Effect.flatMap(instance.start(linear, i), (r) => r.result)
+    const t1 = performance.now()
+    for (let i = 0; i < eventedRuns; i++) yield* Effect.flatMap(instance.start(fanOut, i), (r) => r.result)
+    const t2 = performance.now()
+    return { usPerStep: ((t1 - t0) * 1000) / (eventedRuns * 10), msPerFanOut: (t2 - t1) / eventedRuns }
+  }).pipe(Effect.provide(engineOn(name, file, engine)), Effect.scoped)
 
 const reader = fileURLToPath(new URL("./reader.ts", import.meta.url))
 
@@ -113,6 +140,16 @@ const program = Effect.gen(function*() {
   for (let rep = 0; rep < (quick ? 1 : 3); rep++) {
     for (const name of ["sqlite", "postgres"] as const) chunks[name]!.push(yield* throughput(name, join(dir, `chunks-${rep}.db`)))
   }
+  const durable = ["sqlite", "postgres"] as const
+  const engines: ReadonlyArray<EngineName> = ["default", "evented"]
+  const byEngine: Record<string, Array<{ usPerStep: number; msPerFanOut: number }>> = {}
+  for (let rep = 0; rep < reps; rep++) {
+    for (const name of durable) {
+      for (const engine of rep % 2 === 0 ? engines : [...engines].reverse()) {
+        ;(byEngine[`${name} ${engine}`] ??= []).push(yield* engineFigures(name, join(dir, `engines-${rep}.db`), engine))
+      }
+    }
+  }
   console.log(`# stepwise durable figures (Node ${process.version}, ${quick ? "quick" : "full"} mode)\n`)
   console.log(`Per-step overhead, 10-step linear workflow of no-op steps, ${runs} runs one after another, default engine:\n`)
   console.log("| store | µs per step (median) | spread | × memory |")
@@ -128,6 +165,24 @@ const program = Effect.gen(function*() {
     console.log(
       `| ${name} | ${median(chunks[name]!.map((c) => c.endToEnd)).toFixed(0)} | ${median(chunks[name]!.map((c) => c.write)).toFixed(0)} |`
     )
+  }
+  console.log(
+    `\nBoth engines, ${eventedRuns} runs one after another of the 10-step workflow and of a parallel of 10 no-op steps ` +
+      `(medians of ${reps}):\n`
+  )
+  console.log("| store | engine | µs per step | ms per parallel of 10 | evented ÷ default (step, parallel) |")
+  console.log("|---|---|---:|---:|---:|")
+  for (const name of durable) {
+    const base = byEngine[`${name} default`]!
+    for (const engine of engines) {
+      const xs = byEngine[`${name} ${engine}`]!
+      const step = median(xs.map((x) => x.usPerStep))
+      const fan = median(xs.map((x) => x.msPerFanOut))
+      const ratio = engine === "default"
+        ? ""
+        : `${(step / median(base.map((x) => x.usPerStep))).toFixed(2)}, ${(fan / median(base.map((x) => x.msPerFanOut))).toFixed(2)}`
+      console.log(`| ${name} | ${engine} | ${step.toFixed(0)} | ${fan.toFixed(1)} | ${ratio} |`)
+    }
   }
 })
 
