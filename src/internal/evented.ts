@@ -182,7 +182,9 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
     /**
      * The walk after a step ends. Step ends that arrive while one such walk is still waiting for the run's lock add
      * nothing: that walk reads the store once it holds the lock, so it sees their records too (each end is sent
-     * after its record is stored). A parallel of n steps ending together is walked about twice instead of n times.
+     * after its record is stored). On Postgres, a parallel of 10 is walked about 5 times in all instead of 11.
+     * (Interrupted while waiting, the walk clears the mark; should a newer walk own it by then, the next end merely
+     * walks once more.)
      */
     const awaitingWalk = new Set<string>()
     const advanceOnce = (runId: string): Effect.Effect<void> =>
