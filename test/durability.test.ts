@@ -37,6 +37,29 @@ const flakyStore: Layer.Layer<RunStore.RunStore> = Layer.effect(
 const engineOf = (context: Context.Context<WorkflowEngine.WorkflowEngine>) =>
   Context.get(context, WorkflowEngine.WorkflowEngine)
 
+/**
+ * A run suspended at its `gate` step (after a first step) on a fresh SQLite file, in the current scope, with SQL access
+ * so that a test can corrupt its rows.
+ */
+const suspendedOnSqlite = (id: string) =>
+  Effect.gen(function*() {
+    const wf = Workflow.make({ id, inputSchema: N, outputSchema: N }).pipe(
+      Workflow.then(Step.make({ id: "first", inputSchema: N, outputSchema: N, execute: ({ inputData }) => Effect.succeed(inputData + 1) })),
+      Workflow.then(Step.make({
+        id: "gate",
+        inputSchema: N,
+        outputSchema: N,
+        execute: ({ inputData, resumeData, suspend }) => resumeData === undefined ? suspend(null) : Effect.succeed(inputData)
+      })),
+      Workflow.commit
+    )
+    const context = yield* Layer.build(instance(tempSqliteFile(), wf))
+    const engine = engineOf(context)
+    const run = yield* engine.start(wf, 1)
+    yield* Effect.flip(run.result)
+    return { engine, run, sql: Context.get(context, SqlClient.SqlClient) }
+  })
+
 describe("durability", () => {
   it.live("a reader in another process follows a run live from the store, and ends when the run ends", () =>
     Effect.gen(function*() {
@@ -101,43 +124,38 @@ describe("durability", () => {
     }))
 
   it.effect("a step result row that no longer decodes fails its run with a message naming the run and the row", () =>
-    Effect.gen(function*() {
-      const filename = tempSqliteFile()
-      const wf = Workflow.make({ id: "corrupt", inputSchema: N, outputSchema: N }).pipe(
-        Workflow.then(Step.make({ id: "first", inputSchema: N, outputSchema: N, execute: ({ inputData }) => Effect.succeed(inputData + 1) })),
-        Workflow.then(Step.make({
-          id: "gate",
-          inputSchema: N,
-          outputSchema: N,
-          execute: ({ inputData, resumeData, suspend }) => resumeData === undefined ? suspend(null) : Effect.succeed(inputData)
-        })),
-        Workflow.commit
+    Effect.scoped(Effect.gen(function*() {
+      const { engine, run, sql } = yield* suspendedOnSqlite("corrupt")
+      yield* sql`UPDATE stepwise_steps SET data = ${"{not json"} WHERE run_id = ${run.runId} AND path = ${"0"}`
+      const refused = yield* Effect.flip(run.resume({ step: "gate", resumeData: "go" }))
+      expect(refused.message).toContain("the run failed: its stored state is corrupt")
+      const error = yield* Effect.flip(run.result)
+      expect(error.message).toContain(`run ${run.runId}`)
+      expect(error.message).toContain("step result at path 0")
+      expect(error.message).toContain("is corrupt")
+      expect(yield* run.status).toBe("failed")
+      // the engine keeps serving other runs
+      const other = yield* engine.start(
+        Workflow.make({ id: "fine", inputSchema: N, outputSchema: N }).pipe(
+          Workflow.map(({ inputData }) => Effect.succeed(inputData * 2)),
+          Workflow.commit
+        ),
+        21
       )
-      yield* Effect.scoped(Effect.gen(function*() {
-        const context = yield* Layer.build(instance(filename, wf))
-        const engine = engineOf(context)
-        const run = yield* engine.start(wf, 1)
-        yield* Effect.flip(run.result)
-        const sql = Context.get(context, SqlClient.SqlClient)
-        yield* sql`UPDATE stepwise_steps SET data = ${"{not json"} WHERE run_id = ${run.runId} AND path = ${"0"}`
-        const refused = yield* Effect.flip(run.resume({ step: "gate", resumeData: "go" }))
-        expect(refused.message).toContain("the run failed: its stored state is corrupt")
-        const error = yield* Effect.flip(run.result)
-        expect(error.message).toContain(`run ${run.runId}`)
-        expect(error.message).toContain("step result at path 0")
-        expect(error.message).toContain("is corrupt")
-        expect(yield* run.status).toBe("failed")
-        // the engine keeps serving other runs
-        const other = yield* engine.start(
-          Workflow.make({ id: "fine", inputSchema: N, outputSchema: N }).pipe(
-            Workflow.map(({ inputData }) => Effect.succeed(inputData * 2)),
-            Workflow.commit
-          ),
-          21
-        )
-        expect(yield* other.result).toBe(42)
-      }))
-    }))
+      expect(yield* other.result).toBe(42)
+    })))
+
+  it.effect("a suspended run whose stored input no longer decodes: resume refuses, and the run fails saying why", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const { run, sql } = yield* suspendedOnSqlite("corrupt-input")
+      // a well-formed row whose value the workflow's inputSchema (a number) no longer accepts
+      yield* sql`UPDATE stepwise_runs SET input = ${JSON.stringify({ v: "one" })} WHERE run_id = ${run.runId}`
+      const refused = yield* Effect.flip(run.resume({ step: "gate", resumeData: "go" }))
+      expect(refused.message).toContain("its stored input no longer decodes")
+      const error = yield* Effect.flip(run.result)
+      expect(error.message).toContain(`The stored input of run ${run.runId} no longer decodes`)
+      expect(yield* run.status).toBe("failed")
+    })))
 
   it.effect("a chunk row that no longer decodes fails its readers with a message naming the row", () =>
     Effect.gen(function*() {

@@ -5,6 +5,7 @@
  */
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
 import type * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 
@@ -39,9 +40,9 @@ const fast = (
  * The encoded value, when the synchronous parser accepts it; `undefined` when it does not (or cannot: the schema has
  * asynchronous parts), and the caller goes through `encode` for the answer and the error.
  */
-export const encodeNow = (schema: Any, value: unknown): { readonly value: unknown } | undefined => {
+export const encodeNow = (schema: Any, value: unknown): Exit.Exit<unknown> | undefined => {
   const result = syncEncoder(schema)(value)
-  return Either.isRight(result) ? { value: result.right } : undefined
+  return Either.isRight(result) ? Exit.succeed(result.right) : undefined
 }
 
 /** `Schema.encodeUnknown(schema)(value)`, without Effect when it can. */

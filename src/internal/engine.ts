@@ -404,6 +404,8 @@ export const makeCore = (options: EngineOptions = {}) => Effect.gen(function*() 
           `workflow "${record.workflowId}" is not registered in this process; add WorkflowEngine.register(workflow)`
         )
       }
+      const input = yield* storedInput(registered, record)
+      if (input === undefined) return yield* refuse("the run failed: its stored input no longer decodes (see the run's error)")
       const target = matches[0]!
       const schema = findStep(registered.workflow, target.step)?.resumeSchema
       const data = schema === undefined ? resumeData : yield* Effect.mapError(
@@ -417,9 +419,8 @@ export const makeCore = (options: EngineOptions = {}) => Effect.gen(function*() 
       const suspendedRecord = memo.get(target.path)
       if (suspendedRecord === undefined) return yield* refuse(`the store has no record of path ${target.path}`)
       yield* Effect.orDie(store.putStep(runId, { ...suspendedRecord, resumeData: data }))
-      const input = yield* Effect.orDie(Schema.decodeUnknown(registered.workflow.inputSchema)(record.input))
       yield* setRun(runId, { status: "running", suspended: [], owner: workerId, heartbeatAt: wallNow() })
-      return { registered, input }
+      return { registered, input: input.value }
     })
 
   const withDriver = (driver: Driver, scope: Scope.Scope) => Effect.gen(function*() {

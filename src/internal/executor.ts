@@ -589,7 +589,10 @@ const run = (
   Effect.gen(function*() {
     const stepCallId = randomId()
     const previousAttempts = known?.attempt ?? 0
-    const encodedInput = encoded(spec.inputSchema, input) ?? (yield* encodedSlowly(spec.inputSchema, input))
+    // Without Effect when the synchronous parser accepts the value; through Effect's parser otherwise, for its error.
+    const encodedInput = spec.inputSchema === undefined
+      ? Exit.succeed(input)
+      : Codec.encodeNow(spec.inputSchema, input) ?? (yield* Effect.exit(Codec.encode(spec.inputSchema, input)))
     // A resumed step starts counting attempts again; a step re-run after a crash counts on.
     const resumeData = known?.resumeData
     let attempt = resumeData === undefined ? known?.attempt ?? 0 : 0
@@ -664,7 +667,9 @@ const run = (
     }
     if (Exit.isFailure(exit)) return yield* fail(env, spec.id, path, stepCallId, attempt, exit.cause)
 
-    const encodedOutput = encoded(spec.outputSchema, exit.value) ?? (yield* encodedSlowly(spec.outputSchema, exit.value))
+    const encodedOutput = spec.outputSchema === undefined
+      ? Exit.succeed(exit.value)
+      : Codec.encodeNow(spec.outputSchema, exit.value) ?? (yield* Effect.exit(Codec.encode(spec.outputSchema, exit.value)))
     if (Exit.isFailure(encodedOutput)) {
       return yield* fail(env, spec.id, path, stepCallId, attempt, Cause.die(new Error(
         `Step "${spec.id}" returned output that does not match its outputSchema: ${parseMessage(encodedOutput.cause)}`
@@ -672,20 +677,6 @@ const run = (
     }
     return yield* succeed(env, scope, spec.id, path, stepCallId, attempt, exit.value, encodedOutput.value)
   })
-
-/**
- * A step's value encoded without Effect: as is without a schema, encoded when the synchronous parser accepts it, and
- * `undefined` when the caller must go through `Codec.encode` (a value that fails, or a schema with async parts).
- */
-const encoded = (schema: Schema.Schema.AnyNoContext | undefined, value: unknown): Exit.Exit<unknown, unknown> | undefined => {
-  if (schema === undefined) return Exit.succeed(value)
-  const now = Codec.encodeNow(schema, value)
-  return now === undefined ? undefined : Exit.succeed(now.value)
-}
-
-/** What `encoded` left undecided: the value through Effect's parser, for its answer and its error. */
-const encodedSlowly = (schema: Schema.Schema.AnyNoContext | undefined, value: unknown) =>
-  schema === undefined ? Effect.succeed(Exit.succeed(value)) : Effect.exit(Codec.encode(schema, value))
 
 /** Records a step's success: stored result, `getStepResult`, and the `workflow-step-result` event. */
 export const succeed = (
