@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Entry of `npm run bench` (root package.json). Runs under whatever Node the machine has (20 here):
-// installs bench/'s own dependencies if they are missing, then re-executes the real bench entry,
+// installs bench/'s own dependencies if they are missing, builds stepwise (root `npm run build`, into ../dist),
+// then re-executes the real bench entry,
 // src/main.ts, under the Node 22 binary that bench/'s `node` package ships (@mastra/core needs
 // Node >= 22.13), with tsx's loader and --expose-gc. Arguments are passed through; see --help.
 import { spawnSync } from "node:child_process"
@@ -23,6 +24,20 @@ if (!existsSync(join(benchDir, "node_modules")) || !existsSync(node22) || !exist
   console.error("bench: installing bench/ dependencies (npm ci --prefix bench) ...")
   const status = run(npm, ["ci", "--prefix", benchDir, "--no-audit", "--no-fund"])
   if (status !== 0) process.exit(status)
+}
+
+// stepwise runs as built (../dist), as its users and the peers' users run them: tsconfig.runtime.json maps "stepwise"
+// there. The build takes a few seconds; building every time means the bench never measures a stale dist/.
+const rootDir = join(benchDir, "..")
+const tsc = join(rootDir, "node_modules", "typescript", "bin", "tsc")
+if (!existsSync(tsc)) {
+  console.error("bench: the root's dependencies are missing (run npm ci in the repository root first)")
+  process.exit(1)
+}
+const built = run(process.execPath, [tsc, "-p", join(rootDir, "tsconfig.build.json")], { cwd: rootDir })
+if (built !== 0) {
+  console.error("bench: building stepwise (tsc -p tsconfig.build.json) failed")
+  process.exit(built)
 }
 
 const version = spawnSync(node22, ["--version"], { encoding: "utf8" })

@@ -16,9 +16,9 @@ import { mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
-import { EventBus, RunStore, Step, Workflow, WorkflowEngine } from "../../src/index.js"
-import * as Postgres from "../../src/Postgres.js"
-import * as Sqlite from "../../src/Sqlite.js"
+import { EventBus, RunStore, Step, Workflow, WorkflowEngine } from "stepwise"
+import * as Postgres from "stepwise/postgres"
+import * as Sqlite from "stepwise/sqlite"
 
 const quick = process.argv.includes("--quick")
 const runs = quick ? 50 : 300

@@ -4,9 +4,9 @@
  * `{ count, lastAt }` when the stream has ended.
  */
 import { Effect, Layer, Stream } from "effect"
-import { EventBus, WorkflowEngine } from "../../src/index.js"
-import * as Postgres from "../../src/Postgres.js"
-import * as Sqlite from "../../src/Sqlite.js"
+import { EventBus, WorkflowEngine } from "stepwise"
+import * as Postgres from "stepwise/postgres"
+import * as Sqlite from "stepwise/sqlite"
 
 const store = process.env["STORE"] === "sqlite"
   ? Sqlite.layer({ filename: process.env["DB"]! })

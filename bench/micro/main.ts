@@ -9,8 +9,9 @@
  * 1. A parallel of 10 no-op branches: `Effect.forEach` with unbounded concurrency, against forking each branch and
  *    awaiting the fibers in order (what an inline `parallel` does, interpreter.ts `forkAll`).
  * 2. Starting a fiber: `forkIn` alone, against `forkIn` with a start gate (a `Deferred` the fiber awaits first).
- * 3. Consuming messages from a queue: through `Stream.fromQueue(..., { maxChunkSize: 1 })` and `runForEach` (how the
- *    evented engine reads its commands from the bus), against a bare `Queue.take` loop.
+ * 3. Consuming messages from a queue: through `Stream.fromQueue(..., { maxChunkSize: 1 })` and `runForEach`, through
+ *    the same Stream pulled with `Stream.toPull` (how the engine's bus consumers read, internal/consume.ts), and with
+ *    a bare `Queue.take` loop.
  * 4. A recorded step with and without `Effect.provideService` around its code (stepwise provides the user context
  *    once per walk, not per step).
  */
@@ -120,6 +121,19 @@ const main = Effect.gen(function*() {
           Stream.runForEach(() => onMessage() ? Effect.fail("done" as const) : Effect.void),
           Effect.ignore
         ))
+    )
+  ])
+  rows.push([
+    "3. per message: Stream.fromQueue + Stream.toPull loop",
+    yield* Effect.promise(() =>
+      consume(50_000, (queue, onMessage) =>
+        Effect.scoped(Effect.flatMap(Stream.toPull(Stream.fromQueue(queue, { maxChunkSize: 1 })), (pull) =>
+          Effect.gen(function*() {
+            while (true) {
+              yield* pull
+              if (onMessage()) return
+            }
+          }))).pipe(Effect.ignore))
     )
   ])
   rows.push([

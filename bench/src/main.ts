@@ -109,7 +109,7 @@ const quickSizes: Sizes = {
 /** Adapter modules; each is imported on its own so one that fails to load leaves the others running. */
 const adapters: ReadonlyArray<{ readonly id: string; readonly label: string; readonly load: () => Promise<Loaded> }> = [
   { id: "floor", label: "floors", load: async () => (await import("./contenders/floors.ts")).load() },
-  { id: "stepwise", label: "stepwise (../src)", load: async () => (await import("./contenders/stepwise.ts")).load() },
+  { id: "stepwise", label: "stepwise (../dist, built from ../src)", load: async () => (await import("./contenders/stepwise.ts")).load() },
   { id: "mastra", label: "@mastra/core", load: async () => (await import("./contenders/mastra.ts")).load() },
   { id: "effect-workflow", label: "@effect/workflow", load: async () => (await import("./contenders/effect-workflow.ts")).load() }
 ]

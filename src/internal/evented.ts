@@ -16,10 +16,10 @@ import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
-import * as Stream from "effect/Stream"
 import * as EventBus from "../EventBus.js"
 import * as RunStore from "../RunStore.js"
 import { SerializedError } from "../WorkflowEvent.js"
+import * as Consume from "./consume.js"
 import { classify, type EngineOptions, type LaunchReason, makeCore, type Registered } from "./engine.js"
 import * as Executor from "./executor.js"
 import * as Interpreter from "./interpreter.js"
@@ -291,8 +291,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
     const decodeFinished = Schema.decodeUnknown(Finished)
 
     const commands = yield* bus.subscribe(EventBus.workflowsChannel, { group })
-    yield* commands.pipe(
-      Stream.runForEach((raw) => {
+    yield* Consume.forEach(commands, (raw) => {
         let message: Command
         if (sent.has(raw)) {
           message = raw as unknown as Command
@@ -305,27 +304,26 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
         }
         // A step execution forks its own tracked fiber; everything else gets one here.
         return message.type === "workflow.step.run" ? handle(message) : Effect.forkIn(reported(message, handle(message)), scope)
-      }),
+    }).pipe(
       Effect.catchAllCause((cause) => Effect.logError("The evented engine stopped reading commands", cause)),
       Effect.forkIn(scope)
     )
 
     const finishes = yield* bus.subscribe(EventBus.workflowsFinishChannel)
-    yield* finishes.pipe(
-      Stream.runForEach((raw) =>
-        decodeFinished(raw).pipe(
-          Effect.flatMap((message) =>
-            Effect.zipRight(
-              // Another instance canceled it: stop what this one still runs for it.
-              message.data.status === "canceled" ? stopLocal(message.runId) : Effect.void,
-              core.notify(message.runId)
-            )
-          ),
-          Effect.catchAll((error) =>
-            Effect.logWarning(`Skipping malformed message on channel "${EventBus.workflowsFinishChannel}"`, error.message)
+    yield* Consume.forEach(finishes, (raw) =>
+      decodeFinished(raw).pipe(
+        Effect.flatMap((message) =>
+          Effect.zipRight(
+            // Another instance canceled it: stop what this one still runs for it.
+            message.data.status === "canceled" ? stopLocal(message.runId) : Effect.void,
+            core.notify(message.runId)
           )
+        ),
+        Effect.catchAll((error) =>
+          Effect.logWarning(`Skipping malformed message on channel "${EventBus.workflowsFinishChannel}"`, error.message)
         )
-      ),
+      )
+    ).pipe(
       Effect.catchAllCause((cause) => Effect.logError("The evented engine stopped reading outcomes", cause)),
       Effect.forkIn(scope)
     )

@@ -1,5 +1,5 @@
 /**
- * stepwise (this repository's ../src), default engine and evented engine, written against the
+ * stepwise as built (../dist: run.mjs runs the root build first; tsconfig.runtime.json maps "stepwise" there), default engine and evented engine, written against the
  * public contract in DESIGN.md: `Step.make`, `Workflow.make(...).pipe(Workflow.then(step), ...,
  * Workflow.commit)`, `engine.start(wf, input)` returning a `Run` with `result`, `events()`,
  * `status` and `cancel`.
@@ -10,7 +10,7 @@
  * engine is exactly `WorkflowEngine.layerMemory`, plus `EventBus.MemoryChannels` to count channels.
  */
 import { Cause, Effect, Exit, Layer, ManagedRuntime, Schema, Stream } from "effect"
-import { EventBus, RunStore, Step, Workflow, WorkflowEngine, WorkflowEvent } from "../../../src/index.ts"
+import { EventBus, RunStore, Step, Workflow, WorkflowEngine, WorkflowEvent } from "stepwise"
 import { activeTimers, LatencyRecorder, pause, settledHeap, waitUntil } from "../measure.ts"
 import type { Contender, Loaded, MemorySample } from "../types.ts"
 import { asChunk, bump, checkFanOut, checkLinear, checkReaders, FAN_OUT, LINEAR_STEPS, stepIds, type Chunk } from "../work.ts"

@@ -1,0 +1,42 @@
+/**
+ * Consuming a Stream element by element, for the engine's own long-lived consumers (bus subscriptions).
+ *
+ * `Stream.runForEach` sends every element through two channel executors, the stream's and the sink's; pulling the
+ * stream's chunks with `Stream.toPull` goes through the stream's alone. And the consumer yields after each chunk (see
+ * `forEachChunk`). In the evented engine, which receives two commands per step, the two together took about a fifth
+ * off a step in memory: 124–133 µs before, 95–108 after, builds run in turns on one machine (the pull alone is about a
+ * tenth cheaper per message in `npm run bench:micro`).
+ */
+import * as Chunk from "effect/Chunk"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+
+/**
+ * Runs `f` on every chunk of `stream`, in order, until the stream ends (then succeeds) or fails (then fails with its
+ * error). The stream is opened in the caller's scope.
+ */
+export const forEachChunk = <A, E, R, R2>(
+  stream: Stream.Stream<A, E, R>,
+  f: (chunk: Chunk.Chunk<A>) => Effect.Effect<unknown, never, R2>
+): Effect.Effect<void, E, R | R2 | Scope.Scope> =>
+  Effect.flatMap(Stream.toPull(stream), (pull) => {
+    // Yields after each chunk, so that what `f` started (a fiber it forked, a reader it woke) runs before the next
+    // pull; often it has sent the next element by then, and a pull that finds one waiting costs less than one that
+    // waits.
+    const loop: Effect.Effect<never, Option.Option<E>, R | R2> = Effect.flatMap(
+      Effect.flatMap(pull, f),
+      () => Effect.zipRight(Effect.yieldNow(), loop)
+    )
+    // Option.none() is the end of the stream.
+    return Effect.catchAll(loop, Option.match({ onNone: () => Effect.void, onSome: Effect.fail }))
+  })
+
+/** Runs `f` on every element of `stream`, in order (see `forEachChunk`). */
+export const forEach = <A, E, R, R2>(
+  stream: Stream.Stream<A, E, R>,
+  f: (a: A) => Effect.Effect<unknown, never, R2>
+): Effect.Effect<void, E, R | R2 | Scope.Scope> =>
+  forEachChunk(stream, (chunk) =>
+    Chunk.size(chunk) === 1 ? f(Chunk.unsafeGet(chunk, 0)) : Effect.forEach(chunk, f, { discard: true }))
