@@ -23,6 +23,7 @@ import * as Consume from "./consume.js"
 import { classify, type EngineOptions, type LaunchReason, makeCore, type Registered } from "./engine.js"
 import * as Executor from "./executor.js"
 import * as Interpreter from "./interpreter.js"
+import * as Mutex from "./mutex.js"
 import * as Timers from "./timers.js"
 
 const command = <T extends string, F extends Schema.Struct.Fields>(type: T, data: F) =>
@@ -61,7 +62,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
     const group = options.group ?? defaultGroup
 
     // Process-local bookkeeping only: a restart loses none of a run's state.
-    const locks = new Map<string, { readonly semaphore: Effect.Semaphore; users: number }>()
+    const locks = new Map<string, { readonly mutex: Mutex.Mutex; users: number }>()
     const executing = new Map<string, Set<Fiber.RuntimeFiber<void>>>()
     // Sleeps not yet due: one timer queue, which sends the sleep's node to be executed once it is.
     const timers = yield* Timers.make((runId, path) => send("workflow.step.run", runId, { path }))
@@ -86,12 +87,12 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
       Effect.suspend(() => {
         let lock = locks.get(runId)
         if (lock === undefined) {
-          lock = { semaphore: Effect.unsafeMakeSemaphore(1), users: 0 }
+          lock = { mutex: Mutex.make(), users: 0 }
           locks.set(runId, lock)
         }
         const held = lock
         held.users++
-        return held.semaphore.withPermits(1)(effect).pipe(
+        return held.mutex.withLock(effect).pipe(
           Effect.ensuring(Effect.sync(() => {
             if (--held.users === 0 && locks.get(runId) === held) locks.delete(runId)
           }))

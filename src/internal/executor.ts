@@ -26,6 +26,7 @@ import { StreamClosedError } from "../WorkflowError.js"
 import type { SerializedError, WorkflowEvent } from "../WorkflowEvent.js"
 import * as Codec from "./codec.js"
 import { randomId } from "./ids.js"
+import * as Mutex from "./mutex.js"
 
 /** A step (or a nested workflow, or a map) failed: the run fails with it. */
 export class StepFailure extends Data.TaggedError("StepFailure")<{
@@ -239,13 +240,13 @@ const makeGroupCommit = <A, E>(options: {
 }): GroupCommit<A, E> => {
   const { clearOnSurface, commit, onFailure } = options
   const buffer: Array<A> = []
-  const lock = Effect.unsafeMakeSemaphore(1)
+  const lock = Mutex.make()
   let scheduled = false
   // A batch taken from the buffer and not yet committed.
   let inFlight = false
   let failure: Cause.Cause<E> | undefined
 
-  const drain: Effect.Effect<void> = lock.withPermits(1)(Effect.gen(function*() {
+  const drain: Effect.Effect<void> = lock.withLock(Effect.gen(function*() {
     while (buffer.length > 0 && failure === undefined) {
       const batch = buffer.splice(0, buffer.length)
       inFlight = true

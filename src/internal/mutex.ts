@@ -1,0 +1,61 @@
+/**
+ * A mutual-exclusion lock for the engine's hot paths: the evented engine's per-run lock (taken for every step's
+ * end) and the group commit of writers' events (taken for every batch, and for every write of an idle writer).
+ *
+ * Effect's `Semaphore.withPermits(1)` runs 32 fiber operations when the lock is free; this lock about half as many.
+ * Waiters get the lock in the order they came, and a waiter can be interrupted while it waits.
+ */
+import * as Effect from "effect/Effect"
+
+export interface Mutex {
+  /** Runs `effect` holding the lock: after every earlier holder and waiter is done with it. */
+  readonly withLock: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  /** Someone holds the lock. */
+  readonly held: () => boolean
+}
+
+export const make = (): Mutex => {
+  let held = false
+  const waiters: Array<() => void> = []
+
+  // Hands the lock to the next waiter (it stays held), or frees it.
+  const releaseNow = () => {
+    const next = waiters.shift()
+    if (next === undefined) held = false
+    else next()
+  }
+  const release = Effect.sync(releaseNow)
+
+  const wait = (restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>) =>
+    Effect.suspend(() => {
+      let granted = false
+      let waiter: (() => void) | undefined
+      return restore(Effect.async<void>((resume) => {
+        waiter = () => {
+          granted = true
+          resume(Effect.void)
+        }
+        waiters.push(waiter)
+      })).pipe(
+        // Interrupted while waiting: leave the line. Interrupted just after the lock was handed over (before this
+        // fiber could take it): pass it on.
+        Effect.onInterrupt(() =>
+          Effect.sync(() => {
+            if (granted) return releaseNow()
+            const at = waiter === undefined ? -1 : waiters.indexOf(waiter)
+            if (at >= 0) waiters.splice(at, 1)
+          })
+        )
+      )
+    })
+
+  return {
+    withLock: (effect) =>
+      Effect.uninterruptibleMask((restore) => {
+        if (held) return Effect.zipRight(wait(restore), Effect.ensuring(restore(effect), release))
+        held = true
+        return Effect.ensuring(restore(effect), release)
+      }),
+    held: () => held
+  }
+}

@@ -1,0 +1,106 @@
+/**
+ * The engine's lock (internal): one holder at a time, waiters served in the order they came, and interruption of a
+ * holder or of a waiter never leaves the lock held.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Deferred, Effect, Exit, Fiber, FiberId } from "effect"
+import * as Mutex from "../src/internal/mutex.js"
+
+/** Lets forked fibers run. */
+const settle = Effect.repeatN(Effect.yieldNow(), 10)
+
+describe("mutex", () => {
+  it.effect("runs one holder at a time, waiters in the order they came", () =>
+    Effect.gen(function*() {
+      const mutex = Mutex.make()
+      const log: Array<string> = []
+      const gate = yield* Deferred.make<void>()
+      const holder = (name: string, wait?: Deferred.Deferred<void>) =>
+        mutex.withLock(Effect.gen(function*() {
+          log.push(`${name} in`)
+          if (wait !== undefined) yield* Deferred.await(wait)
+          yield* Effect.yieldNow()
+          log.push(`${name} out`)
+          return name
+        }))
+      const a = yield* Effect.fork(holder("a", gate))
+      yield* settle
+      const b = yield* Effect.fork(holder("b"))
+      yield* settle
+      const c = yield* Effect.fork(holder("c"))
+      yield* settle
+      expect(log).toEqual(["a in"])
+      expect(mutex.held()).toBe(true)
+      yield* Deferred.succeed(gate, undefined)
+      expect(yield* Fiber.join(a)).toBe("a")
+      expect(yield* Fiber.join(b)).toBe("b")
+      expect(yield* Fiber.join(c)).toBe("c")
+      expect(log).toEqual(["a in", "a out", "b in", "b out", "c in", "c out"])
+      expect(mutex.held()).toBe(false)
+    }))
+
+  it.effect("a holder's failure or defect releases the lock and reaches its caller", () =>
+    Effect.gen(function*() {
+      const mutex = Mutex.make()
+      expect(yield* Effect.exit(mutex.withLock(Effect.fail("no" as const)))).toStrictEqual(Exit.fail("no"))
+      expect(mutex.held()).toBe(false)
+      const died = yield* Effect.exit(mutex.withLock(Effect.dieMessage("boom")))
+      expect(Exit.isFailure(died)).toBe(true)
+      expect(mutex.held()).toBe(false)
+      expect(yield* mutex.withLock(Effect.succeed(1))).toBe(1)
+    }))
+
+  it.effect("an interrupted holder releases the lock to the next waiter", () =>
+    Effect.gen(function*() {
+      const mutex = Mutex.make()
+      const a = yield* Effect.fork(mutex.withLock(Effect.never))
+      yield* settle
+      const b = yield* Effect.fork(mutex.withLock(Effect.succeed("b")))
+      yield* settle
+      yield* Fiber.interrupt(a)
+      expect(yield* Fiber.join(b)).toBe("b")
+      expect(mutex.held()).toBe(false)
+    }))
+
+  it.live("a waiter interrupted while it waits leaves the line, and the others still get the lock", () =>
+    Effect.gen(function*() {
+      const mutex = Mutex.make()
+      const gate = yield* Deferred.make<void>()
+      const ran: Array<string> = []
+      const a = yield* Effect.fork(mutex.withLock(Deferred.await(gate)))
+      yield* settle
+      const b = yield* Effect.fork(mutex.withLock(Effect.sync(() => ran.push("b"))))
+      const c = yield* Effect.fork(mutex.withLock(Effect.sync(() => ran.push("c"))))
+      yield* settle
+      const exit = yield* Fiber.interrupt(b)
+      expect(Exit.isInterrupted(exit)).toBe(true)
+      yield* Deferred.succeed(gate, undefined)
+      yield* Fiber.join(a)
+      // Still in line, `b` would be handed the lock and strand it, leaving `c` waiting forever.
+      yield* Fiber.join(c).pipe(Effect.timeoutFail({ duration: "2 seconds", onTimeout: () => "c never got the lock" }))
+      expect(ran).toEqual(["c"])
+      expect(mutex.held()).toBe(false)
+    }))
+
+  it.live("a waiter interrupted just after the lock was handed to it passes the lock on", () =>
+    Effect.gen(function*() {
+      const mutex = Mutex.make()
+      const ran: Array<string> = []
+      let b: Fiber.RuntimeFiber<unknown> | undefined
+      // Right after `a` releases (which hands the lock to `b` and schedules it), and before `b` runs, `a`'s fiber
+      // interrupts `b`: `b` wakes up holding the lock and interrupted, and must pass the lock on to `c`.
+      const a = yield* Effect.fork(Effect.zipRight(
+        mutex.withLock(settle),
+        Effect.sync(() => b?.unsafeInterruptAsFork(FiberId.none))
+      ))
+      yield* Effect.yieldNow()
+      b = yield* Effect.fork(mutex.withLock(Effect.sync(() => ran.push("b"))))
+      const c = yield* Effect.fork(mutex.withLock(Effect.sync(() => ran.push("c"))))
+      yield* Fiber.join(a)
+      expect(Exit.isInterrupted(yield* Fiber.await(b))).toBe(true)
+      // A stranded lock would leave `c` waiting forever.
+      yield* Fiber.join(c).pipe(Effect.timeoutFail({ duration: "2 seconds", onTimeout: () => "c never got the lock" }))
+      expect(ran).toEqual(["c"])
+      expect(mutex.held()).toBe(false)
+    }))
+})
