@@ -295,7 +295,8 @@ const forkAll = <K>(
       for (const [, effect] of entries) fibers.push(yield* Effect.fork(restore(Effect.either(effect))))
       const exits = yield* restore(Effect.gen(function*() {
         const exits: Array<Exit.Exit<Either.Either<unknown, Halt>>> = []
-        for (const fiber of fibers) exits.push(yield* fiber.await)
+        // A fiber that has already ended hands over its exit at once: `await` would go through the scheduler.
+        for (const fiber of fibers) exits.push(fiber.unsafePoll() ?? (yield* fiber.await))
         return exits
       })).pipe(Effect.onInterrupt(() => Fiber.interruptAll(fibers)))
       const results: Array<readonly [K, Either.Either<unknown, Halt>]> = []
