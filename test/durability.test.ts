@@ -1,6 +1,6 @@
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, Context, Effect, Layer, Schema, Stream } from "effect"
+import { Chunk, Context, Deferred, Effect, Layer, Schema, Stream } from "effect"
 import { EventBus, RunStore, Step, Workflow, WorkflowEngine, WorkflowEvent } from "stepwise"
 import * as Sqlite from "stepwise/sqlite"
 import { tempSqliteFile } from "./backends.js"
@@ -155,6 +155,49 @@ describe("durability", () => {
       const error = yield* Effect.flip(run.result)
       expect(error.message).toContain(`The stored input of run ${run.runId} no longer decodes`)
       expect(yield* run.status).toBe("failed")
+    })))
+
+  it.live("evented engine: a running run whose stored input stops decoding fails saying why, at its next step", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const entered = yield* Deferred.make<void>()
+      const release = yield* Deferred.make<void>()
+      let afterRan = false
+      const wf = Workflow.make({ id: "corrupt-input-evented", inputSchema: N, outputSchema: N }).pipe(
+        Workflow.then(Step.make({
+          id: "slow",
+          inputSchema: N,
+          outputSchema: N,
+          execute: ({ inputData }) =>
+            Effect.zipRight(Deferred.succeed(entered, undefined), Effect.as(Deferred.await(release), inputData))
+        })),
+        Workflow.then(Step.make({
+          id: "after",
+          inputSchema: N,
+          outputSchema: N,
+          execute: ({ inputData }) => Effect.sync(() => (afterRan = true, inputData))
+        })),
+        Workflow.commit
+      )
+      const context = yield* Layer.build(
+        // A long lease: the periodic takeover (which would also fail the run, seconds later) stays out of the test.
+        Layer.provideMerge(WorkflowEngine.register(wf), WorkflowEngine.layerEventedWith({ lease: "1 hour" })).pipe(
+          Layer.provideMerge(Layer.merge(EventBus.layerMemory, Sqlite.layer({ filename: tempSqliteFile() })))
+        )
+      )
+      const run = yield* engineOf(context).start(wf, 1)
+      yield* Deferred.await(entered)
+      const sql = Context.get(context, SqlClient.SqlClient)
+      // a well-formed row whose value the workflow's inputSchema (a number) no longer accepts
+      yield* sql`UPDATE stepwise_runs SET input = ${JSON.stringify({ v: "one" })} WHERE run_id = ${run.runId}`
+      yield* Deferred.succeed(release, undefined)
+      const error = yield* Effect.flip(run.result).pipe(
+        Effect.timeoutFail({ duration: "10 seconds", onTimeout: () => new Error("the run never settled") })
+      )
+      expect(error.message).toContain(`The stored input of run ${run.runId} no longer decodes`)
+      expect(yield* run.status).toBe("failed")
+      expect(afterRan).toBe(false)
+      const types = Chunk.toArray(yield* Stream.runCollect(run.events())).map((e) => e.type)
+      expect(types.filter((t) => t === "workflow-finish")).toHaveLength(1)
     })))
 
   it.effect("a chunk row that no longer decodes fails its readers with a message naming the row", () =>

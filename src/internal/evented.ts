@@ -19,6 +19,7 @@ import * as Schema from "effect/Schema"
 import * as EventBus from "../EventBus.js"
 import * as RunStore from "../RunStore.js"
 import { SerializedError } from "../WorkflowEvent.js"
+import * as Codec from "./codec.js"
 import * as Consume from "./consume.js"
 import { classify, type EngineOptions, type LaunchReason, makeCore, type Registered } from "./engine.js"
 import * as Executor from "./executor.js"
@@ -101,15 +102,23 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
 
     // A run's input is decoded once per stored value (the memory store hands out the same object every time).
     const decodedInputs = new WeakMap<object, unknown>()
+    /** The run's stored input, decoded; `undefined` when it no longer decodes (the dispatching walk fails the run). */
     const decodeInput = (registered: Registered, record: RunStore.RunRecord) => {
       const key = typeof record.input === "object" && record.input !== null ? record.input : undefined
-      if (key !== undefined && decodedInputs.has(key)) return Effect.succeed(decodedInputs.get(key))
-      return Effect.orDie(Schema.decodeUnknown(registered.workflow.inputSchema)(record.input)).pipe(
-        Effect.tap((input) => key !== undefined && decodedInputs.set(key, input))
-      )
+      if (key !== undefined && decodedInputs.has(key)) return Effect.succeed({ value: decodedInputs.get(key) })
+      return Effect.match(Codec.decode(registered.workflow.inputSchema, record.input), {
+        onFailure: () => undefined,
+        onSuccess: (value) => {
+          if (key !== undefined) decodedInputs.set(key, value)
+          return { value }
+        }
+      })
     }
 
-    /** The run and what it needs to be walked, or nothing when it is over or unknown to this process. */
+    /**
+     * The run and what it needs to be walked, or nothing when it is over or unknown to this process. A run whose
+     * stored input no longer decodes comes back as `Undecodable`: only a handler holding the run's lock fails it.
+     */
     const load = (runId: string) =>
       Effect.gen(function*() {
         const record = yield* Effect.orDie(store.getRun(runId))
@@ -123,9 +132,10 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
           return undefined
         }
         const input = yield* decodeInput(registered, record)
+        if (input === undefined) return { _tag: "Undecodable" as const, record, registered }
         const memo = yield* core.loadMemo(runId, record.workflowId)
         if (memo === undefined) return undefined
-        return { record, registered, input, memo }
+        return { _tag: "Loaded" as const, record, registered, input: input.value, memo }
       })
 
     /** Walks the run, dispatching what is ready, and sends what the walk came to. */
@@ -134,6 +144,11 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
         const loaded = yield* load(runId)
         // A suspended run waits for resume (which sets it running first); a late step end has nothing to advance.
         if (loaded === undefined || loaded.record.status === "suspended") return
+        if (loaded._tag === "Undecodable") {
+          // Fails the run, saying why (as the default engine does), and tells every instance.
+          if ((yield* core.storedInput(loaded.registered, loaded.record)) === undefined) yield* announce(runId, "failed")
+          return
+        }
         const { input, memo, record, registered } = loaded
         const env = core.cachedEnv(runId, registered, memo, {
           _tag: "Dispatch",
@@ -173,6 +188,8 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
       Effect.gen(function*() {
         const loaded = yield* load(runId)
         if (loaded === undefined) return
+        // Not run: the step's end takes the run to a dispatching walk, which fails it under the run's lock.
+        if (loaded._tag === "Undecodable") return yield* send("workflow.step.end", runId, { path })
         const { input, memo, registered } = loaded
         const env = core.cachedEnv(runId, registered, memo, { _tag: "Execute", path })
         // Whatever the walk comes to (the node's own outcome is recorded), the dispatching side takes it from here.
