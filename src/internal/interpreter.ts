@@ -114,7 +114,7 @@ const runNode = (
       return runStepLike(env, waits, scope, node.step, input, path)
     case "Parallel":
       return Effect.map(
-        all(env, node.steps.map((step) => [step.id, runStepLike(env, waits, scope, step, input, `${path}:${step.id}`)]), "unbounded"),
+        all(env, path, node.steps.map((step) => branch(step.id, `${path}:${step.id}`, (at) => runStepLike(env, waits, scope, step, input, at))), "unbounded"),
         Object.fromEntries
       )
     case "Branch":
@@ -125,7 +125,7 @@ const runNode = (
           if (yield* Executor.evaluateCondition(env, scope, condition, input, node.id, `${path}?${i}`)) chosen.push(step)
         }
         return Object.fromEntries(
-          yield* all(env, chosen.map((step) => [step.id, runStepLike(env, waits, scope, step, input, `${path}:${step.id}`)]), "unbounded")
+          yield* all(env, path, chosen.map((step) => branch(step.id, `${path}:${step.id}`, (at) => runStepLike(env, waits, scope, step, input, at))), "unbounded")
         )
       })
     case "Sleep":
@@ -155,7 +155,7 @@ const runNode = (
           )
         }
         return Effect.map(
-          all(env, input.map((item: unknown, k) => [k, runStepLike(env, waits, scope, node.step, item, `${path}[${k}]`)]), node.concurrency),
+          all(env, path, input.map((item: unknown, k) => branch(k, `${path}[${k}]`, (at) => runStepLike(env, waits, scope, node.step, item, at))), node.concurrency),
           (entries) => entries.map(([, out]) => out)
         )
       })
@@ -273,8 +273,36 @@ const wait = (
     return input
   })
 
+/** A branch of a parallel, branch or foreach: its key in the output, its path, and how to walk it. */
+interface Branch<K> {
+  readonly key: K
+  readonly path: string
+  readonly run: () => Effect.Effect<unknown, Halt>
+}
+
+const branch = <K>(key: K, path: string, run: (path: string) => Effect.Effect<unknown, Halt>): Branch<K> => ({
+  key,
+  path,
+  run: () => run(path)
+})
+
+/** What an inner node's path adds to its container's path starts with one of these (see the module's doc). */
+const pathSeparators = new Set(["/", ":", "[", "#", "?", "!"])
+
 /**
- * Runs each entry in a fiber of its own and answers every outcome in order, once all have ended: an inline parallel
+ * Whether the node at `path` is the node at `target` or contains it. A step id holding a separator can make this
+ * say yes for a sibling (which is then walked for nothing), never no for the node that holds the target.
+ */
+const holds = (path: string, target: string): boolean =>
+  target.length === path.length
+    ? target === path
+    : target.length > path.length && target.startsWith(path) && pathSeparators.has(target[path.length]!)
+
+/** The outcome of a branch that this walk leaves for a later one. */
+const notNow = new Executor.Pending({ waitingOnly: false })
+
+/**
+ * Runs each branch in a fiber of its own and answers every outcome in order, once all have ended: an inline parallel
  * with no concurrency bound. For ten branches this costs about a third of `Effect.forEach` with unbounded
  * concurrency, whose machinery was most of a fan-out's overhead. Interrupting the caller interrupts every branch and
  * waits for them, so nothing a branch records lands after what the interruption records (a cancel's events). A
@@ -282,17 +310,17 @@ const wait = (
  * die with its cause, once the others have ended.
  */
 const forkAll = <K>(
-  entries: ReadonlyArray<readonly [K, Effect.Effect<unknown, Halt>]>
+  branches: ReadonlyArray<Branch<K>>
 ): Effect.Effect<Array<readonly [K, Either.Either<unknown, Halt>]>> => {
-  if (entries.length === 0) return Effect.succeed([])
-  if (entries.length === 1) {
-    const [key, effect] = entries[0]!
-    return Effect.map(Effect.either(effect), (result) => [[key, result] as const])
+  if (branches.length === 0) return Effect.succeed([])
+  if (branches.length === 1) {
+    const { key, run } = branches[0]!
+    return Effect.map(Effect.either(run()), (result) => [[key, result] as const])
   }
   return Effect.uninterruptibleMask((restore) =>
     Effect.gen(function*() {
       const fibers: Array<Fiber.RuntimeFiber<Either.Either<unknown, Halt>>> = []
-      for (const [, effect] of entries) fibers.push(yield* Effect.fork(restore(Effect.either(effect))))
+      for (const { run } of branches) fibers.push(yield* Effect.fork(restore(Effect.either(run()))))
       const exits = yield* restore(Effect.gen(function*() {
         const exits: Array<Exit.Exit<Either.Either<unknown, Halt>>> = []
         // A fiber that has already ended hands over its exit at once: `await` would go through the scheduler.
@@ -303,7 +331,7 @@ const forkAll = <K>(
       for (let i = 0; i < exits.length; i++) {
         const exit = exits[i]!
         if (Exit.isFailure(exit)) return yield* Effect.failCause(exit.cause)
-        results.push([entries[i]![0], exit.value])
+        results.push([branches[i]!.key, exit.value])
       }
       return results
     })
@@ -316,12 +344,16 @@ const forkAll = <K>(
  * interrupted by a failure, so what a run emits does not depend on timing, and both engines settle alike.
  *
  * Inline, at most `concurrency` branches run at once. Dispatching, branches are walked in order and at most
- * `concurrency` of them may be pending (in flight) at once; the rest wait for a later walk. Executing, branches are
- * walked in order (only the one node being executed runs user code).
+ * `concurrency` of them may be pending (in flight) at once; the rest wait for a later walk. Executing a node inside
+ * these branches (at `path`), only the branch that holds it is walked, and the others count as pending. An executing
+ * walk's outcome is not used (the dispatching walk after the step's end settles the whole), so walking them bought
+ * nothing, and in a parallel of n it made each of the n executions visit all n branches. (A node after them is
+ * another matter: the walk must replay every branch to get there.)
  */
 const all = <K>(
   env: RunEnv,
-  entries: ReadonlyArray<readonly [K, Effect.Effect<unknown, Halt>]>,
+  path: string,
+  branches: ReadonlyArray<Branch<K>>,
   concurrency: number | "unbounded"
 ): Effect.Effect<Array<readonly [K, unknown]>, Halt> => {
   const settle = (
@@ -354,11 +386,11 @@ const all = <K>(
     return Effect.succeed(outputs)
   }
   if (env.mode._tag === "Inline") {
-    if (entries.length <= 1 || concurrency === "unbounded" || concurrency >= entries.length) {
-      return Effect.flatMap(forkAll(entries), settle)
+    if (branches.length <= 1 || concurrency === "unbounded" || concurrency >= branches.length) {
+      return Effect.flatMap(forkAll(branches), settle)
     }
     return Effect.flatMap(
-      Effect.forEach(entries, ([key, effect]) => Effect.map(Effect.either(effect), (r) => [key, r] as const), {
+      Effect.forEach(branches, ({ key, run }) => Effect.map(Effect.either(run()), (r) => [key, r] as const), {
         concurrency
       }),
       settle
@@ -367,15 +399,18 @@ const all = <K>(
   // A dispatching or executing walk replays, dispatches and evaluates, and executes at most one node: its branches are
   // walked in order, without a fiber each. Only dispatching counts what is in flight against the concurrency.
   const limit = env.mode._tag === "Dispatch" && concurrency !== "unbounded" ? concurrency : Number.POSITIVE_INFINITY
+  const target = env.mode._tag === "Execute" && env.mode.path.length > path.length && holds(path, env.mode.path)
+    ? env.mode.path
+    : undefined
   return Effect.gen(function*() {
     const results: Array<readonly [K, Either.Either<unknown, Halt>]> = []
     let inFlight = 0
-    for (const [key, effect] of entries) {
-      if (inFlight >= limit) {
-        results.push([key, Either.left(new Executor.Pending({ waitingOnly: false }))])
+    for (const { key, path: at, run } of branches) {
+      if (inFlight >= limit || (target !== undefined && !holds(at, target))) {
+        results.push([key, Either.left(notNow)])
         continue
       }
-      const result = yield* Effect.either(effect)
+      const result = yield* Effect.either(run())
       if (Either.isLeft(result) && result.left._tag === "Pending") inFlight++
       results.push([key, result])
     }
