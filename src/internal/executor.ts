@@ -10,6 +10,7 @@ import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as ParseResult from "effect/ParseResult"
 import type * as Schedule from "effect/Schedule"
@@ -533,6 +534,32 @@ export const execute = (
   })
 
 const pending = Effect.fail(new Pending({ waitingOnly: false }))
+const stillRunning: Either.Either<never, Halt> = Either.left(new Pending({ waitingOnly: false }))
+
+/**
+ * What `execute` answers for the step at `path` when its record alone decides it, without going through Effect: the
+ * output of a success already decoded once (replayed: `getStepResult` sees it too), or, in a dispatching walk, a step
+ * still running (pending). `undefined` when `execute` must run. Walks that visit many finished or running branches
+ * (a large foreach in the evented engine, walked after every step's end) take this path for nearly all of them.
+ */
+export const settledNow = (
+  env: RunEnv,
+  scope: WorkflowScope,
+  stepId: string,
+  outputSchema: Schema.Schema.AnyNoContext | undefined,
+  path: string
+): Either.Either<unknown, Halt> | undefined => {
+  const known = env.memo.get(path)
+  if (known === undefined) return undefined
+  if (known.status === "success") {
+    const replayed = replayedOutput(known, outputSchema)
+    if (replayed === undefined) return undefined
+    scope.results.set(stepId, replayed.value)
+    return Either.right(replayed.value)
+  }
+  const mode = env.mode
+  return known.status === "running" && mode._tag === "Dispatch" && !mode.redispatch ? stillRunning : undefined
+}
 
 // Records are immutable: a record object the store hands out again (the memory store does) need not be decoded
 // again. Walks that replay a run's history on every transition (the evented engine) depend on this.

@@ -114,7 +114,7 @@ const runNode = (
       return runStepLike(env, waits, scope, node.step, input, path)
     case "Parallel":
       return Effect.map(
-        all(env, path, node.steps.map((step) => branch(step.id, `${path}:${step.id}`, (at) => runStepLike(env, waits, scope, step, input, at))), "unbounded"),
+        all(env, waits, scope, path, node.steps.map((step) => ({ key: step.id, path: `${path}:${step.id}`, step, input })), "unbounded"),
         Object.fromEntries
       )
     case "Branch":
@@ -125,7 +125,7 @@ const runNode = (
           if (yield* Executor.evaluateCondition(env, scope, condition, input, node.id, `${path}?${i}`)) chosen.push(step)
         }
         return Object.fromEntries(
-          yield* all(env, path, chosen.map((step) => branch(step.id, `${path}:${step.id}`, (at) => runStepLike(env, waits, scope, step, input, at))), "unbounded")
+          yield* all(env, waits, scope, path, chosen.map((step) => ({ key: step.id, path: `${path}:${step.id}`, step, input })), "unbounded")
         )
       })
     case "Sleep":
@@ -155,7 +155,7 @@ const runNode = (
           )
         }
         return Effect.map(
-          all(env, path, input.map((item: unknown, k) => branch(k, `${path}[${k}]`, (at) => runStepLike(env, waits, scope, node.step, item, at))), node.concurrency),
+          all(env, waits, scope, path, input.map((item: unknown, k) => ({ key: k, path: `${path}[${k}]`, step: node.step, input: item })), node.concurrency),
           (entries) => entries.map(([, out]) => out)
         )
       })
@@ -273,18 +273,13 @@ const wait = (
     return input
   })
 
-/** A branch of a parallel, branch or foreach: its key in the output, its path, and how to walk it. */
+/** A branch of a parallel, branch or foreach: its key in the output, its path, and the step-like it walks. */
 interface Branch<K> {
   readonly key: K
   readonly path: string
-  readonly run: () => Effect.Effect<unknown, Halt>
+  readonly step: StepLike
+  readonly input: unknown
 }
-
-const branch = <K>(key: K, path: string, run: (path: string) => Effect.Effect<unknown, Halt>): Branch<K> => ({
-  key,
-  path,
-  run: () => run(path)
-})
 
 /** What an inner node's path adds to its container's path starts with one of these (see the module's doc). */
 const pathSeparators = new Set(["/", ":", "[", "#", "?", "!"])
@@ -310,17 +305,18 @@ const notNow = new Executor.Pending({ waitingOnly: false })
  * die with its cause, once the others have ended.
  */
 const forkAll = <K>(
-  branches: ReadonlyArray<Branch<K>>
+  branches: ReadonlyArray<Branch<K>>,
+  run: (branch: Branch<K>) => Effect.Effect<unknown, Halt>
 ): Effect.Effect<Array<readonly [K, Either.Either<unknown, Halt>]>> => {
   if (branches.length === 0) return Effect.succeed([])
   if (branches.length === 1) {
-    const { key, run } = branches[0]!
-    return Effect.map(Effect.either(run()), (result) => [[key, result] as const])
+    const only = branches[0]!
+    return Effect.map(Effect.either(run(only)), (result) => [[only.key, result] as const])
   }
   return Effect.uninterruptibleMask((restore) =>
     Effect.gen(function*() {
       const fibers: Array<Fiber.RuntimeFiber<Either.Either<unknown, Halt>>> = []
-      for (const { run } of branches) fibers.push(yield* Effect.fork(restore(Effect.either(run()))))
+      for (const branch of branches) fibers.push(yield* Effect.fork(restore(Effect.either(run(branch)))))
       const exits = yield* restore(Effect.gen(function*() {
         const exits: Array<Exit.Exit<Either.Either<unknown, Halt>>> = []
         // A fiber that has already ended hands over its exit at once: `await` would go through the scheduler.
@@ -352,10 +348,13 @@ const forkAll = <K>(
  */
 const all = <K>(
   env: RunEnv,
+  waits: WaitTracker,
+  scope: WorkflowScope,
   path: string,
   branches: ReadonlyArray<Branch<K>>,
   concurrency: number | "unbounded"
 ): Effect.Effect<Array<readonly [K, unknown]>, Halt> => {
+  const run = (branch: Branch<K>) => runStepLike(env, waits, scope, branch.step, branch.input, branch.path)
   const settle = (
     results: ReadonlyArray<readonly [K, Either.Either<unknown, Halt>]>
   ): Effect.Effect<Array<readonly [K, unknown]>, Halt> => {
@@ -387,10 +386,10 @@ const all = <K>(
   }
   if (env.mode._tag === "Inline") {
     if (branches.length <= 1 || concurrency === "unbounded" || concurrency >= branches.length) {
-      return Effect.flatMap(forkAll(branches), settle)
+      return Effect.flatMap(forkAll(branches, run), settle)
     }
     return Effect.flatMap(
-      Effect.forEach(branches, ({ key, run }) => Effect.map(Effect.either(run()), (r) => [key, r] as const), {
+      Effect.forEach(branches, (branch) => Effect.map(Effect.either(run(branch)), (r) => [branch.key, r] as const), {
         concurrency
       }),
       settle
@@ -405,12 +404,16 @@ const all = <K>(
   return Effect.gen(function*() {
     const results: Array<readonly [K, Either.Either<unknown, Halt>]> = []
     let inFlight = 0
-    for (const { key, path: at, run } of branches) {
-      if (inFlight >= limit || (target !== undefined && !holds(at, target))) {
+    for (const branch of branches) {
+      const { key, step } = branch
+      if (inFlight >= limit || (target !== undefined && !holds(branch.path, target))) {
         results.push([key, Either.left(notNow)])
         continue
       }
-      const result = yield* Effect.either(run())
+      // A step whose record alone decides it is answered without Effect (see `Executor.settledNow`).
+      const result = (step._tag === "Step"
+        ? Executor.settledNow(env, scope, step.id, (step as Step.Any).outputSchema, branch.path)
+        : undefined) ?? (yield* Effect.either(run(branch)))
       if (Either.isLeft(result) && result.left._tag === "Pending") inFlight++
       results.push([key, result])
     }
