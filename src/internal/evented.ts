@@ -310,18 +310,18 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
 
     const commands = yield* bus.subscribe(EventBus.workflowsChannel, { group })
     yield* Consume.forEach(commands, (raw) => {
-        let message: Command
-        if (sent.has(raw)) {
-          message = raw as unknown as Command
-        } else {
-          const decoded = decodeCommand(raw)
-          if (decoded._tag === "Left") {
-            return Effect.logWarning(`Skipping malformed message on channel "${EventBus.workflowsChannel}"`, decoded.left.message)
-          }
-          message = decoded.right
+      let message: Command
+      if (sent.has(raw)) {
+        message = raw as unknown as Command
+      } else {
+        const decoded = decodeCommand(raw)
+        if (decoded._tag === "Left") {
+          return Effect.logWarning(`Skipping malformed message on channel "${EventBus.workflowsChannel}"`, decoded.left.message)
         }
-        // A step execution forks its own tracked fiber; everything else gets one here.
-        return message.type === "workflow.step.run" ? handle(message) : Effect.forkIn(reported(message, handle(message)), scope)
+        message = decoded.right
+      }
+      // A step execution forks its own tracked fiber; everything else gets one here.
+      return message.type === "workflow.step.run" ? handle(message) : Effect.forkIn(reported(message, handle(message)), scope)
     }).pipe(
       Effect.catchAllCause((cause) => Effect.logError("The evented engine stopped reading commands", cause)),
       Effect.forkIn(scope)

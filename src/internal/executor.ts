@@ -533,8 +533,10 @@ export const execute = (
     }
   })
 
-const pending = Effect.fail(new Pending({ waitingOnly: false }))
-const stillRunning: Either.Either<never, Halt> = Either.left(new Pending({ waitingOnly: false }))
+/** The halt of a node that a later walk will take up (it is immutable, so one instance serves every walk). */
+export const notNow = new Pending({ waitingOnly: false })
+const pending = Effect.fail(notNow)
+const stillRunning: Either.Either<never, Halt> = Either.left(notNow)
 
 /**
  * What `execute` answers for the step at `path` when its record alone decides it, without going through Effect: the

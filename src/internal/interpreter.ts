@@ -293,9 +293,6 @@ const holds = (path: string, target: string): boolean =>
     ? target === path
     : target.length > path.length && target.startsWith(path) && pathSeparators.has(target[path.length]!)
 
-/** The outcome of a branch that this walk leaves for a later one. */
-const notNow = new Executor.Pending({ waitingOnly: false })
-
 /**
  * Runs each branch in a fiber of its own and answers every outcome in order, once all have ended: an inline parallel
  * with no concurrency bound. For ten branches this costs about a third of `Effect.forEach` with unbounded
@@ -407,7 +404,7 @@ const all = <K>(
     for (const branch of branches) {
       const { key, step } = branch
       if (inFlight >= limit || (target !== undefined && !holds(branch.path, target))) {
-        results.push([key, Either.left(notNow)])
+        results.push([key, Either.left(Executor.notNow)])
         continue
       }
       // A step whose record alone decides it is answered without Effect (see `Executor.settledNow`).
