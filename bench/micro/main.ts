@@ -1,5 +1,5 @@
 /**
- * Micro-benchmarks of the Effect patterns that stepwise's hot paths were chosen by (no stepwise code runs here):
+ * Micro-benchmarks of the Effect patterns that stepwise's hot paths were chosen by (stepwise code runs only in 5):
  *
  *   npm run bench:micro
  *
@@ -7,15 +7,19 @@
  * effect. They explain design choices; the figures that compare runtimes are in `npm run bench`.
  *
  * 1. A parallel of 10 no-op branches: `Effect.forEach` with unbounded concurrency, against forking each branch and
- *    awaiting the fibers in order (what an inline `parallel` does, interpreter.ts `forkAll`).
+ *    awaiting the fibers in order, and against the same taking the exit of a fiber that has already ended without
+ *    `await` (what an inline `parallel` does, interpreter.ts `forkAll`).
  * 2. Starting a fiber: `forkIn` alone, against `forkIn` with a start gate (a `Deferred` the fiber awaits first).
  * 3. Consuming messages from a queue: through `Stream.fromQueue(..., { maxChunkSize: 1 })` and `runForEach`, through
  *    the same Stream pulled with `Stream.toPull` (how the engine's bus consumers read, internal/consume.ts), and with
  *    a bare `Queue.take` loop.
  * 4. A recorded step with and without `Effect.provideService` around its code (stepwise provides the user context
  *    once per walk, not per step).
+ * 5. Taking a free lock around a no-op: `Semaphore.withPermits(1)` against stepwise's own lock (src/internal/mutex.ts,
+ *    the one stepwise code that runs here), which the evented engine takes for every step's end.
  */
 import { Context, Deferred, Effect, Exit, Fiber, PubSub, Queue, Scope, Stream } from "effect"
+import * as Mutex from "../../src/internal/mutex.js"
 
 const passes = 5
 
@@ -39,15 +43,16 @@ const branch = (i: number) => Effect.either(Effect.sync(() => i + 1))
 
 const viaForEach = Effect.forEach(branches, branch, { concurrency: "unbounded" })
 
-const viaForks = Effect.uninterruptibleMask((restore) =>
-  Effect.gen(function*() {
-    const fibers: Array<Fiber.RuntimeFiber<unknown>> = []
-    for (const i of branches) fibers.push(yield* Effect.fork(restore(branch(i))))
-    const exits: Array<Exit.Exit<unknown>> = []
-    for (const fiber of fibers) exits.push(yield* fiber.await)
-    return exits
-  })
-)
+const forkEach = (poll: boolean) =>
+  Effect.uninterruptibleMask((restore) =>
+    Effect.gen(function*() {
+      const fibers: Array<Fiber.RuntimeFiber<unknown>> = []
+      for (const i of branches) fibers.push(yield* Effect.fork(restore(branch(i))))
+      const exits: Array<Exit.Exit<unknown>> = []
+      for (const fiber of fibers) exits.push((poll ? fiber.unsafePoll() : null) ?? (yield* fiber.await))
+      return exits
+    })
+  )
 
 const noop = Effect.sync(() => 1)
 
@@ -110,7 +115,8 @@ const main = Effect.gen(function*() {
   const log: Array<unknown> = []
   const rows: Array<[string, number]> = []
   rows.push(["1. parallel of 10: Effect.forEach, unbounded", yield* Effect.promise(() => measure(5_000, viaForEach))])
-  rows.push(["1. parallel of 10: fork each, await in order", yield* Effect.promise(() => measure(5_000, viaForks))])
+  rows.push(["1. parallel of 10: fork each, await in order", yield* Effect.promise(() => measure(5_000, forkEach(false)))])
+  rows.push(["1. parallel of 10: fork each, take ended fibers' exits, else await", yield* Effect.promise(() => measure(5_000, forkEach(true)))])
   rows.push(["2. forkIn, then await", yield* Effect.promise(() => measure(50_000, forkOnly(scope)))])
   rows.push(["2. forkIn behind a start gate, then await", yield* Effect.promise(() => measure(50_000, forkWithGate(scope)))])
   rows.push([
@@ -153,6 +159,10 @@ const main = Effect.gen(function*() {
     "4. recorded step, code under provideService",
     yield* Effect.promise(() => measure(100_000, recordedStep(pubsub, log, true)))
   ])
+  const semaphore = yield* Effect.makeSemaphore(1)
+  const mutex = Mutex.make()
+  rows.push(["5. free lock: Semaphore.withPermits(1)", yield* Effect.promise(() => measure(200_000, semaphore.withPermits(1)(Effect.void)))])
+  rows.push(["5. free lock: stepwise's Mutex.withLock", yield* Effect.promise(() => measure(200_000, mutex.withLock(Effect.void)))])
   console.log(`# Effect micro-benchmarks (Node ${process.version}; min of ${passes} passes)\n`)
   console.log("| pattern | µs |")
   console.log("|---|---:|")
