@@ -258,7 +258,10 @@ const emptyEvents: EventPage = { events: [], size: 0 }
 
 /**
  * Builds a memory store. Runs in progress are always kept; finished ones are dropped by the retention bound, so a
- * long-lived process does not grow without end.
+ * long-lived process does not grow without end. A run that finishes is dropped at the next eviction at the earliest
+ * (another run finishing or starting), never by its own finishing. A run handle reads the store: once its run is
+ * dropped, `result` and `status` die with `RunNotFoundError`, and `events()` and `readable()` fail with
+ * `RunStreamError`. Keep the bound above the number of runs whose outcome is read well after they finish.
  *
  * @since 0.1.0
  * @category constructors
@@ -274,9 +277,12 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
     // Insertion-ordered: the oldest finished run is always first.
     const finished = new Map<string, number>()
 
-    const evict = (now: number) => {
+    // `keep`: the run finishing now. Its last events are still to be written (and its outcome to be read), so it
+    // goes at the next eviction at the earliest, even with `maxFinishedRuns: 0`.
+    const evict = (now: number, keep?: string) => {
       for (const [runId, finishedAt] of finished) {
         if (finished.size <= maxFinished && now - finishedAt <= retentionMillis) break
+        if (runId === keep) continue
         finished.delete(runId)
         runs.delete(runId)
       }
@@ -316,7 +322,7 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
             if (patch.status !== undefined && isTerminal(patch.status)) {
               finished.delete(runId)
               finished.set(runId, now)
-              evict(now)
+              evict(now, runId)
             } else if (patch.status !== undefined) {
               finished.delete(runId)
             }

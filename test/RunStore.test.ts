@@ -190,6 +190,20 @@ describe("RunStore.layerMemory retention", () => {
       expect(left).toEqual(["c", "d", "e", "live"].map(id))
     }).pipe(Effect.provide(RunStore.layerMemoryWith({ maxFinishedRuns: 3 }))))
 
+  it.effect("never drops a run by its own finishing: with maxFinishedRuns 0 it goes when the next run starts", () =>
+    Effect.gen(function*() {
+      const store = yield* RunStore.RunStore
+      yield* store.createRun(record("a"))
+      yield* store.updateRun(id("a"), { status: "success" })
+      // its last event can still be written, and its record read
+      yield* store.appendEvent(id("a"), { type: "workflow-finish", runId: id("a"), from: "WORKFLOW", payload: { workflowStatus: "success" } })
+      expect((yield* store.getRun(id("a")))?.status).toBe("success")
+      yield* store.createRun(record("b"))
+      expect(yield* store.getRun(id("a"))).toBeUndefined()
+      yield* store.updateRun(id("b"), { status: "failed" })
+      expect((yield* store.getRun(id("b")))?.status).toBe("failed")
+    }).pipe(Effect.provide(RunStore.layerMemoryWith({ maxFinishedRuns: 0 }))))
+
   it.effect("drops finished runs older than the retention period", () =>
     Effect.gen(function*() {
       const store = yield* RunStore.RunStore

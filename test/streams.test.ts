@@ -271,3 +271,31 @@ describe("run streams and readers", () => {
       expect(text).toBe(`data: {"a":1}\n\ndata: "two"\n\n`)
     }))
 })
+
+describe("runs the memory store no longer keeps", () => {
+  const noneKept = <E>(engine: Layer.Layer<WorkflowEngine.WorkflowEngine, E, EventBus.EventBus | RunStore.RunStore>) =>
+    engine.pipe(Layer.provideMerge(Layer.merge(EventBus.layerMemory, RunStore.layerMemoryWith({ maxFinishedRuns: 0 }))))
+  const once = Workflow.make({ id: "once", inputSchema: N, outputSchema: N }).pipe(
+    Workflow.then(step("double", (n) => Effect.succeed(n * 2))),
+    Workflow.commit
+  )
+  for (const [name, engine] of [["default", WorkflowEngine.layerDefault], ["evented", WorkflowEngine.layerEvented]] as const) {
+    it.effect(`${name} engine: a finished run is kept until the next one starts, then its readers fail saying why`, () =>
+      Effect.gen(function*() {
+        const engine = yield* WorkflowEngine.WorkflowEngine
+        const first = yield* engine.start(once, 1)
+        // finishing does not drop the run itself: its last events are written and its outcome can be read
+        expect(yield* first.result).toBe(2)
+        const types = Chunk.toArray(yield* Stream.runCollect(first.events())).map((e) => e.type)
+        expect(types.at(-1)).toBe("workflow-finish")
+        const second = yield* engine.start(once, 2)
+        expect(yield* second.result).toBe(4)
+        // the first run is gone now: readers fail with a reason instead of waiting forever or ending empty
+        const events = yield* Effect.flip(Stream.runCollect(first.events()))
+        expect(events._tag).toBe("RunStreamError")
+        expect(events.message).toContain("not in the run store")
+        const chunks = yield* Effect.flip(Stream.runCollect(first.readable()))
+        expect(chunks.message).toContain("not in the run store")
+      }).pipe(Effect.provide(noneKept(engine))))
+  }
+})

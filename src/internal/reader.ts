@@ -97,6 +97,10 @@ const follow = <A>(
     return Stream.repeatEffectChunkOption(pull)
   }))
 
+/** A run the store no longer has: dropped by the memory store's retention (handles exist only for runs it had). */
+const notInStore = (runId: string): RunStreamError =>
+  new RunStreamError({ runId, reason: "the run is not in the run store (dropped by its retention bound)" })
+
 /** Wraps a store or bus failure met while reading a run. */
 export const streamError = (runId: string, error: { readonly message: string }): RunStreamError =>
   new RunStreamError({ runId, reason: error.message })
@@ -111,11 +115,18 @@ export const events = (
   startIndex?: number
 ): Stream.Stream<WorkflowEvent, RunStreamError> =>
   follow(bus, runId, EventBus.runChannel(runId), startIndex, (from) =>
-    Effect.map(Effect.mapError(store.readEvents(runId, from, pageSize), storeOrBus(runId)), (page) => {
+    Effect.flatMap(Effect.mapError(store.readEvents(runId, from, pageSize), storeOrBus(runId)), (page) => {
+      // A run's log is empty only between its creation and its `workflow-start`, or once the run is gone.
+      if (page.size === 0) {
+        return Effect.flatMap(Effect.mapError(store.getRun(runId), storeOrBus(runId)), (run) =>
+          run === undefined ? Effect.fail(notInStore(runId)) : Effect.succeed({ items: [], size: 0, ended: false }))
+      }
       const finish = page.events.findIndex((e) => e.type === "workflow-finish" && e.from === "WORKFLOW")
-      return finish === -1
-        ? { items: page.events, size: page.size, ended: false }
-        : { items: page.events.slice(0, finish + 1), size: page.size, ended: true }
+      return Effect.succeed(
+        finish === -1
+          ? { items: page.events, size: page.size, ended: false }
+          : { items: page.events.slice(0, finish + 1), size: page.size, ended: true }
+      )
     }))
 
 /** One of the run's streams, from `startIndex`, ending when it is closed or the run has ended. */
@@ -135,7 +146,8 @@ export const chunks = <A>(
         return { items: page.chunks as ReadonlyArray<A>, size: page.size, ended: page.closed && page.chunks.length === 0 }
       }
       const run = yield* Effect.mapError(store.getRun(runId), storeOrBus(runId))
-      if (run !== undefined && !RunStore.isTerminal(run.status)) return { items: [], size: page.size, ended: false }
+      if (run === undefined) return yield* Effect.fail(notInStore(runId))
+      if (!RunStore.isTerminal(run.status)) return { items: [], size: page.size, ended: false }
       // The run has ended: everything it wrote is in the store now, so one more read drains the stream.
       const last = yield* readPage(from)
       return { items: last.chunks as ReadonlyArray<A>, size: last.size, ended: last.chunks.length === 0 }
