@@ -1,8 +1,12 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Exit, Schema, Stream } from "effect"
+import { Context, Effect, Exit, Schema, Stream } from "effect"
 import { type Run, Step, Workflow, WorkflowEngine } from "stepwise"
 import { engines, observe } from "./engines.js"
 import { scenarios } from "./scenarios.js"
+
+
+/** A user service, given to `start`, that user code reads. */
+class Prefix extends Context.Tag("test/Prefix")<Prefix, string>() {}
 
 for (const engine of engines) {
   describe(`${engine.name} engine`, () => {
@@ -39,6 +43,31 @@ for (const engine of engines) {
         // the engine still serves new runs
         const after = yield* engine.start(wf, 1)
         expect(yield* after.result).toBe(2)
+      }).pipe(Effect.provide(engine.layer)))
+
+    it.effect("the services given at start reach all user code: a step, a condition, a sleep function and a map", () =>
+      Effect.gen(function*() {
+        const engine = yield* WorkflowEngine.WorkflowEngine
+        const seen: Array<string> = []
+        const record = (site: string) => Effect.map(Prefix, (prefix) => void seen.push(`${prefix}:${site}`))
+        const wf = Workflow.make({ id: "uses-a-service", inputSchema: Schema.Number, outputSchema: Schema.String }).pipe(
+          Workflow.then(Step.make({
+            id: "step",
+            inputSchema: Schema.Number,
+            outputSchema: Schema.Number,
+            execute: ({ inputData }) => Effect.as(record("step"), inputData)
+          })),
+          Workflow.branch([[
+            () => Effect.as(record("condition"), true),
+            Step.make({ id: "chosen", inputSchema: Schema.Number, outputSchema: Schema.Number, execute: ({ inputData }) => Effect.succeed(inputData) })
+          ]]),
+          Workflow.sleep(() => Effect.as(record("sleep"), "0 millis")),
+          Workflow.map(() => Effect.flatMap(record("map"), () => Effect.map(Prefix, (prefix) => `${prefix} done`))),
+          Workflow.commit
+        )
+        const run = yield* Effect.provideService(engine.start(wf, 1), Prefix, "svc")
+        expect(yield* run.result).toBe("svc done")
+        expect(seen).toEqual(["svc:step", "svc:condition", "svc:sleep", "svc:map"])
       }).pipe(Effect.provide(engine.layer)))
 
     it.effect("start with input that breaks the inputSchema fails with WorkflowInputError and creates no run", () =>

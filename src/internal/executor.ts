@@ -474,11 +474,18 @@ const stepContext = (
 })
 
 /**
- * Runs user code, capturing every failure, defect and throw, and makes what it wrote durable. The run's services and
- * `RunContext` are the context of the whole walk (`Interpreter.runWorkflow` provides `env.userContext` once).
+ * Runs user code, capturing every failure, defect and throw, and makes what it wrote durable. It runs with the run's
+ * services and `RunContext`: an inline walk has them as its context (`Interpreter.runWorkflow` provides
+ * `env.userContext` once per walk); the evented engine's walks, which mostly run no user code at all, get them here,
+ * around the user code alone (providing a context costs a few microseconds, `npm run bench:micro`).
  */
-const runUser = <A>(env: RunEnv, effect: () => Effect.Effect<A, unknown, unknown>): Effect.Effect<Exit.Exit<A, unknown>> =>
-  Effect.exit(Effect.ensuring(Effect.suspend(effect) as Effect.Effect<A, unknown>, env.flushWrites))
+const runUser = <A>(env: RunEnv, effect: () => Effect.Effect<A, unknown, unknown>): Effect.Effect<Exit.Exit<A, unknown>> => {
+  const user = Effect.suspend(effect) as Effect.Effect<A, unknown>
+  return Effect.exit(Effect.ensuring(
+    env.mode._tag === "Inline" ? user : Effect.provide(user, env.userContext),
+    env.flushWrites
+  ))
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // entry point 1: execute

@@ -32,8 +32,9 @@ export interface WaitTracker {
 export const noWaits: WaitTracker = { enter: Effect.void, leave: Effect.void }
 
 /**
- * Walks a whole workflow (the root, or a nested one) and answers its last node's output. The walk of the root runs
- * in the run's user context (its services and `RunContext`), which every piece of user code in it sees.
+ * Walks a whole workflow (the root, or a nested one) and answers its last node's output. Every piece of user code in
+ * it runs in the run's user context (its services and `RunContext`): an inline walk of the root provides it once, for
+ * the whole walk; other walks leave it to the executor, around each piece of user code (see `Executor.runUser`).
  */
 export const runWorkflow = (
   env: RunEnv,
@@ -42,7 +43,7 @@ export const runWorkflow = (
   input: unknown,
   prefix: string
 ): Effect.Effect<unknown, Halt> =>
-  prefix === ""
+  prefix === "" && env.mode._tag === "Inline"
     ? Effect.provide(walk(env, waits, workflow, input, prefix), env.userContext)
     : walk(env, waits, workflow, input, prefix)
 
