@@ -97,9 +97,12 @@ const follow = <A>(
     return Stream.repeatEffectChunkOption(pull)
   }))
 
-/** A run the store no longer has: dropped by the memory store's retention (handles exist only for runs it had). */
+/** A run the store no longer has (handles exist only for runs it had): the memory store's retention dropped it. */
 const notInStore = (runId: string): RunStreamError =>
-  new RunStreamError({ runId, reason: "the run is not in the run store (dropped by its retention bound)" })
+  new RunStreamError({
+    runId,
+    reason: "the run is not in the run store any more (the memory store drops finished runs past its retention bound)"
+  })
 
 /** Wraps a store or bus failure met while reading a run. */
 export const streamError = (runId: string, error: { readonly message: string }): RunStreamError =>
