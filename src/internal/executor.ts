@@ -507,7 +507,7 @@ export const execute = (
     if (known !== undefined) {
       switch (known.status) {
         case "success":
-          return replay(scope, spec, known, path)
+          return replay(env, scope, spec, known, path)
         case "failed":
           return Effect.fail(new StepFailure({ stepId: spec.id, path, cause: env.failureCause(path, known) }))
         case "suspended":
@@ -561,32 +561,43 @@ export const settledNow = (
   const known = env.memo.get(path)
   if (known === undefined) return undefined
   if (known.status === "success") {
-    const replayed = replayedOutput(known, outputSchema)
-    if (replayed === undefined) return undefined
-    scope.results.set(stepId, replayed.value)
-    return Either.right(replayed.value)
+    const replayed = replayedNow(env, scope, stepId, outputSchema, path)
+    return replayed === undefined ? undefined : Either.right(replayed.value)
   }
   const mode = env.mode
   return known.status === "running" && mode._tag === "Dispatch" && !mode.redispatch ? stillRunning : undefined
+}
+
+/**
+ * The output of the node at `path` when it succeeded and its output needs no decoding (decoded once already, or
+ * recorded without a schema), without going through Effect; it becomes `getStepResult`'s answer for `stepId`, if one
+ * is given. `undefined` when the record does not settle it so cheaply.
+ */
+export const replayedNow = (
+  env: RunEnv,
+  scope: WorkflowScope,
+  stepId: string | undefined,
+  outputSchema: Schema.Schema.AnyNoContext | undefined,
+  path: string
+): { readonly value: unknown } | undefined => {
+  const known = env.memo.get(path)
+  if (known?.status !== "success") return undefined
+  const replayed = outputSchema === undefined
+    ? { value: known.output }
+    : decodedOutputs.has(known)
+    ? { value: decodedOutputs.get(known) }
+    : undefined
+  if (replayed !== undefined && stepId !== undefined) scope.results.set(stepId, replayed.value)
+  return replayed
 }
 
 // Records are immutable: a record object the store hands out again (the memory store does) need not be decoded
 // again. Walks that replay a run's history on every transition (the evented engine) depend on this.
 const decodedOutputs = new WeakMap<RunStore.StepRecord, unknown>()
 
-/** The output of a record already decoded once (or recorded without a schema), without going through Effect. */
-export const replayedOutput = (
-  known: RunStore.StepRecord,
-  schema: Schema.Schema.AnyNoContext | undefined
-): { readonly value: unknown } | undefined =>
-  schema === undefined ? { value: known.output } : decodedOutputs.has(known) ? { value: decodedOutputs.get(known) } : undefined
-
-const replay = (scope: WorkflowScope, spec: StepSpec, known: RunStore.StepRecord, path: string) => {
-  if (decodedOutputs.has(known)) {
-    const output = decodedOutputs.get(known)
-    scope.results.set(spec.id, output)
-    return Effect.succeed(output)
-  }
+const replay = (env: RunEnv, scope: WorkflowScope, spec: StepSpec, known: RunStore.StepRecord, path: string) => {
+  const now = replayedNow(env, scope, spec.id, spec.outputSchema, path)
+  if (now !== undefined) return Effect.succeed(now.value)
   return Effect.map(decodeStored(spec.id, path, spec.outputSchema, known.output), (output) => {
     decodedOutputs.set(known, output)
     scope.results.set(spec.id, output)

@@ -91,12 +91,11 @@ const replayPrefix = (
       continue
     }
     if (node._tag !== "Map" && !(node._tag === "Step" && node.step._tag === "Step")) break
-    const known = env.memo.get(path)
-    if (known?.status !== "success") break
-    const replayed = Executor.replayedOutput(known, node._tag === "Map" ? undefined : node.step.outputSchema)
+    const replayed = node._tag === "Map"
+      ? Executor.replayedNow(env, scope, undefined, undefined, path)
+      : Executor.replayedNow(env, scope, node.step.id, node.step.outputSchema, path)
     if (replayed === undefined) break
     value = replayed.value
-    if (node._tag === "Step") scope.results.set(node.step.id, value)
   }
   set(value)
   return i
@@ -205,7 +204,7 @@ const runNested = (
       return yield* new Executor.StepFailure({ stepId: workflow.id, path, cause: env.failureCause(path, known) })
     }
     if (known === undefined) {
-      if (env.mode._tag === "Execute") return yield* new Executor.Pending({ waitingOnly: false })
+      if (env.mode._tag === "Execute") return yield* Executor.notNow
       // Started once: the record keeps the call id, so the result event matches the start event in any process.
       const stepCallId = randomId()
       const encodedInput = yield* Effect.exit(Codec.encode(workflow.inputSchema, input))
@@ -266,7 +265,7 @@ const wait = (
         return yield* new Executor.Pending({ waitingOnly: true })
       }
     } else if (mode._tag === "Execute" && mode.path !== path) {
-      return yield* new Executor.Pending({ waitingOnly: false })
+      return yield* Executor.notNow
     }
     const record: RunStore.StepRecord = { path: done, stepId: id, status: "success" }
     yield* env.emit(yield* Executor.stepResult(env, id, randomId(), { status: "success" }), record)
