@@ -9,6 +9,8 @@
  *    (bench/durable/reader.ts, its own store connection and bus) reads them all; chunks/s end to end.
  * 3. The evented engine on the same stores: microseconds per step of the 10-step workflow, and milliseconds per run
  *    of a parallel of 10 no-op steps (where step ends arrive together), each beside the default engine.
+ * 4. A large foreach (every item at once), both engines: milliseconds per run of 1,000 items in memory and of 200
+ *    on SQLite. The evented engine walks the run after every item's end, so this is where its walks' cost shows.
  */
 import { Effect, Layer, Schema } from "effect"
 import { spawn } from "node:child_process"
@@ -41,6 +43,15 @@ const fanOut = Workflow.make({
   inputSchema: Schema.Number,
   outputSchema: Schema.Record({ key: Schema.String, value: Schema.Number })
 }).pipe(Workflow.parallel(Array.from({ length: 10 }, (_, i) => noop(i))), Workflow.commit)
+
+/** Items of the large foreach, per store (figure 4). */
+const foreachItems: Record<"memory" | "sqlite", number> = quick ? { memory: 200, sqlite: 50 } : { memory: 1000, sqlite: 200 }
+const foreachWorkflow = (items: number) =>
+  Workflow.make({
+    id: `bench-foreach-${items}`,
+    inputSchema: Schema.Array(Schema.Number),
+    outputSchema: Schema.Array(Schema.Number)
+  }).pipe(Workflow.foreach(noop(0), { concurrency: items }), Workflow.commit)
 
 const payload = "x".repeat(64)
 export const writer = Workflow.make({ id: "bench-chunks", inputSchema: Schema.Number, outputSchema: Schema.Number }).pipe(
@@ -127,6 +138,19 @@ const throughput = (name: "sqlite" | "postgres", file: string) =>
     }
   }).pipe(Effect.provide(engineOn(name, file)), Effect.scoped)
 
+/** Milliseconds for one run of the large foreach (after a warm-up run), on one engine and store. */
+const foreachRun = (name: "memory" | "sqlite", file: string, engine: EngineName) =>
+  Effect.gen(function*() {
+    const items = foreachItems[name]
+    const wf = foreachWorkflow(items)
+    const input = Array.from({ length: items }, (_, i) => i)
+    const instance = yield* WorkflowEngine.WorkflowEngine
+    yield* Effect.flatMap(instance.start(wf, input), (r) => r.result) // warm-up
+    const t0 = performance.now()
+    yield* Effect.flatMap(instance.start(wf, input), (r) => r.result)
+    return performance.now() - t0
+  }).pipe(Effect.provide(engineOn(name, file, engine)), Effect.scoped)
+
 const program = Effect.gen(function*() {
   const dir = mkdtempSync(join(tmpdir(), "stepwise-bench-"))
   const stores: ReadonlyArray<StoreName> = ["memory", "sqlite", "postgres"]
@@ -147,6 +171,14 @@ const program = Effect.gen(function*() {
     for (const name of durable) {
       for (const engine of rep % 2 === 0 ? engines : [...engines].reverse()) {
         ;(byEngine[`${name} ${engine}`] ??= []).push(yield* engineFigures(name, join(dir, `engines-${rep}.db`), engine))
+      }
+    }
+  }
+  const foreachMs: Record<string, Array<number>> = {}
+  for (let rep = 0; rep < reps; rep++) {
+    for (const name of ["memory", "sqlite"] as const) {
+      for (const engine of rep % 2 === 0 ? engines : [...engines].reverse()) {
+        ;(foreachMs[`${name} ${engine}`] ??= []).push(yield* foreachRun(name, join(dir, `foreach-${rep}.db`), engine))
       }
     }
   }
@@ -183,6 +215,14 @@ const program = Effect.gen(function*() {
         : `${(step / median(base.map((x) => x.usPerStep))).toFixed(2)}, ${(fan / median(base.map((x) => x.msPerFanOut))).toFixed(2)}`
       console.log(`| ${name} | ${engine} | ${step.toFixed(0)} | ${fan.toFixed(1)} | ${ratio} |`)
     }
+  }
+  console.log(`\nA foreach of every item at once, one run (medians of ${reps}):\n`)
+  console.log("| store | items | default, ms per run | evented, ms per run | evented ÷ default |")
+  console.log("|---|---:|---:|---:|---:|")
+  for (const name of ["memory", "sqlite"] as const) {
+    const d = median(foreachMs[`${name} default`]!)
+    const e = median(foreachMs[`${name} evented`]!)
+    console.log(`| ${name} | ${foreachItems[name]} | ${d.toFixed(0)} | ${e.toFixed(0)} | ${(e / d).toFixed(1)} |`)
   }
 })
 
