@@ -135,6 +135,9 @@ export class MemoryChannels extends Context.Tag("stepwise/EventBus/MemoryChannel
   readonly size: Effect.Effect<number>
 }>() {}
 
+/** At most this many events per pull for a member of a group. */
+const groupChunk = 16
+
 interface Channel {
   readonly pubsub: PubSub.PubSub<BusEvent>
   readonly groups: Map<string, { readonly queue: Queue.Queue<BusEvent>; members: number }>
@@ -216,8 +219,10 @@ export const makeMemory: Effect.Effect<
             return Queue.shutdown(entry.queue)
           })
       )
-      // One event per pull: a member that pulled a whole batch would starve the other members of the group.
-      return Stream.fromQueue(shared.queue, { maxChunkSize: 1 })
+      // A few events per pull: a member that pulled the whole queue would starve the other members of the group,
+      // and one event per pull keeps a consumer from seeing that several are waiting (the evented engine walks a run
+      // once for all the step ends of one pull).
+      return Stream.fromQueue(shared.queue, { maxChunkSize: groupChunk })
     })
 
   return {

@@ -74,6 +74,12 @@ export interface RunRecord {
   readonly heartbeatAt?: number
   readonly createdAt: number
   readonly updatedAt: number
+  /**
+   * How many step records have been written for the run (`putStep` calls), as `getSteps` counts them. Stores set it
+   * (a record given to `createRun` leaves it out); an engine holding step records read at this count knows they are
+   * current without reading them again.
+   */
+  readonly stepsVersion?: number
 }
 
 /**
@@ -106,6 +112,18 @@ export interface StepRecord {
   /** The call id of the execution in progress, so its start and result events agree across processes. */
   readonly stepCallId?: string
   readonly attempt?: number
+}
+
+/**
+ * A run's step records, as of one moment: `version` is the number of step writes they reflect (the run's
+ * `stepsVersion` then).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface StepRecords {
+  readonly steps: ReadonlyArray<StepRecord>
+  readonly version: number
 }
 
 /**
@@ -147,19 +165,23 @@ export class RunStore extends Context.Tag("stepwise/RunStore")<RunStore, {
   readonly listRuns: (
     filter: { readonly workflowId?: string; readonly statuses?: ReadonlyArray<RunStatus> }
   ) => Effect.Effect<ReadonlyArray<RunRecord>, RunStoreError>
-  /**
-   * Appends to the run's event log; answers the event's index. With `step`, also stores that step record, in the
-   * same atomic write: a step's result and the event announcing it are never found one without the other.
-   */
-  readonly appendEvent: (runId: string, event: WorkflowEvent, step?: StepRecord) => Effect.Effect<number, RunStoreError>
+  /** Appends to the run's event log; answers the event's index. */
+  readonly appendEvent: (runId: string, event: WorkflowEvent) => Effect.Effect<number, RunStoreError>
   /**
    * Appends several events to the run's log, atomically and in order; answers the index of the first (for an empty
    * batch, the log's size). Writers' events reach the store this way, a batch at a time.
    */
   readonly appendEvents: (runId: string, events: ReadonlyArray<WorkflowEvent>) => Effect.Effect<number, RunStoreError>
   readonly readEvents: (runId: string, from: number, max: number) => Effect.Effect<EventPage, RunStoreError>
-  readonly putStep: (runId: string, record: StepRecord) => Effect.Effect<void, RunStoreError>
-  readonly getSteps: (runId: string) => Effect.Effect<ReadonlyArray<StepRecord>, RunStoreError>
+  /**
+   * Stores a step record (replacing the one at its path) and, with `event`, appends that event to the run's log in
+   * the same atomic write: a step's result and the event announcing it are never found one without the other. Answers
+   * the run's `stepsVersion` after the write, which counts it: of two writes, the higher version is the later one.
+   * Fails (writing nothing) when the run does not exist.
+   */
+  readonly putStep: (runId: string, record: StepRecord, event?: WorkflowEvent) => Effect.Effect<number, RunStoreError>
+  /** The run's step records and the version they reflect, read atomically (no records, version 0, for no run). */
+  readonly getSteps: (runId: string) => Effect.Effect<StepRecords, RunStoreError>
   /**
    * Appends chunks to a stream (`""` is the default stream), atomically and in order; answers the index of the first.
    * Fails with `StreamClosedError` (appending nothing) once the stream is closed.
@@ -221,10 +243,10 @@ export const retrying = (store: RunStore["Type"]): RunStore["Type"] => {
     getRun: (runId) => retry(store.getRun(runId)),
     updateRun: (runId, patch) => retry(store.updateRun(runId, patch)),
     listRuns: (filter) => retry(store.listRuns(filter)),
-    appendEvent: (runId, event, step) => retry(store.appendEvent(runId, event, step)),
+    appendEvent: (runId, event) => retry(store.appendEvent(runId, event)),
     appendEvents: (runId, events) => retry(store.appendEvents(runId, events)),
     readEvents: (runId, from, max) => retry(store.readEvents(runId, from, max)),
-    putStep: (runId, record) => retry(store.putStep(runId, record)),
+    putStep: (runId, record, event) => retry(store.putStep(runId, record, event)),
     getSteps: (runId) => retry(store.getSteps(runId)),
     appendChunks: (runId, namespace, chunks) => retry(store.appendChunks(runId, namespace, chunks)),
     closeStream: (runId, namespace) => retry(store.closeStream(runId, namespace)),
@@ -248,13 +270,16 @@ export interface MemoryOptions {
 }
 
 interface MemoryRun {
+  /** Its `stepsVersion` may lag behind `stepsVersion` below: `getRun` brings it up to date (a step write need not). */
   record: RunRecord
   readonly events: Array<WorkflowEvent>
   readonly steps: Map<string, StepRecord>
+  stepsVersion: number
   readonly streams: Map<string, { readonly chunks: Array<unknown>; closed: boolean }>
 }
 
 const emptyEvents: EventPage = { events: [], size: 0 }
+const noSteps: StepRecords = { steps: [], version: 0 }
 
 /**
  * Builds a memory store. Runs in progress are always kept; finished ones are dropped by the retention bound, so a
@@ -297,6 +322,12 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
         return run === undefined ? Effect.fail(missing(operation, runId)) : Effect.succeed(f(run))
       })
 
+    /** The run's record with its `stepsVersion` up to date. */
+    const current = (run: MemoryRun): RunRecord => {
+      if (run.record.stepsVersion !== run.stepsVersion) run.record = { ...run.record, stepsVersion: run.stepsVersion }
+      return run.record
+    }
+
     const stream = (run: MemoryRun, namespace: string) => {
       let s = run.streams.get(namespace)
       if (s === undefined) {
@@ -311,10 +342,20 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
         Effect.map(Clock.currentTimeMillis, (now) => {
           evict(now)
           if (runs.has(record.runId)) return false
-          runs.set(record.runId, { record, events: [], steps: new Map(), streams: new Map() })
+          runs.set(record.runId, {
+            record: { ...record, stepsVersion: 0 },
+            events: [],
+            steps: new Map(),
+            stepsVersion: 0,
+            streams: new Map()
+          })
           return true
         }),
-      getRun: (runId) => Effect.sync(() => runs.get(runId)?.record),
+      getRun: (runId) =>
+        Effect.sync(() => {
+          const run = runs.get(runId)
+          return run === undefined ? undefined : current(run)
+        }),
       updateRun: (runId, patch) =>
         Effect.flatMap(Clock.currentTimeMillis, (now) =>
           withRun("update run", runId, (run) => {
@@ -330,18 +371,15 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
       listRuns: (filter) =>
         Effect.sync(() => {
           const out: Array<RunRecord> = []
-          for (const { record } of runs.values()) {
+          for (const run of runs.values()) {
+            const record = current(run)
             if (filter.workflowId !== undefined && record.workflowId !== filter.workflowId) continue
             if (filter.statuses !== undefined && !filter.statuses.includes(record.status)) continue
             out.push(record)
           }
           return out
         }),
-      appendEvent: (runId, event, step) =>
-        withRun("append event", runId, (run) => {
-          if (step !== undefined) run.steps.set(step.path, step)
-          return run.events.push(event) - 1
-        }),
+      appendEvent: (runId, event) => withRun("append event", runId, (run) => run.events.push(event) - 1),
       appendEvents: (runId, events) =>
         withRun("append events", runId, (run) => {
           const first = run.events.length
@@ -354,8 +392,17 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
           if (run === undefined) return emptyEvents
           return { events: run.events.slice(from, from + max), size: run.events.length }
         }),
-      putStep: (runId, record) => withRun("store step result", runId, (run) => void run.steps.set(record.path, record)),
-      getSteps: (runId) => Effect.sync(() => Array.from(runs.get(runId)?.steps.values() ?? [])),
+      putStep: (runId, step, event) =>
+        withRun("store step result", runId, (run) => {
+          run.steps.set(step.path, step)
+          if (event !== undefined) run.events.push(event)
+          return ++run.stepsVersion
+        }),
+      getSteps: (runId) =>
+        Effect.sync(() => {
+          const run = runs.get(runId)
+          return run === undefined ? noSteps : { steps: Array.from(run.steps.values()), version: run.stepsVersion }
+        }),
       appendChunks: (runId, namespace, chunks) =>
         Effect.flatMap(withRun("append chunks", runId, (run) => stream(run, namespace)), (s) => {
           if (s.closed) return Effect.fail(new StreamClosedError({ runId, namespace }))

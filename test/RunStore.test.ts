@@ -1,7 +1,11 @@
+import { SqlClient } from "@effect/sql"
+import { SqliteClient } from "@effect/sql-sqlite-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Cause, Effect, Exit, Layer, TestClock } from "effect"
 import { RunStore } from "stepwise"
-import { postgresEnabled, postgresStore, sqliteStore } from "./backends.js"
+import * as Sqlite from "stepwise/sqlite"
+import * as SqlStore from "../src/internal/sqlStore.js"
+import { postgresEnabled, postgresStore, sqliteStore, tempSqliteFile } from "./backends.js"
 
 // Ids are unique per test: a durable store keeps what earlier tests (and earlier runs of the suite) wrote.
 let namespace = crypto.randomUUID().slice(0, 8)
@@ -137,10 +141,67 @@ export const runStoreSuite = (name: string, layer: Layer.Layer<RunStore.RunStore
         yield* store.putStep(id("a"), { path: "0", stepId: "s", status: "suspended", suspendPayload: 1 })
         yield* store.putStep(id("a"), { path: "0", stepId: "s", status: "success", output: { n: 2 }, attempt: 1 })
         yield* store.putStep(id("a"), { path: "1", stepId: "nested", status: "running", stepCallId: "call-1" })
-        const steps = yield* store.getSteps(id("a"))
+        const { steps } = yield* store.getSteps(id("a"))
         expect(steps).toHaveLength(2)
         expect(steps.find((s) => s.path === "0")).toMatchObject({ status: "success", output: { n: 2 } })
         expect(steps.find((s) => s.path === "1")?.stepCallId).toBe("call-1")
+      }).pipe(Effect.provide(layer)))
+
+    it.effect("counts step writes: each answers the run's new stepsVersion, which getRun and getSteps show", () =>
+      Effect.gen(function*() {
+        yield* fresh
+        const store = yield* RunStore.RunStore
+        yield* store.createRun(record("a"))
+        expect((yield* store.getRun(id("a")))?.stepsVersion).toBe(0)
+        expect(yield* store.getSteps(id("a"))).toEqual({ steps: [], version: 0 })
+        expect(yield* store.putStep(id("a"), { path: "0", stepId: "s", status: "running" })).toBe(1)
+        expect(yield* store.putStep(id("a"), { path: "0", stepId: "s", status: "success" })).toBe(2)
+        expect(yield* store.putStep(id("a"), { path: "1", stepId: "t", status: "running" })).toBe(3)
+        expect((yield* store.getRun(id("a")))?.stepsVersion).toBe(3)
+        const read = yield* store.getSteps(id("a"))
+        expect(read.version).toBe(3)
+        expect(read.steps.map((s) => s.status).sort()).toEqual(["running", "success"])
+        // Other writes leave it alone.
+        yield* store.appendEvent(id("a"), { type: "data-n", i: 0 })
+        yield* store.updateRun(id("a"), { status: "running" })
+        expect((yield* store.getRun(id("a")))?.stepsVersion).toBe(3)
+        expect(yield* store.getSteps(id("never-created"))).toEqual({ steps: [], version: 0 })
+      }).pipe(Effect.provide(layer)))
+
+    it.effect("gives concurrent step writes distinct versions, one per write", () =>
+      Effect.gen(function*() {
+        yield* fresh
+        const store = yield* RunStore.RunStore
+        yield* store.createRun(record("a"))
+        const versions = yield* Effect.forEach(
+          Array.from({ length: 20 }, (_, i) => i),
+          (i) => store.putStep(id("a"), { path: String(i), stepId: "s", status: "success", output: i }),
+          { concurrency: "unbounded" }
+        )
+        expect([...versions].sort((x, y) => x - y)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1))
+        const read = yield* store.getSteps(id("a"))
+        expect(read.version).toBe(20)
+        expect(read.steps).toHaveLength(20)
+      }).pipe(Effect.provide(layer)))
+
+    it.effect("stores a step record and its event in one write, and refuses a step of a run it does not have", () =>
+      Effect.gen(function*() {
+        yield* fresh
+        const store = yield* RunStore.RunStore
+        yield* store.createRun(record("a"))
+        yield* store.appendEvent(id("a"), { type: "data-n", i: 0 })
+        const event = { type: "data-step", path: "0" }
+        expect(yield* store.putStep(id("a"), { path: "0", stepId: "s", status: "success", output: 1 }, event)).toBe(1)
+        expect(yield* store.appendEvent(id("a"), { type: "data-n", i: 2 })).toBe(2)
+        const page = yield* store.readEvents(id("a"), 0, 10)
+        expect(page.events).toEqual([{ type: "data-n", i: 0 }, event, { type: "data-n", i: 2 }])
+        expect((yield* store.getSteps(id("a"))).steps).toEqual([{ path: "0", stepId: "s", status: "success", output: 1 }])
+
+        const refused = yield* Effect.flip(store.putStep(id("b"), { path: "0", stepId: "s", status: "success" }, event))
+        expect(refused).toBeInstanceOf(RunStore.RunStoreError)
+        expect(refused.message).toContain("no such run")
+        expect(yield* store.getSteps(id("b"))).toEqual({ steps: [], version: 0 })
+        expect((yield* store.readEvents(id("b"), 0, 10)).size).toBe(0)
       }).pipe(Effect.provide(layer)))
 
     it.effect("round-trips bytes, undefined and nested values in chunks and step results", () =>
@@ -154,7 +215,7 @@ export const runStoreSuite = (name: string, layer: Layer.Layer<RunStore.RunStore
         expect(page.chunks).toEqual([new Uint8Array([0, 1, 255]), { nested: { list: [1, "two", null] } }, undefined])
         expect(page.chunks[0]).toBeInstanceOf(Uint8Array)
         yield* store.putStep(id("a"), { path: "0", stepId: "s", status: "success" })
-        expect((yield* store.getSteps(id("a")))[0]).toEqual({ path: "0", stepId: "s", status: "success" })
+        expect((yield* store.getSteps(id("a"))).steps[0]).toEqual({ path: "0", stepId: "s", status: "success" })
       }).pipe(Effect.provide(layer)))
 
     it.effect("lets one owner claim a run, and another take it over only once the owner is silent", () =>
@@ -175,6 +236,43 @@ export const runStoreSuite = (name: string, layer: Layer.Layer<RunStore.RunStore
 runStoreSuite("layerMemory", RunStore.layerMemory)
 runStoreSuite("SQLite", sqliteStore)
 if (postgresEnabled) runStoreSuite("Postgres", postgresStore)
+
+describe("RunStore.layerSql upgrades", () => {
+  it.effect("opens a SQLite database an earlier release created: its runs keep their steps and start counting", () =>
+    Effect.gen(function*() {
+      const filename = tempSqliteFile()
+      // As the release before step versions left it: the first migration, a run and one step record.
+      yield* Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        yield* SqlStore.migrateThrough("1_stepwise_init")
+        yield* sql`INSERT INTO stepwise_runs (run_id, workflow_id, status, input, created_at, updated_at)
+          VALUES ('old', 'wf', 'running', '{"v":1}', 1, 1)`
+        yield* sql`INSERT INTO stepwise_steps (run_id, path, data)
+          VALUES ('old', '0', '{"v":{"path":"0","stepId":"s","status":"success","output":2}}')`
+      }).pipe(Effect.provide(SqliteClient.layer({ filename })), Effect.scoped)
+
+      yield* Effect.gen(function*() {
+        const store = yield* RunStore.RunStore
+        expect((yield* store.getRun("old"))?.stepsVersion).toBe(0)
+        expect(yield* store.getSteps("old")).toEqual({
+          steps: [{ path: "0", stepId: "s", status: "success", output: 2 }],
+          version: 0
+        })
+        expect(yield* store.putStep("old", { path: "1", stepId: "t", status: "running" })).toBe(1)
+        expect(yield* store.putStep("old", { path: "0", stepId: "s", status: "success", output: 3 })).toBe(2)
+        expect((yield* store.getRun("old"))?.stepsVersion).toBe(2)
+        const read = yield* store.getSteps("old")
+        expect(read.version).toBe(2)
+        expect(read.steps.find((s) => s.path === "0")?.output).toBe(3)
+      }).pipe(Effect.provide(Sqlite.layer({ filename })), Effect.scoped)
+    }))
+
+  it.effect("refuses to migrate through a migration that does not exist", () =>
+    Effect.gen(function*() {
+      const exit = yield* Effect.exit(SqlStore.migrateThrough("9_nothing"))
+      expect(Exit.isFailure(exit) && Cause.pretty(exit.cause)).toContain(`There is no migration named "9_nothing"`)
+    }).pipe(Effect.provide(SqliteClient.layer({ filename: ":memory:" })), Effect.scoped))
+})
 
 describe("RunStore.layerMemory retention", () => {
   it.effect("drops the oldest finished runs beyond maxFinishedRuns, never a run in progress", () =>

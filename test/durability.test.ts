@@ -27,9 +27,9 @@ const flakyStore: Layer.Layer<RunStore.RunStore> = Layer.effect(
       )
     return {
       ...store,
-      appendEvent: (runId, event, step) => sometimes("append event", store.appendEvent(runId, event, step)),
+      appendEvent: (runId, event) => sometimes("append event", store.appendEvent(runId, event)),
       appendEvents: (runId, events) => sometimes("append events", store.appendEvents(runId, events)),
-      putStep: (runId, record) => sometimes("store step result", store.putStep(runId, record))
+      putStep: (runId, record, event) => sometimes("store step result", store.putStep(runId, record, event))
     }
   })
 )

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Layer, Logger, Schema, Stream, TestClock } from "effect"
+import { Context, Deferred, Effect, Layer, Logger, Schema, Stream, TestClock } from "effect"
 import { EventBus, RunStore, Step, Workflow, WorkflowEngine } from "stepwise"
 import { Recorded, recordingEventedEngine } from "./helpers.js"
 import { awaitStatus } from "./scenarios.js"
@@ -139,6 +139,55 @@ describe("evented engine", () => {
       expect(Array.from(executions.values()).every((n) => n === 1)).toBe(true)
       expect(deliveries).toHaveLength(2)
       expect(deliveries.every((n) => n > 0)).toBe(true)
+    }).pipe(Effect.scoped))
+
+  it.effect("the step ends taken in one pull from the bus come to one walk", () =>
+    Effect.gen(function*() {
+      // Every handler reads the run once: 200 executions, plus one read per walk and a few for start and end.
+      let reads = 0
+      const store = yield* RunStore.makeMemory()
+      const counting = RunStore.RunStore.of({ ...store, getRun: (runId) => Effect.zipRight(Effect.sync(() => reads++), store.getRun(runId)) })
+      const items = Array.from({ length: 200 }, (_, i) => i)
+      const wf = Workflow.make({ id: "wide-foreach", inputSchema: Schema.Array(N), outputSchema: Schema.Array(N) }).pipe(
+        Workflow.foreach(add("item", 1), { concurrency: items.length }),
+        Workflow.commit
+      )
+      const context = yield* Layer.build(WorkflowEngine.layerEvented.pipe(
+        Layer.provide(Layer.merge(EventBus.layerMemory, Layer.succeed(RunStore.RunStore, counting)))
+      ))
+      const run = yield* Context.get(context, WorkflowEngine.WorkflowEngine).start(wf, items)
+      expect(yield* run.result).toEqual(items.map((i) => i + 1))
+      // A walk per step end makes it over 400.
+      expect(reads).toBeLessThan(300)
+    }).pipe(Effect.scoped))
+
+  it.live("a step record another process wrote is seen by the next walk, though this one keeps the run's records", () =>
+    Effect.gen(function*() {
+      const started = yield* Deferred.make<void>()
+      const wf = Workflow.make({ id: "finished-elsewhere", inputSchema: N, outputSchema: N }).pipe(
+        Workflow.then(Step.make({
+          id: "slow",
+          inputSchema: N,
+          outputSchema: N,
+          execute: () => Effect.zipRight(Deferred.succeed(started, undefined), Effect.never)
+        })),
+        Workflow.then(add("next", 1)),
+        Workflow.commit
+      )
+      const { bus } = yield* EventBus.makeMemory
+      const store = yield* RunStore.makeMemory()
+      const context = yield* Layer.build(WorkflowEngine.layerEvented.pipe(
+        Layer.provide(Layer.merge(Layer.succeed(EventBus.EventBus, bus), Layer.succeed(RunStore.RunStore, store)))
+      ))
+      const run = yield* Context.get(context, WorkflowEngine.WorkflowEngine).start(wf, 1)
+      yield* Deferred.await(started)
+      // Another worker (which took the step over) records its result and reports its end, as the engine would.
+      const version = (yield* store.getRun(run.runId))?.stepsVersion ?? 0
+      expect(yield* store.putStep(run.runId, { path: "0", stepId: "slow", status: "success", output: 100 })).toBe(version + 1)
+      yield* bus.publish("workflows", { type: "workflow.step.end", runId: run.runId, data: { path: "0" } })
+      // Walked on records cached before that write, the run would wait for "slow" for ever.
+      expect(yield* Effect.timeoutFail(run.result, { duration: "5 seconds", onTimeout: () => "the walk missed the write" }))
+        .toBe(101)
     }).pipe(Effect.scoped))
 })
 

@@ -30,6 +30,7 @@ import * as Codec from "./codec.js"
 import * as Executor from "./executor.js"
 import { randomId } from "./ids.js"
 import * as Interpreter from "./interpreter.js"
+import * as Memo from "./memo.js"
 import * as Reader from "./reader.js"
 import * as Timers from "./timers.js"
 import { wallNow, wallSleep } from "./wallClock.js"
@@ -163,9 +164,25 @@ const optionMillis = (name: string, input: Duration.DurationInput | undefined, f
     return Effect.succeed(Duration.toMillis(decoded.value))
   })
 
-/** Builds what engines share, over the store and bus of the context. */
-export const makeCore = (options: EngineOptions = {}) => Effect.gen(function*() {
-  const store = RunStore.retrying(yield* RunStore.RunStore)
+/**
+ * Builds what engines share, over the store and bus of the context. `cacheSteps`: keep runs' step records between
+ * walks (see `loadMemo`).
+ */
+export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Effect.gen(function*() {
+  // Step records of the runs the evented engine walks, kept between its messages (`cacheSteps`); every step write of
+  // this process goes through `store` below and keeps them current.
+  const memos = Memo.makeCache(maxCachedEnvs)
+  const retrying = RunStore.retrying(yield* RunStore.RunStore)
+  const store: RunStore.RunStore["Type"] = cacheSteps
+    ? {
+      ...retrying,
+      putStep: (runId, record, event) =>
+        Effect.map(retrying.putStep(runId, record, event), (version) => {
+          memos.written(runId, record, version)
+          return version
+        })
+    }
+    : retrying
   const bus = yield* EventBus.EventBus
   const workerId = options.workerId ?? randomId()
   const leaseMillis = yield* optionMillis("lease", options.lease, "10 seconds")
@@ -184,7 +201,7 @@ export const makeCore = (options: EngineOptions = {}) => Effect.gen(function*() 
     if (causes.size > maxRememberedCauses) causes.delete(causes.keys().next().value!)
   }
 
-  const makeEnv = (runId: string, registered: Registered, memo: Map<string, RunStore.StepRecord>, mode: Executor.Mode) =>
+  const makeEnv = (runId: string, registered: Registered, memo: Memo.Memo, mode: Executor.Mode) =>
     Executor.makeRunEnv({
       runId,
       workflowId: registered.workflow.id,
@@ -197,10 +214,11 @@ export const makeCore = (options: EngineOptions = {}) => Effect.gen(function*() 
       onFailure: (path, cause) => rememberCause(`${runId}|${path}`, cause)
     })
 
-  // The environments of runs the evented engine walks, kept between its messages: one per run, dropped when the
-  // run settles or only waits, and at most `maxCachedEnvs` of them. The memo and the mode are per walk.
+  // The environments of runs the evented engine walks, kept between its messages: one per run, dropped (with the
+  // run's cached step records) when the run settles or only waits, and at most `maxCachedEnvs` of them. The memo and
+  // the mode are per walk.
   const envs = new Map<string, { readonly registered: Registered; readonly env: Executor.RunEnv }>()
-  const cachedEnv = (runId: string, registered: Registered, memo: Map<string, RunStore.StepRecord>, mode: Executor.Mode) => {
+  const cachedEnv = (runId: string, registered: Registered, memo: Memo.Memo, mode: Executor.Mode) => {
     let entry = envs.get(runId)
     if (entry === undefined || entry.registered !== registered) {
       entry = { registered, env: makeEnv(runId, registered, memo, mode) }
@@ -211,6 +229,7 @@ export const makeCore = (options: EngineOptions = {}) => Effect.gen(function*() 
   }
   const dropEnv = (runId: string) => {
     envs.delete(runId)
+    memos.drop(runId)
   }
 
   const emitter = (runId: string) => Executor.makeEmit(store, bus, runId)
@@ -273,15 +292,27 @@ export const makeCore = (options: EngineOptions = {}) => Effect.gen(function*() 
   /**
    * What the store recorded of a run's graph. A row that no longer decodes fails the run, naming the row (answers
    * `undefined` then); a store that stays down fails the effect, and the run is left for lease recovery.
+   *
+   * With `cacheSteps` and `version` (the run record's `stepsVersion`), the records are cached between walks, and a
+   * walk of a run whose record shows a version the cache has reached reads nothing.
    */
-  const loadMemo = (runId: string, workflowId: string) =>
-    Effect.catchAll(Effect.map(store.getSteps(runId), Executor.memoOf), (error) =>
+  const loadMemo = (runId: string, workflowId: string, version?: number): Effect.Effect<Memo.Memo | undefined> => {
+    if (cacheSteps && version !== undefined) {
+      const cached = memos.get(runId, version)
+      if (cached !== undefined) return Effect.succeed(cached)
+    }
+    const read = Effect.map(
+      store.getSteps(runId),
+      (records): Memo.Memo => cacheSteps && version !== undefined ? memos.put(runId, records) : Memo.fromRecords(records.steps)
+    )
+    return Effect.catchAll(read, (error) =>
       RunStore.isTransient(error)
         ? Effect.die(error)
         : Effect.as(
           failRun(runId, new Executor.StepFailure({ stepId: workflowId, path: "", cause: Cause.die(error) })),
           undefined
         ))
+  }
 
   /** Applies a walk's result directly (the default engine; the evented one goes through bus commands). */
   const applyWalk = (runId: string, result: WalkResult) => {

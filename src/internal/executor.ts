@@ -27,6 +27,7 @@ import { StreamClosedError } from "../WorkflowError.js"
 import type { SerializedError, WorkflowEvent } from "../WorkflowEvent.js"
 import * as Codec from "./codec.js"
 import { randomId } from "./ids.js"
+import type { Memo } from "./memo.js"
 import * as Mutex from "./mutex.js"
 
 /** A step (or a nested workflow, or a map) failed: the run fails with it. */
@@ -91,7 +92,7 @@ export interface RunEnv {
   /** The services plus `RunContext`: everything user code is given, built once per run. */
   readonly userContext: Context.Context<RunContext>
   /** What the store already knows of this run's graph, by path. */
-  readonly memo: Map<string, RunStore.StepRecord>
+  readonly memo: Memo
   readonly mode: Mode
   /** The exact cause of a failure recorded at `path` by this process, when it still has it (else rebuilt). */
   readonly failureCause: (path: string, record: RunStore.StepRecord) => Cause.Cause<unknown>
@@ -146,7 +147,7 @@ export const makeRunEnv = (options: {
   readonly store: RunStore.RunStore["Type"]
   readonly bus: EventBus.EventBus["Type"]
   readonly services: Context.Context<never>
-  readonly memo: Map<string, RunStore.StepRecord>
+  readonly memo: Memo
   readonly mode: Mode
   readonly failureCause?: (path: string, record: RunStore.StepRecord) => Cause.Cause<unknown>
   readonly onFailure?: (path: string, cause: Cause.Cause<unknown>) => void
@@ -188,7 +189,7 @@ export const makeRunEnv = (options: {
  * The environment of one walk over a run's shared environment (its event log, writables and user context): only the
  * memo and the mode are the walk's own.
  */
-export const forWalk = (base: RunEnv, memo: Map<string, RunStore.StepRecord>, mode: Mode): RunEnv => {
+export const forWalk = (base: RunEnv, memo: Memo, mode: Mode): RunEnv => {
   if (base.memo === memo && base.mode === mode) return base
   const env = Object.create(base) as { -readonly [K in keyof RunEnv]: RunEnv[K] }
   env.memo = memo
@@ -199,13 +200,6 @@ export const forWalk = (base: RunEnv, memo: Map<string, RunStore.StepRecord>, mo
 /** A failure read back from the store, as a defect carrying the recorded name and message. */
 export const rebuildCause = (_path: string, record: RunStore.StepRecord): Cause.Cause<unknown> =>
   Cause.die(Object.assign(new Error(record.error?.message ?? "unknown failure"), { name: record.error?.name ?? "Error" }))
-
-/** Builds the memo of a walk from the store's records. */
-export const memoOf = (steps: ReadonlyArray<RunStore.StepRecord>): Map<string, RunStore.StepRecord> => {
-  const memo = new Map<string, RunStore.StepRecord>()
-  for (const step of steps) memo.set(step.path, step)
-  return memo
-}
 
 /** How many items a producer may get ahead of the store before its `offer` waits for them. */
 const highWater = 1000
@@ -406,7 +400,10 @@ const makeEventLog = (store: RunStore.RunStore["Type"], bus: EventBus.EventBus["
   return { write: group.offer, emit, flush: group.flush, settled: group.settled }
 }
 
-/** Records an event in the run's log, then publishes it on the run channel as a watch envelope. */
+/**
+ * Records an event in the run's log (with `step`, together with that step record, atomically), then publishes it on
+ * the run channel as a watch envelope.
+ */
 export const makeEmit = (
   store: RunStore.RunStore["Type"],
   bus: EventBus.EventBus["Type"],
@@ -415,7 +412,7 @@ export const makeEmit = (
   const channel = EventBus.runChannel(runId)
   return (event, step) =>
     Effect.zipRight(
-      store.appendEvent(runId, event, step),
+      step === undefined ? store.appendEvent(runId, event) : store.putStep(runId, step, event),
       publishQuietly(bus, channel, { type: "watch", runId, data: event })
     ).pipe(Effect.orDie)
 }

@@ -154,6 +154,14 @@ const runNode = (
             })
           )
         }
+        const item = executedItem(env, path)
+        if (item !== undefined && input.length > 1) {
+          // Executing a node inside one item: only that item is walked, and the others are pending, as `all` would
+          // have them, without a branch built and visited per item (a foreach of n items is executed n times).
+          if (item >= input.length) return pending
+          const only = { key: item, path: `${path}[${item}]`, step: node.step, input: input[item] as unknown }
+          return Effect.zipRight(Effect.either(all(env, waits, scope, path, [only], node.concurrency)), pending)
+        }
         return Effect.map(
           all(env, waits, scope, path, input.map((item: unknown, k) => ({ key: k, path: `${path}[${k}]`, step: node.step, input: item })), node.concurrency),
           (entries) => entries.map(([, out]) => out)
@@ -292,6 +300,20 @@ const holds = (path: string, target: string): boolean =>
   target.length === path.length
     ? target === path
     : target.length > path.length && target.startsWith(path) && pathSeparators.has(target[path.length]!)
+
+/** In an executing walk, the index of the item of the foreach at `path` that holds the node executed, if one does. */
+const executedItem = (env: RunEnv, path: string): number | undefined => {
+  if (env.mode._tag !== "Execute") return undefined
+  const target = env.mode.path
+  if (target.length <= path.length + 2 || target[path.length] !== "[" || !target.startsWith(path)) return undefined
+  const close = target.indexOf("]", path.length)
+  const digits = target.slice(path.length + 1, close)
+  if (close < 0 || !/^(0|[1-9][0-9]*)$/.test(digits)) return undefined
+  const item = Number(digits)
+  return holds(`${path}[${item}]`, target) ? item : undefined
+}
+
+const pending = Effect.fail(Executor.notNow)
 
 /**
  * Runs each branch in a fiber of its own and answers every outcome in order, once all have ended: an inline parallel

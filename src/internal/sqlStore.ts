@@ -16,7 +16,7 @@ import type * as RunStore from "../RunStore.js"
 import { RunStoreError, StreamClosedError } from "../WorkflowError.js"
 import type { WorkflowEvent } from "../WorkflowEvent.js"
 
-const migrations = Migrator.fromRecord({
+const migrations: Record<string, Effect.Effect<void, SqlError, SqlClient.SqlClient>> = {
   "1_stepwise_init": Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     yield* sql`CREATE TABLE IF NOT EXISTS stepwise_runs (
@@ -61,15 +61,47 @@ const migrations = Migrator.fromRecord({
       data TEXT NOT NULL,
       PRIMARY KEY (run_id, namespace, idx)
     )`
+  }),
+  // Counts the step writes of each run, so that engines know whether step records they hold are current. Postgres
+  // bumps the count in the statement that writes the step; SQLite stamps each step row with the run's next count and
+  // a trigger copies it to the run, which spares a statement per step write.
+  "2_stepwise_steps_version": Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    yield* sql`ALTER TABLE stepwise_runs ADD COLUMN steps_version BIGINT NOT NULL DEFAULT 0`
+    yield* sql.onDialectOrElse({
+      pg: () => Effect.void,
+      orElse: () =>
+        Effect.all([
+          sql`ALTER TABLE stepwise_steps ADD COLUMN version BIGINT NOT NULL DEFAULT 0`,
+          sql`CREATE TRIGGER stepwise_step_inserted AFTER INSERT ON stepwise_steps BEGIN
+            UPDATE stepwise_runs SET steps_version = NEW.version WHERE run_id = NEW.run_id;
+          END`,
+          sql`CREATE TRIGGER stepwise_step_updated AFTER UPDATE OF version ON stepwise_steps BEGIN
+            UPDATE stepwise_runs SET steps_version = NEW.version WHERE run_id = NEW.run_id;
+          END`
+        ], { discard: true })
+    })
   })
-})
+}
+
+/**
+ * Runs the migrations up to and including `last` (by default all of them). Only tests stop early, to build a database
+ * as an older release left it.
+ */
+export const migrateThrough = (last?: string) => {
+  const ids = Object.keys(migrations)
+  const upTo = last === undefined ? ids.length : ids.indexOf(last) + 1
+  if (upTo === 0) return Effect.dieMessage(`There is no migration named "${last}"; there are: ${ids.join(", ")}`)
+  const chosen = Object.fromEntries(ids.slice(0, upTo).map((id) => [id, migrations[id]!]))
+  return Migrator.make({})({ loader: Migrator.fromRecord(chosen), table: "stepwise_migrations" }).pipe(
+    // Two processes starting together: one migrates, the other sees the lock and tries again.
+    Effect.retry(Schedule.intersect(Schedule.spaced("200 millis"), Schedule.recurs(25))),
+    Effect.asVoid
+  )
+}
 
 /** Creates or updates the tables. Safe to run from several processes at once. */
-export const migrate = Migrator.make({})({ loader: migrations, table: "stepwise_migrations" }).pipe(
-  // Two processes starting together: one migrates, the other sees the lock and tries again.
-  Effect.retry(Schedule.intersect(Schedule.spaced("200 millis"), Schedule.recurs(25))),
-  Effect.asVoid
-)
+export const migrate = migrateThrough()
 
 // -----------------------------------------------------------------------------------------------------------------
 // values as JSON text: wrapped, so that `undefined` survives; bytes as base64
@@ -126,6 +158,7 @@ interface RunRow {
   readonly heartbeat_at: number | string | null
   readonly created_at: number | string
   readonly updated_at: number | string
+  readonly steps_version: number | string
 }
 
 const fail = (operation: string, runId?: string) => (error: SqlError): RunStoreError =>
@@ -133,6 +166,11 @@ const fail = (operation: string, runId?: string) => (error: SqlError): RunStoreE
 
 const noSuchRun = (operation: string, runId: string): RunStoreError =>
   new RunStoreError({ operation, runId, reason: "no such run" })
+
+/** The number a one-row write answers, or that the run does not exist when it wrote no row. */
+const firstRow = <R>(operation: string, runId: string, value: (row: R) => number | string) =>
+(rows: ReadonlyArray<R>): Effect.Effect<number, RunStoreError> =>
+  rows.length === 0 ? Effect.fail(noSuchRun(operation, runId)) : Effect.succeed(Number(value(rows[0]!)))
 
 /** The index of the first row a batch append inserted (rows come back in no promised order). */
 const firstIndex = (rows: ReadonlyArray<{ readonly idx: number }>): number => {
@@ -169,7 +207,8 @@ export const make = Effect.gen(function*() {
         ...(row.owner === null ? {} : { owner: row.owner }),
         ...(row.heartbeat_at === null ? {} : { heartbeatAt: Number(row.heartbeat_at) }),
         createdAt: Number(row.created_at),
-        updatedAt: Number(row.updated_at)
+        updatedAt: Number(row.updated_at),
+        stepsVersion: Number(row.steps_version)
       }
     })
 
@@ -218,41 +257,24 @@ export const make = Effect.gen(function*() {
       return yield* Effect.forEach(rows, toRecord)
     })
 
-  const appendEvent = (runId: string, event: WorkflowEvent, step?: RunStore.StepRecord) => {
+  /** SQLite: appends an event after the log's last (SQLite has one writer at a time), if the run exists. */
+  const sqliteAppend = (runId: string, data: string) =>
+    sql<{ idx: number }>`INSERT INTO stepwise_events (run_id, idx, data)
+      SELECT ${runId}, (SELECT COALESCE(MAX(idx) + 1, 0) FROM stepwise_events WHERE run_id = ${runId}), ${data}
+      WHERE EXISTS (SELECT 1 FROM stepwise_runs WHERE run_id = ${runId})
+      RETURNING idx`
+
+  const appendEvent = (runId: string, event: WorkflowEvent) => {
     const data = toJson(event)
-    const stepData = step === undefined ? null : toJson(step)
     const appended = isPg
-      ? (step === undefined
-        ? sql<{ idx: number }>`WITH c AS (
-            UPDATE stepwise_runs SET event_count = event_count + 1 WHERE run_id = ${runId} RETURNING event_count - 1 AS idx
-          )
-          INSERT INTO stepwise_events (run_id, idx, data) SELECT ${runId}, idx, ${data} FROM c RETURNING idx`
-        // One statement, so one commit, for the step record and its event.
-        : sql<{ idx: number }>`WITH c AS (
-            UPDATE stepwise_runs SET event_count = event_count + 1 WHERE run_id = ${runId} RETURNING event_count - 1 AS idx
-          ), s AS (
-            INSERT INTO stepwise_steps (run_id, path, data) SELECT ${runId}, ${step.path}, ${stepData} FROM c
-            ON CONFLICT (run_id, path) DO UPDATE SET data = excluded.data
-          )
-          INSERT INTO stepwise_events (run_id, idx, data) SELECT ${runId}, idx, ${data} FROM c RETURNING idx`)
-      : (() => {
-        const insert = sql<{ idx: number }>`INSERT INTO stepwise_events (run_id, idx, data)
-          SELECT ${runId}, (SELECT COALESCE(MAX(idx) + 1, 0) FROM stepwise_events WHERE run_id = ${runId}), ${data}
-          WHERE EXISTS (SELECT 1 FROM stepwise_runs WHERE run_id = ${runId})
-          RETURNING idx`
-        return step === undefined ? insert : sql.withTransaction(Effect.zipRight(
-          sql`INSERT INTO stepwise_steps (run_id, path, data) VALUES (${runId}, ${step.path}, ${stepData})
-            ON CONFLICT (run_id, path) DO UPDATE SET data = excluded.data`,
-          insert
-        ))
-      })()
+      ? sql<{ idx: number }>`WITH c AS (
+          UPDATE stepwise_runs SET event_count = event_count + 1 WHERE run_id = ${runId} RETURNING event_count - 1 AS idx
+        )
+        INSERT INTO stepwise_events (run_id, idx, data) SELECT ${runId}, idx, ${data} FROM c RETURNING idx`
+      : sqliteAppend(runId, data)
     return appended.pipe(
       Effect.mapError(fail("append event", runId)),
-      Effect.flatMap((rows) =>
-        rows.length === 0
-          ? Effect.fail(noSuchRun("append event", runId))
-          : Effect.succeed(Number(rows[0]!.idx))
-      )
+      Effect.flatMap(firstRow("append event", runId, (row) => row.idx))
     )
   }
 
@@ -302,22 +324,65 @@ export const make = Effect.gen(function*() {
       return { events, size }
     }).pipe(Effect.catchTag("SqlError", (e) => Effect.fail(fail("read events", runId)(e))))
 
-  const putStep = (runId: string, record: RunStore.StepRecord) =>
-    sql`INSERT INTO stepwise_steps (run_id, path, data) VALUES (${runId}, ${record.path}, ${toJson(record)})
-      ON CONFLICT (run_id, path) DO UPDATE SET data = excluded.data`.pipe(
-      Effect.asVoid,
-      Effect.mapError(fail("store step result", runId))
+  /** Bumps the run's step count, stores the record and appends the event (if any): one commit. */
+  const putStep = (runId: string, record: RunStore.StepRecord, event?: WorkflowEvent) => {
+    const stepData = toJson(record)
+    const written = isPg
+      ? (event === undefined
+        ? sql<{ version: number | string }>`WITH c AS (
+            UPDATE stepwise_runs SET steps_version = steps_version + 1 WHERE run_id = ${runId}
+            RETURNING steps_version AS version
+          ), s AS (
+            INSERT INTO stepwise_steps (run_id, path, data) SELECT ${runId}, ${record.path}, ${stepData} FROM c
+            ON CONFLICT (run_id, path) DO UPDATE SET data = excluded.data
+          )
+          SELECT version FROM c`
+        : sql<{ version: number | string }>`WITH c AS (
+            UPDATE stepwise_runs SET steps_version = steps_version + 1, event_count = event_count + 1
+            WHERE run_id = ${runId}
+            RETURNING steps_version AS version, event_count - 1 AS idx
+          ), s AS (
+            INSERT INTO stepwise_steps (run_id, path, data) SELECT ${runId}, ${record.path}, ${stepData} FROM c
+            ON CONFLICT (run_id, path) DO UPDATE SET data = excluded.data
+          ), e AS (
+            INSERT INTO stepwise_events (run_id, idx, data) SELECT ${runId}, idx, ${toJson(event)} FROM c
+          )
+          SELECT version FROM c`)
+      : (() => {
+        // The trigger of migration 2 sets the run's count to the row's version.
+        const insert = sql<{ version: number | string }>`INSERT INTO stepwise_steps (run_id, path, data, version)
+          SELECT ${runId}, ${record.path}, ${stepData}, steps_version + 1 FROM stepwise_runs WHERE run_id = ${runId}
+          ON CONFLICT (run_id, path) DO UPDATE SET data = excluded.data, version = excluded.version
+          RETURNING version`
+        if (event === undefined) return insert
+        return sql.withTransaction(Effect.flatMap(insert, (rows) =>
+          rows.length === 0 ? Effect.succeed(rows) : Effect.as(sqliteAppend(runId, toJson(event)), rows)))
+      })()
+    return written.pipe(
+      Effect.mapError(fail("store step result", runId)),
+      Effect.flatMap(firstRow("store step result", runId, (row) => row.version))
     )
+  }
 
+  /** One statement, so the records and the version come from one snapshot. */
   const getSteps = (runId: string) =>
-    sql<{ path: string; data: string }>`SELECT path, data FROM stepwise_steps WHERE run_id = ${runId}`.pipe(
+    sql<{ version: number | string; path: string | null; data: string | null }>`SELECT
+        r.steps_version AS version, s.path, s.data
+      FROM stepwise_runs r LEFT JOIN stepwise_steps s ON s.run_id = r.run_id
+      WHERE r.run_id = ${runId}`.pipe(
       Effect.mapError(fail("read step results", runId)),
       Effect.flatMap((rows) =>
-        Effect.forEach(rows, (row) =>
-          fromJson(row.data, `the step result at path ${row.path} of run ${runId}`, runId) as Effect.Effect<
-            RunStore.StepRecord,
-            RunStoreError
-          >)
+        Effect.map(
+          Effect.forEach(
+            rows.filter((row) => row.path !== null),
+            (row) =>
+              fromJson(row.data, `the step result at path ${row.path} of run ${runId}`, runId) as Effect.Effect<
+                RunStore.StepRecord,
+                RunStoreError
+              >
+          ),
+          (steps): RunStore.StepRecords => ({ steps, version: rows.length === 0 ? 0 : Number(rows[0]!.version) })
+        )
       )
     )
 
