@@ -180,8 +180,12 @@ export class RunStore extends Context.Tag("stepwise/RunStore")<RunStore, {
    * Fails (writing nothing) when the run does not exist.
    */
   readonly putStep: (runId: string, record: StepRecord, event?: WorkflowEvent) => Effect.Effect<number, RunStoreError>
-  /** The run's step records and the version they reflect, read atomically (no records, version 0, for no run). */
-  readonly getSteps: (runId: string) => Effect.Effect<StepRecords, RunStoreError>
+  /**
+   * The run's step records and the version they reflect, read atomically (no records, version 0, for no run). With
+   * `since`, only the records written after the write of that version: applied to the records as of `since`, they
+   * give the records as of the version answered.
+   */
+  readonly getSteps: (runId: string, since?: number) => Effect.Effect<StepRecords, RunStoreError>
   /**
    * Appends chunks to a stream (`""` is the default stream), atomically and in order; answers the index of the first.
    * Fails with `StreamClosedError` (appending nothing) once the stream is closed.
@@ -247,7 +251,7 @@ export const retrying = (store: RunStore["Type"]): RunStore["Type"] => {
     appendEvents: (runId, events) => retry(store.appendEvents(runId, events)),
     readEvents: (runId, from, max) => retry(store.readEvents(runId, from, max)),
     putStep: (runId, record, event) => retry(store.putStep(runId, record, event)),
-    getSteps: (runId) => retry(store.getSteps(runId)),
+    getSteps: (runId, since) => retry(store.getSteps(runId, since)),
     appendChunks: (runId, namespace, chunks) => retry(store.appendChunks(runId, namespace, chunks)),
     closeStream: (runId, namespace) => retry(store.closeStream(runId, namespace)),
     readChunks: (runId, namespace, from, max) => retry(store.readChunks(runId, namespace, from, max)),
@@ -273,7 +277,8 @@ interface MemoryRun {
   /** Its `stepsVersion` may lag behind `stepsVersion` below: `getRun` brings it up to date (a step write need not). */
   record: RunRecord
   readonly events: Array<WorkflowEvent>
-  readonly steps: Map<string, StepRecord>
+  /** Each path's record, with the version of the write that stored it. */
+  readonly steps: Map<string, { readonly record: StepRecord; readonly version: number }>
   stepsVersion: number
   readonly streams: Map<string, { readonly chunks: Array<unknown>; closed: boolean }>
 }
@@ -394,14 +399,18 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
         }),
       putStep: (runId, step, event) =>
         withRun("store step result", runId, (run) => {
-          run.steps.set(step.path, step)
+          const version = ++run.stepsVersion
+          run.steps.set(step.path, { record: step, version })
           if (event !== undefined) run.events.push(event)
-          return ++run.stepsVersion
+          return version
         }),
-      getSteps: (runId) =>
+      getSteps: (runId, since = 0) =>
         Effect.sync(() => {
           const run = runs.get(runId)
-          return run === undefined ? noSteps : { steps: Array.from(run.steps.values()), version: run.stepsVersion }
+          if (run === undefined) return noSteps
+          const steps: Array<StepRecord> = []
+          for (const { record, version } of run.steps.values()) if (version > since) steps.push(record)
+          return { steps, version: run.stepsVersion }
         }),
       appendChunks: (runId, namespace, chunks) =>
         Effect.flatMap(withRun("append chunks", runId, (run) => stream(run, namespace)), (s) => {

@@ -168,6 +168,26 @@ export const runStoreSuite = (name: string, layer: Layer.Layer<RunStore.RunStore
         expect(yield* store.getSteps(id("never-created"))).toEqual({ steps: [], version: 0 })
       }).pipe(Effect.provide(layer)))
 
+    it.effect("answers the step records written after a version, with the version they bring the run to", () =>
+      Effect.gen(function*() {
+        yield* fresh
+        const store = yield* RunStore.RunStore
+        yield* store.createRun(record("a"))
+        yield* store.putStep(id("a"), { path: "0", stepId: "s", status: "running" })
+        yield* store.putStep(id("a"), { path: "1", stepId: "t", status: "running" })
+        expect(yield* store.getSteps(id("a"), 2)).toEqual({ steps: [], version: 2 })
+        yield* store.putStep(id("a"), { path: "0", stepId: "s", status: "success", output: 5 })
+        expect(yield* store.getSteps(id("a"), 2)).toEqual({
+          steps: [{ path: "0", stepId: "s", status: "success", output: 5 }],
+          version: 3
+        })
+        const since1 = yield* store.getSteps(id("a"), 1)
+        expect(since1.steps.map((s) => s.path).sort()).toEqual(["0", "1"])
+        expect((yield* store.getSteps(id("a"), 0)).steps).toHaveLength(2)
+        expect((yield* store.getSteps(id("a"))).steps).toHaveLength(2)
+        expect(yield* store.getSteps(id("never-created"), 1)).toEqual({ steps: [], version: 0 })
+      }).pipe(Effect.provide(layer)))
+
     it.effect("gives concurrent step writes distinct versions, one per write", () =>
       Effect.gen(function*() {
         yield* fresh
@@ -264,6 +284,7 @@ describe("RunStore.layerSql upgrades", () => {
         const read = yield* store.getSteps("old")
         expect(read.version).toBe(2)
         expect(read.steps.find((s) => s.path === "0")?.output).toBe(3)
+        expect((yield* store.getSteps("old", 1)).steps).toEqual([{ path: "0", stepId: "s", status: "success", output: 3 }])
       }).pipe(Effect.provide(Sqlite.layer({ filename })), Effect.scoped)
     }))
 

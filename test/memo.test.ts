@@ -68,6 +68,26 @@ describe("the step records cache", () => {
     expect(memo?.get("2")?.status).toBe("success")
   })
 
+  it("applies a read of the writes since its version, and answers nothing once it no longer holds the run", () => {
+    const cache = Memo.makeCache(10)
+    expect(cache.version("r")).toBeUndefined()
+    expect(cache.update("r", { steps: [], version: 3 }, 0)).toBeUndefined()
+    cache.put("r", { steps: [step("0", "running"), step("1", "running")], version: 2 })
+    expect(cache.version("r")).toBe(2)
+    // This process's write answered version 6 waits; another process wrote versions 3 to 5.
+    cache.written("r", step("2", "running"), 6)
+    const memo = cache.update("r", { steps: [step("0", "success", 1), step("1", "failed")], version: 5 }, 2)
+    expect(memo?.get("0")?.status).toBe("success")
+    expect(memo?.get("1")?.status).toBe("failed")
+    expect(cache.version("r")).toBe(6)
+    expect(cache.get("r", 6)?.get("2")?.status).toBe("running")
+    // A read the cache has already passed changes nothing.
+    cache.update("r", { steps: [step("0", "running")], version: 4 }, 2)
+    expect(cache.get("r", 6)?.get("0")?.status).toBe("success")
+    cache.drop("r")
+    expect(cache.update("r", { steps: [], version: 7 }, 6)).toBeUndefined()
+  })
+
   it("keeps what a walk records to that walk", () => {
     const cache = Memo.makeCache(10)
     const walk = cache.put("r", { steps: [step("0", "success", 1)], version: 1 })

@@ -10,7 +10,9 @@
  * 3. The evented engine on the same stores: microseconds per step of the 10-step workflow, and milliseconds per run
  *    of a parallel of 10 no-op steps (where step ends arrive together), each beside the default engine.
  * 4. A large foreach (every item at once), both engines: milliseconds per run of 1,000 items in memory and of 200
- *    on SQLite. The evented engine walks the run after every item's end, so this is where its walks' cost shows.
+ *    on SQLite and on Postgres. The evented engine walks the run after the items' ends, so this is where its walks'
+ *    cost shows; on Postgres also with two evented instances (two workers: one bus, one store), where each instance
+ *    meets step records the other wrote.
  */
 import { Effect, Layer, Schema } from "effect"
 import { spawn } from "node:child_process"
@@ -30,6 +32,8 @@ const reps = quick ? 2 : 5
 const chunkCount = quick ? 10_000 : 100_000
 const databaseUrl = process.env["DATABASE_URL"] ?? Postgres.defaultUrl
 
+type StoreName = "memory" | "sqlite" | "postgres"
+
 const noop = (i: number) =>
   Step.make({ id: `s${i}`, inputSchema: Schema.Number, outputSchema: Schema.Number, execute: ({ inputData }) => Effect.succeed(inputData) })
 const tenSteps = Array.from({ length: 10 }, (_, i) => noop(i)).reduce(
@@ -45,7 +49,9 @@ const fanOut = Workflow.make({
 }).pipe(Workflow.parallel(Array.from({ length: 10 }, (_, i) => noop(i))), Workflow.commit)
 
 /** Items of the large foreach, per store (figure 4). */
-const foreachItems: Record<"memory" | "sqlite", number> = quick ? { memory: 200, sqlite: 50 } : { memory: 1000, sqlite: 200 }
+const foreachItems: Record<StoreName, number> = quick
+  ? { memory: 200, sqlite: 50, postgres: 50 }
+  : { memory: 1000, sqlite: 200, postgres: 200 }
 const foreachWorkflow = (items: number) =>
   Workflow.make({
     id: `bench-foreach-${items}`,
@@ -70,7 +76,6 @@ export const writer = Workflow.make({ id: "bench-chunks", inputSchema: Schema.Nu
   Workflow.commit
 )
 
-type StoreName = "memory" | "sqlite" | "postgres"
 const storeLayer = (name: StoreName, file: string): Layer.Layer<RunStore.RunStore, unknown> =>
   name === "memory"
     ? RunStore.layerMemory
@@ -138,13 +143,26 @@ const throughput = (name: "sqlite" | "postgres", file: string) =>
     }
   }).pipe(Effect.provide(engineOn(name, file)), Effect.scoped)
 
-/** Milliseconds for one run of the large foreach (after a warm-up run), on one engine and store. */
-const foreachRun = (name: "memory" | "sqlite", file: string, engine: EngineName) =>
+/**
+ * Milliseconds for one run of the large foreach (after a warm-up run), on one engine and store. `workers: 2` adds a
+ * second evented instance over the same bus and store, which takes its share of the commands.
+ */
+const foreachRun = (name: StoreName, file: string, engine: EngineName, workers: 1 | 2 = 1) =>
   Effect.gen(function*() {
     const items = foreachItems[name]
     const wf = foreachWorkflow(items)
     const input = Array.from({ length: items }, (_, i) => i)
     const instance = yield* WorkflowEngine.WorkflowEngine
+    if (workers === 2) {
+      const shared = Layer.merge(
+        Layer.succeed(EventBus.EventBus, yield* EventBus.EventBus),
+        Layer.succeed(RunStore.RunStore, yield* RunStore.RunStore)
+      )
+      yield* Layer.build(
+        // A layer of its own (`layerEventedWith` makes a new one per call), so that nothing memoized stands in for it.
+        Layer.provideMerge(WorkflowEngine.register(wf), WorkflowEngine.layerEventedWith({})).pipe(Layer.provide(shared))
+      )
+    }
     yield* Effect.flatMap(instance.start(wf, input), (r) => r.result) // warm-up
     const t0 = performance.now()
     yield* Effect.flatMap(instance.start(wf, input), (r) => r.result)
@@ -176,11 +194,12 @@ const program = Effect.gen(function*() {
   }
   const foreachMs: Record<string, Array<number>> = {}
   for (let rep = 0; rep < reps; rep++) {
-    for (const name of ["memory", "sqlite"] as const) {
+    for (const name of stores) {
       for (const engine of rep % 2 === 0 ? engines : [...engines].reverse()) {
         ;(foreachMs[`${name} ${engine}`] ??= []).push(yield* foreachRun(name, join(dir, `foreach-${rep}.db`), engine))
       }
     }
+    ;(foreachMs["postgres evented 2"] ??= []).push(yield* foreachRun("postgres", "", "evented", 2))
   }
   console.log(`# stepwise durable figures (Node ${process.version}, ${quick ? "quick" : "full"} mode)\n`)
   console.log(`Per-step overhead, 10-step linear workflow of no-op steps, ${runs} runs one after another, default engine:\n`)
@@ -219,11 +238,14 @@ const program = Effect.gen(function*() {
   console.log(`\nA foreach of every item at once, one run (medians of ${reps}):\n`)
   console.log("| store | items | default, ms per run | evented, ms per run | evented ÷ default |")
   console.log("|---|---:|---:|---:|---:|")
-  for (const name of ["memory", "sqlite"] as const) {
+  for (const name of stores) {
     const d = median(foreachMs[`${name} default`]!)
     const e = median(foreachMs[`${name} evented`]!)
     console.log(`| ${name} | ${foreachItems[name]} | ${d.toFixed(0)} | ${e.toFixed(0)} | ${(e / d).toFixed(1)} |`)
   }
+  const d = median(foreachMs["postgres default"]!)
+  const e2 = median(foreachMs["postgres evented 2"]!)
+  console.log(`| postgres, 2 evented workers | ${foreachItems.postgres} | ${d.toFixed(0)} | ${e2.toFixed(0)} | ${(e2 / d).toFixed(1)} |`)
 })
 
 Effect.runPromise(program).catch((error) => {

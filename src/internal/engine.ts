@@ -293,18 +293,27 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
    * What the store recorded of a run's graph. A row that no longer decodes fails the run, naming the row (answers
    * `undefined` then); a store that stays down fails the effect, and the run is left for lease recovery.
    *
-   * With `cacheSteps` and `version` (the run record's `stepsVersion`), the records are cached between walks, and a
-   * walk of a run whose record shows a version the cache has reached reads nothing.
+   * With `cacheSteps` and `version` (the run record's `stepsVersion`), the records are cached between walks: a walk
+   * of a run whose record shows a version the cache has reached reads nothing, and one that finds another process
+   * wrote reads only what it wrote.
    */
   const loadMemo = (runId: string, workflowId: string, version?: number): Effect.Effect<Memo.Memo | undefined> => {
+    let read: Effect.Effect<Memo.Memo, RunStore.RunStoreError>
     if (cacheSteps && version !== undefined) {
       const cached = memos.get(runId, version)
       if (cached !== undefined) return Effect.succeed(cached)
+      const all = Effect.map(store.getSteps(runId), (records) => memos.put(runId, records))
+      // Another process wrote: read what it wrote since the cache's version, not everything.
+      const since = memos.version(runId)
+      read = since === undefined
+        ? all
+        : Effect.flatMap(store.getSteps(runId, since), (written) => {
+          const memo = memos.update(runId, written, since)
+          return memo === undefined ? all : Effect.succeed(memo)
+        })
+    } else {
+      read = Effect.map(store.getSteps(runId), (records) => Memo.fromRecords(records.steps))
     }
-    const read = Effect.map(
-      store.getSteps(runId),
-      (records): Memo.Memo => cacheSteps && version !== undefined ? memos.put(runId, records) : Memo.fromRecords(records.steps)
-    )
     return Effect.catchAll(read, (error) =>
       RunStore.isTransient(error)
         ? Effect.die(error)

@@ -7,7 +7,8 @@
  * store version (`RunRecord.stepsVersion`, which every step write bumps). A walk whose run record shows a version the
  * cache has reached uses the cached records; this process's own writes advance the cache in version order (a write
  * answered out of order waits for the ones before it). A write by another process is a version the cache never sees,
- * so the next walk reads the records again. The cache is therefore never behind the run record a walk has read.
+ * so the next walk reads the records written since the cache's version (the store keeps each record's version). The
+ * cache is therefore never behind the run record a walk has read.
  *
  * Walks see the cached records live: a record written by this process during a walk may show up in it. That is as if
  * the walk had read the store a little later; a node's record only moves forward (running, then its outcome), and
@@ -61,6 +62,13 @@ export interface Cache {
   readonly get: (runId: string, version: number) => Memo | undefined
   /** Keeps records just read from the store (unless the cache is further along) and answers a memo over them. */
   readonly put: (runId: string, read: RunStore.StepRecords) => Memo
+  /** The version the cache holds a run's records at, if it holds them: what to read the writes since. */
+  readonly version: (runId: string) => number | undefined
+  /**
+   * Brings a run's records up to a read of the writes after `since` (`getSteps(runId, since)`), and answers a memo
+   * over them; nothing when the cache no longer holds the run (then read everything).
+   */
+  readonly update: (runId: string, read: RunStore.StepRecords, since: number) => Memo | undefined
   /** Tells the cache of a step write of this process, with the version the store answered. */
   readonly written: (runId: string, record: RunStore.StepRecord, version: number) => void
   /** Forgets a run (it settled, or waits without anything in this process). */
@@ -101,6 +109,19 @@ export const makeCache = (capacity: number): Cache => {
       entries.delete(runId)
       entries.set(runId, entry)
       if (entries.size > capacity) entries.delete(entries.keys().next().value!)
+      return new View(entry.records)
+    },
+    version: (runId) => entries.get(runId)?.version,
+    update: (runId, read, since) => {
+      const entry = entries.get(runId)
+      if (entry === undefined || entry.version < since) return undefined
+      // The read holds each path's last write up to its version: the entry, at `since` or later, becomes that.
+      if (entry.version < read.version) {
+        for (const record of read.steps) entry.records.set(record.path, record)
+        entry.version = read.version
+        for (const version of entry.ahead.keys()) if (version <= read.version) entry.ahead.delete(version)
+        catchUp(entry)
+      }
       return new View(entry.records)
     },
     written: (runId, record, version) => {

@@ -81,6 +81,14 @@ const migrations: Record<string, Effect.Effect<void, SqlError, SqlClient.SqlClie
           END`
         ], { discard: true })
     })
+  }),
+  // Postgres stamps each step row with its write's count too, so that a reader can ask for the rows written since.
+  "3_stepwise_step_row_versions": Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    yield* sql.onDialectOrElse({
+      pg: () => sql`ALTER TABLE stepwise_steps ADD COLUMN version BIGINT NOT NULL DEFAULT 0`,
+      orElse: () => Effect.void
+    })
   })
 }
 
@@ -333,8 +341,9 @@ export const make = Effect.gen(function*() {
             UPDATE stepwise_runs SET steps_version = steps_version + 1 WHERE run_id = ${runId}
             RETURNING steps_version AS version
           ), s AS (
-            INSERT INTO stepwise_steps (run_id, path, data) SELECT ${runId}, ${record.path}, ${stepData} FROM c
-            ON CONFLICT (run_id, path) DO UPDATE SET data = excluded.data
+            INSERT INTO stepwise_steps (run_id, path, data, version)
+            SELECT ${runId}, ${record.path}, ${stepData}, version FROM c
+            ON CONFLICT (run_id, path) DO UPDATE SET data = excluded.data, version = excluded.version
           )
           SELECT version FROM c`
         : sql<{ version: number | string }>`WITH c AS (
@@ -342,8 +351,9 @@ export const make = Effect.gen(function*() {
             WHERE run_id = ${runId}
             RETURNING steps_version AS version, event_count - 1 AS idx
           ), s AS (
-            INSERT INTO stepwise_steps (run_id, path, data) SELECT ${runId}, ${record.path}, ${stepData} FROM c
-            ON CONFLICT (run_id, path) DO UPDATE SET data = excluded.data
+            INSERT INTO stepwise_steps (run_id, path, data, version)
+            SELECT ${runId}, ${record.path}, ${stepData}, version FROM c
+            ON CONFLICT (run_id, path) DO UPDATE SET data = excluded.data, version = excluded.version
           ), e AS (
             INSERT INTO stepwise_events (run_id, idx, data) SELECT ${runId}, idx, ${toJson(event)} FROM c
           )
@@ -364,11 +374,11 @@ export const make = Effect.gen(function*() {
     )
   }
 
-  /** One statement, so the records and the version come from one snapshot. */
-  const getSteps = (runId: string) =>
+  /** One statement, so the records and the version come from one snapshot. Rows from before migration 2 have 0. */
+  const getSteps = (runId: string, since = -1) =>
     sql<{ version: number | string; path: string | null; data: string | null }>`SELECT
         r.steps_version AS version, s.path, s.data
-      FROM stepwise_runs r LEFT JOIN stepwise_steps s ON s.run_id = r.run_id
+      FROM stepwise_runs r LEFT JOIN stepwise_steps s ON s.run_id = r.run_id AND s.version > ${since}
       WHERE r.run_id = ${runId}`.pipe(
       Effect.mapError(fail("read step results", runId)),
       Effect.flatMap((rows) =>
