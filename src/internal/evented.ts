@@ -250,11 +250,10 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
     const reported = (message: Command, effect: Effect.Effect<void>) =>
       Effect.catchAllCause(effect, (cause) => Effect.logError(`Handling ${message.type} for run ${message.runId} failed`, cause))
 
-    const handle = (message: Command): Effect.Effect<void> => {
+    /** A control command's handler (it runs in a fiber of its own; see `take` for the step commands). */
+    const handle = (message: Exclude<Command, { readonly type: "workflow.step.run" | "workflow.step.end" }>) => {
       const { runId } = message
       switch (message.type) {
-        case "workflow.step.run":
-          return track(runId, reported(message, executeNode(runId, message.data.path)))
         case "workflow.start":
           return withLock(
             runId,
@@ -266,8 +265,6 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
               yield* advance(runId)
             })
           )
-        case "workflow.step.end":
-          return advanceOnce(runId) ?? Effect.void
         case "workflow.resume":
           return withLock(runId, advance(runId, message.data.recover === true))
         case "workflow.end":
@@ -307,6 +304,23 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
       }
     }
 
+    /**
+     * What the consumer does with a command, in its own fiber and before the next pull: a step execution gets a
+     * tracked fiber, a step end a walk only when none is on its way, anything else a fiber for its handler.
+     */
+    const take = (message: Command): Effect.Effect<void> => {
+      switch (message.type) {
+        case "workflow.step.run":
+          return track(message.runId, reported(message, executeNode(message.runId, message.data.path)))
+        case "workflow.step.end": {
+          const walk = advanceOnce(message.runId)
+          return walk === undefined ? Effect.void : Effect.forkIn(reported(message, walk), scope)
+        }
+        default:
+          return Effect.forkIn(reported(message, handle(message)), scope)
+      }
+    }
+
     const decodeCommand = Schema.decodeUnknownEither(Command)
     const decodeFinished = Schema.decodeUnknown(Finished)
 
@@ -322,13 +336,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
         }
         message = decoded.right
       }
-      // A step execution forks its own tracked fiber; a step end, only when no walk is on its way; the rest, here.
-      if (message.type === "workflow.step.run") return handle(message)
-      if (message.type === "workflow.step.end") {
-        const walk = advanceOnce(message.runId)
-        return walk === undefined ? Effect.void : Effect.forkIn(reported(message, walk), scope)
-      }
-      return Effect.forkIn(reported(message, handle(message)), scope)
+      return take(message)
     }).pipe(
       Effect.catchAllCause((cause) => Effect.logError("The evented engine stopped reading commands", cause)),
       Effect.forkIn(scope)
