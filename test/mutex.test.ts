@@ -3,7 +3,7 @@
  * holder or of a waiter never leaves the lock held.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Deferred, Effect, Exit, Fiber, FiberId } from "effect"
+import { Deferred, Effect, Exit, Fiber, FiberId, Scheduler } from "effect"
 import * as Mutex from "../src/internal/mutex.js"
 
 /** Lets forked fibers run. */
@@ -102,5 +102,38 @@ describe("mutex", () => {
       yield* Fiber.join(c).pipe(Effect.timeoutFail({ duration: "2 seconds", onTimeout: () => "c never got the lock" }))
       expect(ran).toEqual(["c"])
       expect(mutex.held()).toBe(false)
+    }))
+
+  it.live("a waiter whose fiber yields anywhere on its way into the line is not forgotten", () =>
+    // A fiber yields to the scheduler wherever its operation budget runs out. A waiter that yielded after finding the
+    // lock held and before joining the line, while the holder released it (to nobody), waited for ever: a writer's
+    // group commit hung on it. Here a scheduler makes the waiter yield once, at its k-th operation, for every k up to
+    // past the point where it waits; the holder lets go of the lock the moment the waiter has yielded.
+    Effect.gen(function*() {
+      for (let k = 1; k <= 60; k++) {
+        const mutex = Mutex.make()
+        let yielded = false
+        let count = 0
+        const scheduler: Scheduler.Scheduler = {
+          scheduleTask: (task, priority) => Scheduler.defaultScheduler.scheduleTask(task, priority),
+          shouldYield: () => {
+            if (yielded || ++count !== k) return false
+            yielded = true
+            return 0
+          }
+        }
+        const holder = yield* Effect.fork(mutex.withLock(Effect.gen(function*() {
+          for (let i = 0; i < 100 && !yielded; i++) yield* Effect.yieldNow()
+        })))
+        yield* settle
+        const waiter = yield* Effect.fork(mutex.withLock(Effect.succeed(k)).pipe(Effect.withScheduler(scheduler)))
+        yield* Fiber.join(holder)
+        const got = yield* Fiber.join(waiter).pipe(Effect.timeoutFail({
+          duration: "1 second",
+          onTimeout: () => `the waiter that yielded at its operation ${k} was forgotten`
+        }))
+        expect(got).toBe(k)
+        expect(mutex.held()).toBe(false)
+      }
     }))
 })

@@ -31,6 +31,13 @@ export const make = (): Mutex => {
       let granted = false
       let waiter: (() => void) | undefined
       return restore(Effect.async<void>((resume) => {
+        // Checked again here, where nothing can come between the check and joining the line: the fiber may have
+        // yielded since `withLock` found the lock held, and the holder released it meanwhile, to nobody.
+        if (!held) {
+          held = true
+          granted = true
+          return resume(Effect.void)
+        }
         waiter = () => {
           granted = true
           resume(Effect.void)
