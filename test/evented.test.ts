@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Deferred, Effect, Layer, Logger, Schema, Stream, TestClock } from "effect"
+import { Chunk, Context, Deferred, Effect, Layer, Logger, Schema, Stream, TestClock } from "effect"
 import { EventBus, RunStore, Step, Workflow, WorkflowEngine } from "stepwise"
 import { Recorded, recordingEventedEngine } from "./helpers.js"
 import { awaitStatus } from "./scenarios.js"
@@ -139,6 +139,46 @@ describe("evented engine", () => {
       expect(Array.from(executions.values()).every((n) => n === 1)).toBe(true)
       expect(deliveries).toHaveLength(2)
       expect(deliveries.every((n) => n > 0)).toBe(true)
+    }).pipe(Effect.scoped))
+
+  it.live("a step that outlasts the scan for orphaned runs executes once; a waiting run is not launched again", () =>
+    // The run names this worker as its owner. The scan (every half lease) used to take it for a run left by a crash:
+    // it launched it again, which dispatched the step still executing a second time.
+    Effect.gen(function*() {
+      let executions = 0
+      const slow = Step.make({
+        id: "slow",
+        inputSchema: N,
+        outputSchema: N,
+        execute: ({ inputData }) => Effect.as(Effect.zipRight(Effect.sync(() => executions++), Effect.sleep("1 second")), inputData)
+      })
+      const wf = Workflow.make({ id: "outlasts-scan", inputSchema: N, outputSchema: N }).pipe(
+        Workflow.then(slow),
+        Workflow.sleep("1 hour"),
+        Workflow.commit
+      )
+      const { bus: memory } = yield* EventBus.makeMemory
+      const commands: Array<string> = []
+      const recording = EventBus.EventBus.of({
+        ...memory,
+        publish: (channel, event) =>
+          Effect.zipRight(Effect.sync(() => channel === "workflows" && commands.push(event.type)), memory.publish(channel, event))
+      })
+      const context = yield* Layer.build(WorkflowEngine.layerEventedWith({ lease: "200 millis" }).pipe(
+        Layer.provide(Layer.merge(Layer.succeed(EventBus.EventBus, recording), RunStore.layerMemory))
+      ))
+      const run = yield* Context.get(context, WorkflowEngine.WorkflowEngine).start(wf, 1)
+      // about ten scans while the step runs, and as many while the run waits in its sleep
+      for (let i = 0; i < 250 && (yield* run.status) !== "waiting"; i++) yield* Effect.sleep("20 millis")
+      expect(yield* run.status).toBe("waiting")
+      yield* Effect.sleep("1 second")
+      expect(executions).toBe(1)
+      expect(commands.filter((c) => c === "workflow.step.run")).toHaveLength(1) // the sleep's comes when it is due
+      expect(commands).not.toContain("workflow.resume")
+      const starts = (yield* Stream.runCollect(Stream.take(run.events(), 3))).pipe(Chunk.toArray)
+        .filter((e) => e.type === "workflow-step-start")
+      expect(starts).toHaveLength(1)
+      yield* run.cancel
     }).pipe(Effect.scoped))
 
   it.effect("the step ends taken in one pull from the bus come to one walk", () =>

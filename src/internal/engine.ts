@@ -79,8 +79,14 @@ export interface Driver {
   readonly initialStatus: RunStore.RunStatus
   /** Which of a workflow's runs `register` hands to `launch`. */
   readonly orphanStatuses: ReadonlyArray<RunStore.RunStatus>
-  /** Whether this process executes the run right now (then `register` leaves it alone). */
+  /** Whether this process executes the run right now (then `resume` refuses, the run's result not being final). */
   readonly isLive: (runId: string) => boolean
+  /**
+   * Whether this process carries the run forward, so that the scan for orphaned runs (at `register`, and every half
+   * lease) leaves it alone even though the run names this worker as its owner. Launching it again would execute its
+   * running steps a second time.
+   */
+  readonly holds: (runId: string, status: RunStore.RunStatus) => boolean
 }
 
 /** The shape of the engine service (see `WorkflowEngine.ts` for the public documentation). */
@@ -524,7 +530,7 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
         const { workflow } = registered
         const records = yield* store.listRuns({ workflowId: workflow.id, statuses: driver.orphanStatuses })
         for (const record of records) {
-          if (driver.isLive(record.runId)) continue
+          if (driver.holds(record.runId, record.status)) continue
           const now = wallNow()
           const stale = record.owner === undefined || record.owner === workerId ||
             record.heartbeatAt === undefined || record.heartbeatAt < now - leaseMillis
@@ -764,6 +770,7 @@ export const makeDefault = (options: DefaultOptions = {}) => Effect.gen(function
     cancel,
     initialStatus: "running",
     orphanStatuses: ["running", "waiting"],
-    isLive: (runId) => live.has(runId) || timers.has(runId)
+    isLive: (runId) => live.has(runId) || timers.has(runId),
+    holds: (runId) => live.has(runId) || timers.has(runId)
   }, scope)
 })

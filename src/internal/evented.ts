@@ -66,6 +66,17 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
     // Process-local bookkeeping only: a restart loses none of a run's state.
     const locks = new Map<string, { readonly mutex: Mutex.Mutex; users: number }>()
     const executing = new Map<string, Set<Fiber.RuntimeFiber<void>>>()
+    /**
+     * The runs this instance launched (started, resumed or took over) that have not settled. They name this worker as
+     * their owner, and between two messages nothing in the process shows they are alive: without this, the periodic
+     * scan for orphaned runs took them for runs left by a crash and launched them again, and a step still executing
+     * was dispatched, and executed, a second time.
+     */
+    const carried = new Set<string>()
+    const settle = (runId: string) => {
+      carried.delete(runId)
+    }
+
     // Sleeps not yet due: one timer queue, which sends the sleep's node to be executed once it is.
     const timers = yield* Timers.make((runId, path) => send("workflow.step.run", runId, { path }))
 
@@ -123,7 +134,10 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
     const load = (runId: string) =>
       Effect.gen(function*() {
         const record = yield* Effect.orDie(store.getRun(runId))
-        if (record === undefined || RunStore.isTerminal(record.status)) return undefined
+        if (record === undefined || RunStore.isTerminal(record.status)) {
+          settle(runId)
+          return undefined
+        }
         const registered = core.registry.get(record.workflowId)
         if (registered === undefined) {
           yield* Effect.logWarning(
@@ -346,11 +360,14 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
     yield* Consume.forEach(finishes, (raw) =>
       decodeFinished(raw).pipe(
         Effect.flatMap((message) =>
-          Effect.zipRight(
-            // Another instance canceled it: stop what this one still runs for it.
-            message.data.status === "canceled" ? stopLocal(message.runId) : Effect.void,
-            core.notify(message.runId)
-          )
+          Effect.suspend(() => {
+            settle(message.runId)
+            return Effect.zipRight(
+              // Another instance canceled it: stop what this one still runs for it.
+              message.data.status === "canceled" ? stopLocal(message.runId) : Effect.void,
+              core.notify(message.runId)
+            )
+          })
         ),
         Effect.catchAll((error) =>
           Effect.logWarning(`Skipping malformed message on channel "${EventBus.workflowsFinishChannel}"`, error.message)
@@ -362,9 +379,14 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
     )
 
     const launch = (runId: string, _registered: Registered, _input: unknown, reason: LaunchReason) =>
-      reason === "start"
-        ? send("workflow.start", runId, {})
-        : send("workflow.resume", runId, { recover: reason === "recover" })
+      Effect.suspend(() => {
+        // A run carried here is only walked again (which sets its sleeps' timers again), never redispatched.
+        const recover = reason === "recover" && !carried.has(runId)
+        carried.add(runId)
+        return reason === "start"
+          ? send("workflow.start", runId, {})
+          : send("workflow.resume", runId, { recover })
+      })
 
     const cancel = (runId: string) =>
       Effect.gen(function*() {
@@ -381,6 +403,9 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
       initialStatus: "pending",
       orphanStatuses: ["pending", "running", "waiting"],
       // Nothing here owns a run between messages: a handler finishing up never blocks a resume or a takeover.
-      isLive: () => false
+      isLive: () => false,
+      // A waiting run whose timer is not in this process (another instance walked it to its sleep) is walked again
+      // by the scan: should that instance be gone, the sleep is not lost.
+      holds: (runId, status) => carried.has(runId) && (status !== "waiting" || timers.has(runId))
     }, scope)
   })
