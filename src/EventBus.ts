@@ -4,6 +4,7 @@
  *
  * @since 0.1.0
  */
+import * as Chunk from "effect/Chunk"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -12,6 +13,7 @@ import * as Queue from "effect/Queue"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
+import * as Consume from "./internal/consume.js"
 import { EventBusError } from "./WorkflowError.js"
 
 export {
@@ -57,6 +59,19 @@ export interface SubscribeOptions {
 }
 
 /**
+ * What `listen` calls. `events` gets the events of one publish (or one batch of them) in order, and `failure` the error
+ * that ended the subscription (nothing is delivered after it). Both are called where the bus delivers, which may be
+ * inside a publisher's `publish`: they must return quickly and must not throw.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Listener {
+  readonly events: (events: ReadonlyArray<BusEvent>) => void
+  readonly failure: (error: EventBusError) => void
+}
+
+/**
  * The event bus service.
  *
  * @since 0.1.0
@@ -74,6 +89,14 @@ export class EventBus extends Context.Tag("stepwise/EventBus")<EventBus, {
     channel: string,
     options?: SubscribeOptions
   ) => Effect.Effect<Stream.Stream<BusEvent, EventBusError>, EventBusError, Scope.Scope>
+  /**
+   * Delivers the channel's events to callbacks instead of a Stream (optional: without it, `listen` of this module
+   * consumes a subscription in a fiber of its own). A bus whose deliveries are callbacks anyway implements it to spare
+   * a subscriber that only needs waking (a run's readers) a fiber and a Stream on every event: on the memory bus, a
+   * reader learns of an event inside the `publish` that sent it. Listening once this effect succeeds; until the scope
+   * closes.
+   */
+  readonly listen?: (channel: string, listener: Listener) => Effect.Effect<void, EventBusError, Scope.Scope>
 }>() {}
 
 /**
@@ -90,6 +113,28 @@ export const publishAll = (
   bus.publishAll !== undefined
     ? bus.publishAll(channel, events)
     : Effect.forEach(events, (event) => bus.publish(channel, event), { discard: true })
+
+/**
+ * Calls `listener` with the events published on `channel` until the scope closes, with the bus's `listen` when it has
+ * one; otherwise through `subscribe`, consumed in a fiber of the scope (a failure of the subscription goes to
+ * `listener.failure`).
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const listen = (
+  bus: EventBus["Type"],
+  channel: string,
+  listener: Listener
+): Effect.Effect<void, EventBusError, Scope.Scope> =>
+  bus.listen !== undefined
+    ? bus.listen(channel, listener)
+    : Effect.flatMap(bus.subscribe(channel), (events) =>
+      Consume.forEachChunk(events, (chunk) => Effect.sync(() => listener.events(Chunk.toReadonlyArray(chunk)))).pipe(
+        Effect.catchAll((error) => Effect.sync(() => listener.failure(error))),
+        Effect.forkScoped,
+        Effect.asVoid
+      ))
 
 /**
  * The channel that carries a run's watch envelopes (seed name).
@@ -141,7 +186,28 @@ const groupChunk = 16
 interface Channel {
   readonly pubsub: PubSub.PubSub<BusEvent>
   readonly groups: Map<string, { readonly queue: Queue.Queue<BusEvent>; members: number }>
+  /** The listeners' callbacks (`listen`); the set exists once the channel has had one. */
+  listeners: Set<Listener> | undefined
   subscribers: number
+}
+
+/**
+ * Hands `events` to every listener of `channel`, in the publisher's fiber. A listener that throws breaks its contract;
+ * the others still get the events, and the publish logs it rather than failing.
+ */
+const tellListeners = (channel: string, target: Channel, events: ReadonlyArray<BusEvent>): Effect.Effect<void> => {
+  if (target.listeners === undefined || target.listeners.size === 0) return Effect.void
+  let thrown: Array<unknown> | undefined
+  for (const listener of target.listeners) {
+    try {
+      listener.events(events)
+    } catch (error) {
+      ;(thrown ??= []).push(error)
+    }
+  }
+  return thrown === undefined
+    ? Effect.void
+    : Effect.logError(`A listener of channel "${channel}" threw (listeners must not throw)`, ...thrown)
 }
 
 /**
@@ -159,7 +225,12 @@ export const makeMemory: Effect.Effect<
   const acquire = (name: string): Channel => {
     let channel = channels.get(name)
     if (channel === undefined) {
-      channel = { pubsub: Effect.runSync(PubSub.unbounded<BusEvent>()), groups: new Map(), subscribers: 0 }
+      channel = {
+        pubsub: Effect.runSync(PubSub.unbounded<BusEvent>()),
+        groups: new Map(),
+        listeners: undefined,
+        subscribers: 0
+      }
       channels.set(name, channel)
     }
     channel.subscribers++
@@ -180,7 +251,7 @@ export const makeMemory: Effect.Effect<
       if (target === undefined) return Effect.void
       // Group queues are unbounded: offering to them never waits.
       for (const group of target.groups.values()) Queue.unsafeOffer(group.queue, event)
-      return PubSub.publish(target.pubsub, event)
+      return Effect.zipRight(tellListeners(channel, target, [event]), PubSub.publish(target.pubsub, event))
     })
 
   const publishAll = (channel: string, events: ReadonlyArray<BusEvent>): Effect.Effect<void, EventBusError> =>
@@ -190,7 +261,7 @@ export const makeMemory: Effect.Effect<
       for (const group of target.groups.values()) {
         for (const event of events) Queue.unsafeOffer(group.queue, event)
       }
-      return PubSub.publishAll(target.pubsub, events)
+      return Effect.zipRight(tellListeners(channel, target, events), PubSub.publishAll(target.pubsub, events))
     })
 
   const subscribe = (channel: string, options?: SubscribeOptions) =>
@@ -225,8 +296,23 @@ export const makeMemory: Effect.Effect<
       return Stream.fromQueue(shared.queue, { maxChunkSize: groupChunk })
     })
 
+  // A listener counts as a subscriber: the channel lives while it has one.
+  const listen = (channel: string, listener: Listener): Effect.Effect<void, never, Scope.Scope> =>
+    Effect.asVoid(Effect.acquireRelease(
+      Effect.sync(() => {
+        const target = acquire(channel)
+        ;(target.listeners ??= new Set()).add(listener)
+        return target
+      }),
+      (target) =>
+        Effect.suspend(() => {
+          target.listeners?.delete(listener)
+          return release(channel, target)
+        })
+    ))
+
   return {
-    bus: EventBus.of({ publish, publishAll, subscribe }),
+    bus: EventBus.of({ publish, publishAll, subscribe, listen }),
     channels: MemoryChannels.of({ size: Effect.sync(() => channels.size) })
   }
 })

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, Effect, Fiber, Logger, Schema, Stream } from "effect"
+import { Chunk, Deferred, Effect, Exit, Fiber, Logger, Schema, Stream } from "effect"
 import { EventBus, Step, Workflow, WorkflowEngine } from "stepwise"
 
 const event = (n: number): EventBus.BusEvent => ({ type: "test", runId: "r", data: n })
@@ -118,5 +118,86 @@ describe("EventBus.layerMemory", () => {
       expect(good).toEqual({ type: "x", runId: "r", data: 1 })
       expect(bad).toBeUndefined()
       expect(logs.join("\n")).toContain(`Skipping malformed event on channel "workflows"`)
+    }))
+
+  it.effect("a listener gets each publish's events in the publisher's call, until its scope closes", () =>
+    Effect.gen(function*() {
+      const { bus, channels } = yield* EventBus.makeMemory
+      const got: Array<ReadonlyArray<number>> = []
+      const listener: EventBus.Listener = {
+        events: (events) => got.push(events.map((e) => e.data as number)),
+        failure: () => got.push([-1])
+      }
+      yield* Effect.scoped(Effect.gen(function*() {
+        yield* EventBus.listen(bus, "c", listener)
+        expect(yield* channels.size).toBe(1) // a listener keeps its channel
+        const plain = yield* bus.subscribe("c")
+        yield* bus.publish("c", event(1))
+        expect(got).toEqual([[1]]) // delivered by the time publish returns
+        yield* EventBus.publishAll(bus, "c", [event(2), event(3)])
+        yield* EventBus.publishAll(bus, "c", [])
+        expect(got).toEqual([[1], [2, 3]])
+        // subscribers of the same channel still get everything
+        expect(Chunk.toArray(yield* Stream.runCollect(Stream.take(plain, 3)))).toEqual([event(1), event(2), event(3)])
+      }))
+      expect(yield* channels.size).toBe(0)
+      yield* bus.publish("c", event(4))
+      expect(got).toEqual([[1], [2, 3]])
+    }))
+
+  it.effect("a listener that throws is logged with its channel; the other listeners and the publish go on", () =>
+    Effect.gen(function*() {
+      const { bus } = yield* EventBus.makeMemory
+      const logs: Array<string> = []
+      const logger = Logger.make(({ message }) => logs.push(Array.isArray(message) ? message.join(" ") : String(message)))
+      const got: Array<number> = []
+      yield* Effect.scoped(Effect.gen(function*() {
+        yield* EventBus.listen(bus, "c", {
+          events: () => {
+            throw new Error("listener bug")
+          },
+          failure: () => {}
+        })
+        yield* EventBus.listen(bus, "c", { events: (events) => got.push(events.length), failure: () => {} })
+        yield* bus.publish("c", event(1)).pipe(Effect.provide(Logger.replace(Logger.defaultLogger, logger)))
+      }))
+      expect(got).toEqual([1])
+      expect(logs.join("\n")).toContain(`A listener of channel "c" threw`)
+      expect(logs.join("\n")).toContain("listener bug")
+    }))
+
+  it.scoped("EventBus.listen goes through subscribe on a bus without listen; a failed subscription goes to failure", () =>
+    Effect.gen(function*() {
+      const { bus } = yield* EventBus.makeMemory
+      const reset = new EventBus.EventBusError({ channel: "c", reason: "connection reset (simulated)" })
+      const failing = yield* Deferred.make<void>()
+      const minimal: EventBus.EventBus["Type"] = {
+        publish: bus.publish,
+        subscribe: (channel) =>
+          Effect.map(bus.subscribe(channel), (events) =>
+            Stream.concat(
+              Stream.take(events, 2),
+              Stream.unwrap(Effect.as(Deferred.await(failing), Stream.fail(reset)))
+            ))
+      }
+      const got: Array<number> = []
+      const failures: Array<EventBus.EventBusError> = []
+      const done = yield* Deferred.make<void>()
+      yield* EventBus.listen(minimal, "c", {
+        events: (events) => {
+          for (const e of events) got.push(e.data as number)
+        },
+        failure: (error) => {
+          failures.push(error)
+          Deferred.unsafeDone(done, Exit.void)
+        }
+      })
+      yield* EventBus.publishAll(minimal, "c", [event(1), event(2)])
+      for (let i = 0; i < 100 && got.length < 2; i++) yield* Effect.yieldNow()
+      expect(got).toEqual([1, 2])
+      expect(failures).toEqual([])
+      yield* Deferred.succeed(failing, undefined)
+      yield* Deferred.await(done)
+      expect(failures).toEqual([reset])
     }))
 })

@@ -40,18 +40,33 @@ const writesXThenSleeps = (id: string) =>
   )
 
 /** A memory bus whose subscriptions to run stream channels deliver nothing and then fail, as a dropped broker would. */
-const breakingBus = Layer.effect(
+const connectionReset = (channel: string) => new EventBus.EventBusError({ channel, reason: "connection reset (simulated)" })
+
+/** A bus without `listen` whose subscriptions to stream channels fail: readers consume them in a fiber. */
+const breakingSubscriptions = Layer.effect(
   EventBus.EventBus,
   Effect.map(EventBus.makeMemory, ({ bus }): EventBus.EventBus["Type"] => ({
-    ...bus,
+    publish: bus.publish,
     subscribe: (channel, options) =>
       channel.startsWith("workflow.streams.")
         ? Effect.map(bus.subscribe(channel, options), (events) =>
-          Stream.concat(
-            Stream.take(events, 0),
-            Stream.fail(new EventBus.EventBusError({ channel, reason: "connection reset (simulated)" }))
-          ))
+          Stream.concat(Stream.take(events, 0), Stream.fail(connectionReset(channel))))
         : bus.subscribe(channel, options)
+  }))
+)
+
+/** A bus whose listeners of stream channels are told, once listening, that the connection is gone. */
+const breakingListeners = Layer.effect(
+  EventBus.EventBus,
+  Effect.map(EventBus.makeMemory, ({ bus }): EventBus.EventBus["Type"] => ({
+    ...bus,
+    listen: (channel, listener) =>
+      Effect.zipRight(
+        EventBus.listen(bus, channel, listener),
+        channel.startsWith("workflow.streams.")
+          ? Effect.asVoid(Effect.forkScoped(Effect.sync(() => listener.failure(connectionReset(channel)))))
+          : Effect.void
+      )
   }))
 )
 
@@ -106,28 +121,31 @@ describe("run streams and readers", () => {
       expect(error.message).toContain("startIndex must be a whole number")
     }).pipe(Effect.provide(WorkflowEngine.layerMemory)))
 
-  it.effect("a reader whose bus subscription fails mid-run fails with a RunStreamError naming the bus failure", () =>
-    Effect.gen(function*() {
-      const engine = yield* WorkflowEngine.WorkflowEngine
-      const wf = writesXThenSleeps("bus-breaks")
-      const run = yield* engine.start(wf, 0)
-      yield* awaitStatus(run, "waiting")
-      const error = yield* Effect.flip(collect(run.readable<string>()))
-      expect(error._tag).toBe("RunStreamError")
-      expect(error.message).toContain(run.runId)
-      expect(error.message).toContain("connection reset (simulated)")
-      yield* run.cancel
-    }).pipe(Effect.provide(WorkflowEngine.layerDefault.pipe(
-      Layer.provideMerge(Layer.merge(breakingBus, RunStore.layerMemory))
-    ))))
+  for (const [how, breakingBus] of [["subscription", breakingSubscriptions], ["listener", breakingListeners]] as const) {
+    it.effect(`a reader whose bus ${how} fails mid-run fails with a RunStreamError naming the bus failure`, () =>
+      Effect.gen(function*() {
+        const engine = yield* WorkflowEngine.WorkflowEngine
+        const wf = writesXThenSleeps(`bus-breaks-${how}`)
+        const run = yield* engine.start(wf, 0)
+        yield* awaitStatus(run, "waiting")
+        const error = yield* Effect.flip(collect(run.readable<string>()))
+        expect(error._tag).toBe("RunStreamError")
+        expect(error.message).toContain(run.runId)
+        expect(error.message).toContain("connection reset (simulated)")
+        yield* run.cancel
+      }).pipe(Effect.provide(WorkflowEngine.layerDefault.pipe(
+        Layer.provideMerge(Layer.merge(breakingBus, RunStore.layerMemory))
+      ))))
+  }
 
-  it.effect("readers of a finished run read the store only; a reader that catches up with a live run subscribes once", () => {
+  it.effect("readers of a finished run read the store only; a reader that catches up with a live run listens once", () => {
     const subscribed: Array<string> = []
     const countingBus = Layer.effect(
       EventBus.EventBus,
       Effect.map(EventBus.makeMemory, ({ bus }): EventBus.EventBus["Type"] => ({
         ...bus,
-        subscribe: (channel, options) => Effect.zipRight(Effect.sync(() => subscribed.push(channel)), bus.subscribe(channel, options))
+        subscribe: (channel, options) => Effect.zipRight(Effect.sync(() => subscribed.push(channel)), bus.subscribe(channel, options)),
+        listen: (channel, listener) => Effect.zipRight(Effect.sync(() => subscribed.push(channel)), EventBus.listen(bus, channel, listener))
       }))
     )
     return Effect.gen(function*() {
@@ -141,7 +159,7 @@ describe("run streams and readers", () => {
       const live = yield* engine.start(wf, 0)
       yield* awaitStatus(live, "waiting")
       const reader = yield* Effect.fork(collect(live.readable<string>()))
-      // it has read "x" and caught up: it subscribes before it waits
+      // it has read "x" and caught up: it listens before it waits
       for (let i = 0; i < 1000 && !subscribed.some((c) => c.endsWith(live.runId)); i++) yield* Effect.yieldNow()
       yield* live.cancel
       expect(yield* Fiber.join(reader)).toEqual(["x"])

@@ -7,14 +7,12 @@
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
-import * as Queue from "effect/Queue"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as EventBus from "../EventBus.js"
 import * as RunStore from "../RunStore.js"
 import { RunStreamError } from "../WorkflowError.js"
 import type { WorkflowEvent } from "../WorkflowEvent.js"
-import * as Consume from "./consume.js"
 import { wallSleep } from "./wallClock.js"
 
 const pageSize = 4096
@@ -48,52 +46,76 @@ const follow = <A>(
   Stream.unwrapScoped(Effect.gen(function*() {
     const scope = yield* Effect.scope
     /**
-     * Subscribes, and answers how to wait for the next wake-up. The bus wakes readers in this process (a batch of notes
+     * Listens, and answers how to wait for the next wake-up. The bus wakes readers in this process (a batch of events
      * is one wake-up); a run executed by another process is followed by polling, one wall-clock ticker per reader (a
      * timer per wait would cost every wake-up a race). At most one wake-up is pending: whatever arrived meanwhile, the
-     * reader reads the store once.
+     * reader reads the store once. On the memory bus the wake-up is offered inside the writer's publish, so the reader
+     * is one fiber hop from the write (a subscription consumed in a fiber of its own put a second hop, and a Stream
+     * pull, in between: a third of a chunk's write-to-read latency).
      */
     const listen = Effect.gen(function*() {
-      const notes = yield* bus.subscribe(channel).pipe(Effect.mapError(storeOrBus(runId)))
-      const wake = yield* Queue.sliding<void>(1)
+      // At most one wake-up pending, and at most one waiter (the reader): a resume callback, not a queue.
+      let pending = false
+      let waiter: ((wake: Effect.Effect<void>) => void) | undefined
+      const wakeUp = () => {
+        if (waiter === undefined) {
+          pending = true
+          return
+        }
+        const resume = waiter
+        waiter = undefined
+        resume(Effect.void)
+      }
       let busFailure: RunStreamError | undefined
-      // Consume yields after each batch: the reader runs before this fiber pulls the next notes. That pull, back
-      // through the subscription's Stream, costs more than the reader's whole wake-up, and it made up a third of a
-      // chunk's write-to-read latency.
-      yield* Consume.forEachChunk(notes, () => Queue.offer(wake, undefined)).pipe(
-        Effect.catchAll((error) =>
-          Effect.zipRight(Effect.sync(() => busFailure = storeOrBus(runId)(error)), Queue.offer(wake, undefined))
-        ),
-        Effect.forkScoped
-      )
-      yield* Effect.forever(Effect.zipRight(wallSleep(pollInterval), Queue.offer(wake, undefined))).pipe(
-        Effect.forkScoped
-      )
-      return Effect.zipRight(
-        Queue.take(wake),
-        Effect.suspend(() => busFailure === undefined ? Effect.void : Effect.fail(busFailure))
-      )
+      yield* EventBus.listen(bus, channel, {
+        events: wakeUp,
+        failure: (error) => {
+          busFailure = storeOrBus(runId)(error)
+          wakeUp()
+        }
+      }).pipe(Effect.mapError(storeOrBus(runId)))
+      yield* Effect.forever(Effect.zipRight(wallSleep(pollInterval), Effect.sync(wakeUp))).pipe(Effect.forkScoped)
+      const woken = Effect.suspend(() => busFailure === undefined ? Effect.void : Effect.fail(busFailure))
+      const sleep = Effect.async<void>((resume) => {
+        waiter = resume
+        return Effect.sync(() => {
+          waiter = undefined
+        })
+      })
+      return Effect.suspend(() => {
+        if (!pending) return Effect.zipRight(sleep, woken)
+        pending = false
+        return woken
+      })
     }).pipe(Scope.extend(scope))
     let cursor = yield* resolveStart(runId, startIndex, Effect.map(read(0), (p) => p.size))
     let ended = false
     let next: Effect.Effect<void, RunStreamError> | undefined
-    const pull: Effect.Effect<Chunk.Chunk<A>, Option.Option<RunStreamError>> = Effect.gen(function*() {
-      while (!ended) {
-        const page = yield* read(cursor)
-        cursor += page.items.length
-        ended = page.ended
-        if (page.items.length > 0) return Chunk.unsafeFromArray(page.items as Array<A>)
-        if (ended) break
-        if (next === undefined) {
-          // Caught up with a run that goes on: subscribe only now (a reader of a finished run never does), then read
-          // again, since whatever was appended before the subscription sent no wake-up to this reader.
-          next = yield* listen
-          continue
+    const none = Effect.fail(Option.none<RunStreamError>())
+    const some = (error: RunStreamError) => Effect.fail(Option.some(error))
+    const pull: Effect.Effect<Chunk.Chunk<A>, Option.Option<RunStreamError>> = Effect.suspend(() =>
+      ended ? none : Effect.matchEffect(read(cursor), {
+        onFailure: some,
+        onSuccess: (page) => {
+          cursor += page.items.length
+          ended = page.ended
+          if (page.items.length > 0) return Effect.succeed(Chunk.unsafeFromArray(page.items as Array<A>))
+          if (ended) return none
+          if (next === undefined) {
+            // Caught up with a run that goes on: listen only now (a reader of a finished run never does), then read
+            // again, since whatever was appended before the listening sent no wake-up to this reader.
+            return Effect.matchEffect(listen, {
+              onFailure: some,
+              onSuccess: (wait) => {
+                next = wait
+                return pull
+              }
+            })
+          }
+          return Effect.matchEffect(next, { onFailure: some, onSuccess: () => pull })
         }
-        yield* next
-      }
-      return yield* Effect.fail(Option.none())
-    }).pipe(Effect.mapError((e) => Option.isOption(e) ? e : Option.some(e)))
+      })
+    )
     return Stream.repeatEffectChunkOption(pull)
   }))
 
