@@ -192,22 +192,31 @@ interface Channel {
 }
 
 /**
- * Hands `events` to every listener of `channel`, in the publisher's fiber. A listener that throws breaks its contract;
- * the others still get the events, and the publish logs it rather than failing.
+ * Hands `events` to every listener of `channel`, in the publisher's fiber, before the publish goes on with
+ * `publish`; with no listener, that is `publish` itself (nothing added on the path of every command and batch). A
+ * listener that throws breaks its contract: the others still get the events, and the publish logs it rather than
+ * failing.
  */
-const tellListeners = (channel: string, target: Channel, events: ReadonlyArray<BusEvent>): Effect.Effect<void> => {
-  if (target.listeners === undefined || target.listeners.size === 0) return Effect.void
+const withListeners = <A>(
+  channel: string,
+  target: Channel,
+  events: () => ReadonlyArray<BusEvent>,
+  publish: Effect.Effect<A>
+): Effect.Effect<A> => {
+  const listeners = target.listeners
+  if (listeners === undefined || listeners.size === 0) return publish
+  const batch = events()
   let thrown: Array<unknown> | undefined
-  for (const listener of target.listeners) {
+  for (const listener of listeners) {
     try {
-      listener.events(events)
+      listener.events(batch)
     } catch (error) {
       ;(thrown ??= []).push(error)
     }
   }
   return thrown === undefined
-    ? Effect.void
-    : Effect.logError(`A listener of channel "${channel}" threw (listeners must not throw)`, ...thrown)
+    ? publish
+    : Effect.zipRight(Effect.logError(`A listener of channel "${channel}" threw (listeners must not throw)`, ...thrown), publish)
 }
 
 /**
@@ -251,7 +260,7 @@ export const makeMemory: Effect.Effect<
       if (target === undefined) return Effect.void
       // Group queues are unbounded: offering to them never waits.
       for (const group of target.groups.values()) Queue.unsafeOffer(group.queue, event)
-      return Effect.zipRight(tellListeners(channel, target, [event]), PubSub.publish(target.pubsub, event))
+      return withListeners(channel, target, () => [event], PubSub.publish(target.pubsub, event))
     })
 
   const publishAll = (channel: string, events: ReadonlyArray<BusEvent>): Effect.Effect<void, EventBusError> =>
@@ -261,7 +270,7 @@ export const makeMemory: Effect.Effect<
       for (const group of target.groups.values()) {
         for (const event of events) Queue.unsafeOffer(group.queue, event)
       }
-      return Effect.zipRight(tellListeners(channel, target, events), PubSub.publishAll(target.pubsub, events))
+      return withListeners(channel, target, () => events, PubSub.publishAll(target.pubsub, events))
     })
 
   const subscribe = (channel: string, options?: SubscribeOptions) =>

@@ -765,12 +765,15 @@ export const makeDefault = (options: DefaultOptions = {}) => Effect.gen(function
       yield* core.cancelRun(runId)
     }).pipe(lock.withPermits(1))
 
+  const isLive = (runId: string) => live.has(runId) || timers.has(runId)
+
   return yield* core.withDriver({
     launch,
     cancel,
     initialStatus: "running",
     orphanStatuses: ["running", "waiting"],
-    isLive: (runId) => live.has(runId) || timers.has(runId),
-    holds: (runId) => live.has(runId) || timers.has(runId)
+    isLive,
+    // What this process walks or parks is all it carries.
+    holds: isLive
   }, scope)
 })

@@ -73,9 +73,6 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
      * was dispatched, and executed, a second time.
      */
     const carried = new Set<string>()
-    const settle = (runId: string) => {
-      carried.delete(runId)
-    }
 
     // Sleeps not yet due: one timer queue, which sends the sleep's node to be executed once it is.
     const timers = yield* Timers.make((runId, path) => send("workflow.step.run", runId, { path }))
@@ -135,7 +132,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
       Effect.gen(function*() {
         const record = yield* Effect.orDie(store.getRun(runId))
         if (record === undefined || RunStore.isTerminal(record.status)) {
-          settle(runId)
+          carried.delete(runId)
           return undefined
         }
         const registered = core.registry.get(record.workflowId)
@@ -361,7 +358,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
       decodeFinished(raw).pipe(
         Effect.flatMap((message) =>
           Effect.suspend(() => {
-            settle(message.runId)
+            carried.delete(message.runId)
             return Effect.zipRight(
               // Another instance canceled it: stop what this one still runs for it.
               message.data.status === "canceled" ? stopLocal(message.runId) : Effect.void,

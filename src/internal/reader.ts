@@ -91,31 +91,23 @@ const follow = <A>(
     let cursor = yield* resolveStart(runId, startIndex, Effect.map(read(0), (p) => p.size))
     let ended = false
     let next: Effect.Effect<void, RunStreamError> | undefined
-    const none = Effect.fail(Option.none<RunStreamError>())
-    const some = (error: RunStreamError) => Effect.fail(Option.some(error))
-    const pull: Effect.Effect<Chunk.Chunk<A>, Option.Option<RunStreamError>> = Effect.suspend(() =>
-      ended ? none : Effect.matchEffect(read(cursor), {
-        onFailure: some,
-        onSuccess: (page) => {
-          cursor += page.items.length
-          ended = page.ended
-          if (page.items.length > 0) return Effect.succeed(Chunk.unsafeFromArray(page.items as Array<A>))
-          if (ended) return none
-          if (next === undefined) {
-            // Caught up with a run that goes on: listen only now (a reader of a finished run never does), then read
-            // again, since whatever was appended before the listening sent no wake-up to this reader.
-            return Effect.matchEffect(listen, {
-              onFailure: some,
-              onSuccess: (wait) => {
-                next = wait
-                return pull
-              }
-            })
-          }
-          return Effect.matchEffect(next, { onFailure: some, onSuccess: () => pull })
+    const pull: Effect.Effect<Chunk.Chunk<A>, Option.Option<RunStreamError>> = Effect.gen(function*() {
+      while (!ended) {
+        const page = yield* read(cursor)
+        cursor += page.items.length
+        ended = page.ended
+        if (page.items.length > 0) return Chunk.unsafeFromArray(page.items as Array<A>)
+        if (ended) break
+        if (next === undefined) {
+          // Caught up with a run that goes on: listen only now (a reader of a finished run never does), then read
+          // again, since whatever was appended before the listening sent no wake-up to this reader.
+          next = yield* listen
+          continue
         }
-      })
-    )
+        yield* next
+      }
+      return yield* Effect.fail(Option.none())
+    }).pipe(Effect.mapError((e) => Option.isOption(e) ? e : Option.some(e)))
     return Stream.repeatEffectChunkOption(pull)
   }))
 
