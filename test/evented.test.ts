@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Chunk, Context, Deferred, Effect, Layer, Logger, Schema, Stream, TestClock } from "effect"
-import { EventBus, RunStore, Step, Workflow, WorkflowEngine } from "stepwise"
+import { EventBus, RunStore, Step, Workflow, WorkflowEngine, WorkflowEvent } from "stepwise"
 import { Recorded, recordingEventedEngine } from "./helpers.js"
 import { awaitStatus } from "./scenarios.js"
 
@@ -43,6 +43,33 @@ describe("evented engine", () => {
       for (const c of commands) expect(Schema.is(WorkflowEngine.Command)(c)).toBe(true)
       const finished = published.filter((p) => p.channel === "workflows-finish").map((p) => p.event)
       expect(finished).toEqual([{ type: "workflow.finished", runId: run.runId, data: { status: "success" } }])
+    }).pipe(Effect.provide(recordingEventedEngine)))
+
+  it.effect("a map runs in the dispatching walk, as conditions do: it costs no command of its own", () =>
+    Effect.gen(function*() {
+      const engine = yield* WorkflowEngine.WorkflowEngine
+      const wf = Workflow.make({ id: "mapped", inputSchema: N, outputSchema: N }).pipe(
+        Workflow.then(add("a", 1)),
+        Workflow.map(({ inputData, writer }) => Effect.as(writer.write("mapping"), inputData * 2)),
+        Workflow.then(add("b", 10)),
+        Workflow.commit
+      )
+      const run = yield* engine.start(wf, 1)
+      expect(yield* run.result).toBe(14)
+      const commands = (yield* Recorded).filter((p) => p.channel === "workflows").map((p) => p.event)
+      expect(commands.map((c) => c.type)).toEqual([
+        "workflow.start",
+        "workflow.step.run",
+        "workflow.step.end",
+        "workflow.step.run",
+        "workflow.step.end",
+        "workflow.end"
+      ])
+      expect(commands[3]).toEqual({ type: "workflow.step.run", runId: run.runId, data: { path: "2" } })
+      const events = Array.from(yield* Stream.runCollect(run.events()))
+      const started = events.filter(WorkflowEvent.is("workflow-step-start")).map((e) => e.payload.id)
+      expect(started).toEqual(["a", "map-1", "b"])
+      expect(events.filter(WorkflowEvent.is("workflow-step-output")).map((e) => e.payload.output)).toEqual(["mapping"])
     }).pipe(Effect.provide(recordingEventedEngine)))
 
   it.effect("malformed or unknown messages on `workflows` are logged with the channel and skipped", () => {
@@ -280,6 +307,38 @@ for (const [name, layerWith] of engineKinds) {
           expect(types.filter((t) => t === "workflow-step-waiting")).toHaveLength(1)
           expect(types.filter((t) => t === "workflow-step-start")).toHaveLength(2)
         }))
+      }))
+
+    it.effect("a map that a stopped worker left running is run again when the run is taken back", () =>
+      Effect.gen(function*() {
+        let calls = 0
+        const entered = yield* Deferred.make<void>()
+        const wf = Workflow.make({ id: "stuck-map", inputSchema: N, outputSchema: N }).pipe(
+          Workflow.then(add("before", 1)),
+          Workflow.map(({ inputData }) =>
+            Effect.suspend(() => ++calls === 1 ? Effect.zipRight(Deferred.succeed(entered, undefined), Effect.never) : Effect.succeed(inputData * 2))),
+          Workflow.then(add("after", 10)),
+          Workflow.commit
+        )
+        const engine = (layerWith({ workerId: "worker-1" }) as Layer.Layer<WorkflowEngine.WorkflowEngine, unknown, EventBus.EventBus | RunStore.RunStore>)
+          .pipe(Layer.provide((yield* sharedMemory).layer))
+        // the first worker stops (its scope closes) while the map runs
+        const runId = yield* Effect.scoped(Effect.gen(function*() {
+          const run = yield* Context.get(yield* Layer.build(engine), WorkflowEngine.WorkflowEngine).start(wf, 1)
+          yield* Deferred.await(entered)
+          return run.runId
+        }))
+        const run = yield* Effect.scoped(Effect.gen(function*() {
+          const context = yield* Layer.build(Layer.provideMerge(WorkflowEngine.register(wf), engine))
+          const run = yield* Context.get(context, WorkflowEngine.WorkflowEngine).getRun(runId)
+          expect(yield* run.result).toBe(14)
+          return run
+        }))
+        expect(calls).toBe(2)
+        const started = Array.from(yield* Stream.runCollect(run.events()))
+          .filter(WorkflowEvent.is("workflow-step-start"))
+          .map((e) => e.payload.id)
+        expect(started).toEqual(["before", "map-1", "map-1", "after"])
       }))
 
     it.effect("another worker takes a run over once its owner has been silent for the lease", () =>

@@ -393,6 +393,49 @@ export const scenarios: ReadonlyArray<Scenario> = [
     check: (o) => expect(success(o)).toEqual({ init: 1, first: { n: 2 } })
   },
   {
+    // The evented engine replays the recorded branch, parallel, loop and foreach before the last step without Effect
+    // (interpreter.ts: replayedNode); the default engine runs them. Both must give the last step the same lookups.
+    name: "getStepResult sees the steps of earlier branches, parallels and loops",
+    concurrent: true,
+    workflow: wf("lookups-nested").pipe(
+      Workflow.branch([
+        [({ inputData }) => Effect.succeed(inputData.n > 0), add("taken", 1)],
+        [() => Effect.succeed(false), add("skipped", 100)]
+      ]),
+      Workflow.map(({ inputData }) => Effect.succeed(inputData.taken ?? { n: -1 })),
+      Workflow.parallel([add("left", 10), add("right", 20)]),
+      Workflow.map(({ inputData }) => Effect.succeed({ n: (inputData.left?.n ?? 0) + (inputData.right?.n ?? 0) })),
+      Workflow.dountil(add("again", 1), ({ inputData }) => Effect.succeed(inputData.n >= 36)),
+      Workflow.map(({ inputData }) => Effect.succeed([inputData, { n: 0 }])),
+      Workflow.foreach(add("item", 1)),
+      Workflow.then(Step.make({
+        id: "look",
+        inputSchema: Schema.Array(Num),
+        outputSchema: Schema.Unknown,
+        execute: ({ inputData, getStepResult }) =>
+          Effect.succeed({
+            items: inputData,
+            taken: getStepResult("taken"),
+            skipped: getStepResult("skipped") ?? null,
+            left: getStepResult("left"),
+            right: getStepResult("right"),
+            again: getStepResult("again")
+          })
+      })),
+      Workflow.commit
+    ),
+    input: { n: 1 },
+    check: (o) =>
+      expect(success(o)).toEqual({
+        items: [{ n: 37 }, { n: 1 }],
+        taken: { n: 2 },
+        skipped: null,
+        left: { n: 12 },
+        right: { n: 22 },
+        again: { n: 36 }
+      })
+  },
+  {
     name: "suspend ends the step as suspended, and resume continues it with resumeData",
     workflow: wf("approve").pipe(Workflow.then(approval), Workflow.commit),
     input: { n: 9 },

@@ -69,9 +69,10 @@ const walk = (
   })
 
 /**
- * Replays, without Effect, the leading nodes whose outcome is recorded (steps and maps with a decoded result,
- * finished sleeps), and answers the index of the first node the walk must really visit. Walks that start again from
- * the root on every transition (the evented engine, recovery) so cost little for what is done.
+ * Replays, without Effect, the leading nodes whose outcome is recorded (see `replayedNode`), and answers the index of
+ * the first node the walk must really visit. Walks that start again from the root on every transition (the evented
+ * engine, recovery) so cost little for what is done: without it, a run of n branches, parallels or loops is walked
+ * through Effect n times over.
  */
 const replayPrefix = (
   env: RunEnv,
@@ -84,21 +85,88 @@ const replayPrefix = (
   let value = input
   let i = 0
   for (; i < nodes.length; i++) {
-    const node = nodes[i]!
-    const path = `${prefix}${i}`
-    if (node._tag === "Sleep" || node._tag === "SleepUntil") {
-      if (env.memo.get(`${path}!`)?.status !== "success") break
-      continue
-    }
-    if (node._tag !== "Map" && !(node._tag === "Step" && node.step._tag === "Step")) break
-    const replayed = node._tag === "Map"
-      ? Executor.replayedNow(env, scope, undefined, undefined, path)
-      : Executor.replayedNow(env, scope, node.step.id, node.step.outputSchema, path)
+    const replayed = replayedNode(env, scope, nodes[i]!, `${prefix}${i}`, value)
     if (replayed === undefined) break
     value = replayed.value
   }
   set(value)
   return i
+}
+
+/** A recorded success of a step (not a nested workflow) at `path`, as `runStepLike` would replay it. */
+const replayedStep = (env: RunEnv, scope: WorkflowScope, step: StepLike, path: string): { readonly value: unknown } | undefined =>
+  step._tag === "Step" ? Executor.replayedNow(env, scope, step.id, step.outputSchema, path) : undefined
+
+/** A recorded condition's answer at `path` (conditions are recorded as booleans, with no schema). */
+const replayedCondition = (env: RunEnv, scope: WorkflowScope, path: string): boolean | undefined => {
+  const replayed = Executor.replayedNow(env, scope, undefined, undefined, path)
+  return typeof replayed?.value === "boolean" ? replayed.value : undefined
+}
+
+/**
+ * The output of a node whose every part is recorded as a success, as the Effect walk (`runNode`) would produce it:
+ * a step or map with a decoded result, a finished sleep, a branch whose conditions are all recorded and whose chosen
+ * steps all succeeded, a parallel or foreach whose steps all succeeded, a loop up to the iteration whose condition
+ * ended it. `undefined` when any part is not (a nested workflow, a part still to run, running, failed or suspended),
+ * and the walk visits the node. Replaying sets `getStepResult`'s answers as the Effect walk's replay does.
+ */
+const replayedNode = (
+  env: RunEnv,
+  scope: WorkflowScope,
+  node: Node,
+  path: string,
+  input: unknown
+): { readonly value: unknown } | undefined => {
+  switch (node._tag) {
+    case "Step":
+      return replayedStep(env, scope, node.step, path)
+    case "Map":
+      return Executor.replayedNow(env, scope, undefined, undefined, path)
+    case "Sleep":
+    case "SleepUntil":
+      return env.memo.get(`${path}!`)?.status === "success" ? { value: input } : undefined
+    case "Parallel": {
+      const outputs: Array<readonly [string, unknown]> = []
+      for (const step of node.steps) {
+        const replayed = replayedStep(env, scope, step, `${path}:${step.id}`)
+        if (replayed === undefined) return undefined
+        outputs.push([step.id, replayed.value])
+      }
+      return { value: Object.fromEntries(outputs) }
+    }
+    case "Branch": {
+      const outputs: Array<readonly [string, unknown]> = []
+      for (let i = 0; i < node.branches.length; i++) {
+        const holds = replayedCondition(env, scope, `${path}?${i}`)
+        if (holds === undefined) return undefined
+        if (!holds) continue
+        const step = node.branches[i]![1]
+        const replayed = replayedStep(env, scope, step, `${path}:${step.id}`)
+        if (replayed === undefined) return undefined
+        outputs.push([step.id, replayed.value])
+      }
+      return { value: Object.fromEntries(outputs) }
+    }
+    case "Foreach": {
+      if (!Array.isArray(input)) return undefined
+      const outputs: Array<unknown> = []
+      for (let k = 0; k < input.length; k++) {
+        const replayed = replayedStep(env, scope, node.step, `${path}[${k}]`)
+        if (replayed === undefined) return undefined
+        outputs.push(replayed.value)
+      }
+      return { value: outputs }
+    }
+    case "Loop": {
+      for (let i = 0;; i++) {
+        const replayed = replayedStep(env, scope, node.step, `${path}#${i}`)
+        if (replayed === undefined) return undefined
+        const holds = replayedCondition(env, scope, `${path}#${i}?`)
+        if (holds === undefined) return undefined
+        if (node.mode === "dowhile" ? !holds : holds) return replayed
+      }
+    }
+  }
 }
 
 const runNode = (
@@ -175,6 +243,7 @@ const runNode = (
         suspendSchema: undefined,
         retry: undefined,
         timeout: undefined,
+        dispatched: false,
         run: node.fn
       }, input, path)
   }
