@@ -3,7 +3,7 @@
  * the sample into named metric values; `primary` is the metric that ratios are computed on.
  */
 import type { Contender, FigureId, LatencySample, MemorySample, Timing } from "./types.ts"
-import { FAN_OUT, LINEAR_STEPS } from "./work.ts"
+import { BRANCH_STAGES, FAN_OUT, LINEAR_STEPS } from "./work.ts"
 
 export interface Metric {
   readonly key: string
@@ -46,6 +46,7 @@ export interface Sizes {
   readonly latencyWrites: number
   readonly latencySpacingUs: number
   readonly memoryRuns: number
+  readonly branchRuns: number
   readonly concurrencies: ReadonlyArray<number>
   readonly readers: ReadonlyArray<number>
 }
@@ -177,8 +178,34 @@ const memoryCase = (sizes: Sizes): Case => ({
   }
 })
 
+const branchCase = (sizes: Sizes): Case => ({
+  id: "branch",
+  figure: "7. Branches and custom events",
+  title: `${BRANCH_STAGES} stages of a branch of two arms (the taken arm writes one writer.custom event) and a map, ` +
+    `${fmt(sizes.branchRuns)} runs one at a time, each read to its end by one reader`,
+  group: "branch",
+  legend: "µs/stage: a run's time from start until its reader has every event and its result, ÷ stages. Each stage " +
+    "evaluates both conditions, runs the arm whose condition holds (they alternate), which writes { type: \"data-tick\" } " +
+    "with writer.custom, then maps the branch's { [arm]: output } to that output; the reader checks every tick arrived, in order.",
+  floor: "floor-effect",
+  metrics: [
+    { key: "usPerStage", label: "µs/stage", better: "lower", digits: 2 },
+    { key: "runsPerSec", label: "runs/s", better: "higher", digits: 0 }
+  ],
+  primary: "usPerStage",
+  measure: async (c) => {
+    const t = await c.branchCustom(sizes.branchRuns)
+    if (t === undefined) return undefined
+    return {
+      raw: t,
+      values: { usPerStage: (t.ms * 1000) / (sizes.branchRuns * BRANCH_STAGES), runsPerSec: sizes.branchRuns / (t.ms / 1000) }
+    }
+  },
+  warm: (c) => c.branchCustom(Math.max(10, Math.round(sizes.branchRuns / 10)))
+})
+
 /** Figure groups selectable on the command line. */
-export const figureNames = ["steps", "fanout", "writer", "latency", "memory", "scaling"] as const
+export const figureNames = ["steps", "fanout", "writer", "latency", "memory", "scaling", "branch"] as const
 export type FigureName = (typeof figureNames)[number]
 
 export const buildCases = (sizes: Sizes, figures: ReadonlySet<FigureName>): ReadonlyArray<Case> => {
@@ -196,6 +223,7 @@ export const buildCases = (sizes: Sizes, figures: ReadonlySet<FigureName>): Read
       cases.push(writerCase(`readers.r${r}`, "6b. Scaling: readers of one run", sizes.scaleChunks, r))
     }
   }
+  if (figures.has("branch")) cases.push(branchCase(sizes))
   // a "steps.c1" row may appear twice (figure 1 and the scaling group): keep the first
   return cases.filter((c, i) => cases.findIndex((d) => d.id === c.id) === i)
 }

@@ -1,7 +1,7 @@
 /**
  * The bench entry (run by ../run.mjs under Node 22 with tsx and --expose-gc).
  *
- *   node run.mjs [--quick] [--figures=steps,fanout,writer,latency,memory,scaling]
+ *   node run.mjs [--quick] [--figures=steps,fanout,writer,latency,memory,scaling,branch]
  *                [--contenders=stepwise,mastra,effect-workflow,floor] [--reps=N] [--out=results/x.json]
  *
  * Loads every adapter, then for each case: one warm-up run per contender, then `reps` interleaved
@@ -90,6 +90,7 @@ const fullSizes: Sizes = {
   latencyWrites: 10_000,
   latencySpacingUs: 100,
   memoryRuns: 10_000,
+  branchRuns: 300,
   concurrencies: [1, 10, 100],
   readers: [1, 10, 100]
 }
@@ -102,6 +103,7 @@ const quickSizes: Sizes = {
   latencyWrites: 1_000,
   latencySpacingUs: 100,
   memoryRuns: 1_000,
+  branchRuns: 100,
   concurrencies: [1, 10, 100],
   readers: [1, 10, 100]
 }

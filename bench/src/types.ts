@@ -5,7 +5,7 @@
  * are outside the timed region. A figure the contender cannot do returns `undefined`; the reason is
  * in `notes`.
  */
-export type FigureId = "steps" | "fanout" | "writer" | "latency" | "memory"
+export type FigureId = "steps" | "fanout" | "writer" | "latency" | "memory" | "branch"
 
 /** Wall-clock time of one timed region. */
 export interface Timing {
@@ -61,6 +61,12 @@ export interface Contender {
   readonly latency: (n: number, spacingUs: number) => Promise<LatencySample | undefined>
   /** Figure 5: `n` runs left waiting in a 1-hour sleep, then all canceled. */
   readonly memoryWaiting: (n: number) => Promise<MemorySample | undefined>
+  /**
+   * Figure 7: `runs` runs, one at a time, of BRANCH_STAGES stages (a branch of two arms whose conditions look at
+   * the input, the taken arm writes one `writer.custom` tick, then a map takes the arm's output), each run read to
+   * its end by one reader of its stream, which must see every tick (work.ts: TickCheck).
+   */
+  readonly branchCustom: (runs: number) => Promise<Timing | undefined>
 }
 
 /** An adapter module that could not be loaded (e.g. src/index.ts does not exist yet). */

@@ -86,6 +86,7 @@ const effectWorkflow: Contender = {
     fanout: "10 activities under Effect.all({ concurrency: \"unbounded\" })",
     writer: "no writer/stream API: not measured",
     latency: "no writer/stream API: not measured",
+    branch: "no graph builder (a branch is an if in the workflow's Effect) and no writer or stream for custom events: not measured",
     memory: "Workflow.interrupt per run; the memory engine never forgets executions and keeps each 1-hour clock fiber until it fires"
   },
   stepOverhead: (runs, concurrency) =>
@@ -114,6 +115,7 @@ const effectWorkflow: Contender = {
     ),
   writerThroughput: async () => undefined,
   latency: async () => undefined,
+  branchCustom: async () => undefined,
   memoryWaiting: (n) =>
     withEngine(
       Effect.gen(function* () {

@@ -5,15 +5,34 @@
  * - "floor-loop": a plain JS loop awaiting the same step functions directly (steps, fan-out), and
  *   plain timers for waiting runs (memory).
  * - "floor-effect": the same loop as Effects in one fiber per run; raw Effect `PubSub`
- *   publish/subscribe of the same chunks (writer, latency, readers); forked fibers sleeping 1 hour
- *   (memory).
+ *   publish/subscribe of the same chunks (writer, latency, readers) and ticks (branches); forked
+ *   fibers sleeping 1 hour (memory).
  * - "floor-record": the least bookkeeping a runtime that records its steps does, written directly
- *   in Effect (steps, fan-out): see `recordedStep`.
+ *   in Effect (steps, fan-out, branches): see `recordedStep`.
  */
-import { Effect, Either, Exit, Fiber, PubSub, Schema, Stream } from "effect"
+import { Effect, Either, Exit, Fiber, Option, PubSub, Schema, Stream } from "effect"
 import { activeTimers, LatencyRecorder, pause, runPool, settledHeap, timed, timedMean, waitUntil } from "../measure.ts"
 import type { Contender, Loaded, MemorySample } from "../types.ts"
-import { bump, checkFanOut, checkLinear, checkReaders, FAN_OUT, LINEAR_STEPS, stepIds, type Chunk, type Payload } from "../work.ts"
+import {
+  armId,
+  asTick,
+  BRANCH_STAGES,
+  bump,
+  checkFanOut,
+  checkLinear,
+  checkReaders,
+  type Chunk,
+  FAN_OUT,
+  isEven,
+  isOdd,
+  LINEAR_STEPS,
+  type Payload,
+  pickArm,
+  stepIds,
+  tick,
+  type Tick,
+  TickCheck
+} from "../work.ts"
 
 /** The step function as an async function: the cheapest thing a JS runtime could call per step. */
 const stepAsync = async (input: Payload): Promise<Payload> => bump(input)
@@ -49,6 +68,7 @@ const floorLoop: Contender = {
   }),
   writerThroughput: async () => undefined,
   latency: async () => undefined,
+  branchCustom: async () => undefined,
   memoryWaiting: async (n) => {
     const baselineBytes = await settledHeap()
     const timersBefore = activeTimers()
@@ -84,6 +104,45 @@ const floorLoop: Contender = {
   }
 }
 
+/**
+ * One figure-7 run with no runtime: each stage evaluates both conditions (as Effects, in order), runs the arm
+ * that holds through `runArm` (which also delivers its tick), and takes its output as the stage's map would;
+ * a reader fiber subscribed to `pubsub` before the first stage checks the ticks.
+ */
+const branchingRun = <A>(
+  who: string,
+  pubsub: PubSub.PubSub<A>,
+  runArm: (id: string, written: Tick, input: Payload) => Effect.Effect<Payload>
+): Effect.Effect<void> =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const check = new TickCheck(who)
+      const subscription = yield* PubSub.subscribe(pubsub)
+      const reader = yield* Stream.fromQueue(subscription).pipe(
+        Stream.filterMap((event) => Option.fromNullable(asTick(event))),
+        Stream.take(BRANCH_STAGES),
+        Stream.runFold(check, (checking, received) => {
+          checking.offer(received)
+          return checking
+        }),
+        Effect.fork
+      )
+      let x: Payload = { n: 0 }
+      for (let stage = 0; stage < BRANCH_STAGES; stage++) {
+        const input = x
+        const out: Record<string, Payload> = {}
+        const even = yield* Effect.sync(() => isEven(input))
+        const odd = yield* Effect.sync(() => isOdd(input))
+        const written = tick(stage, input.n)
+        if (even) out[armId("even", stage)] = yield* runArm(armId("even", stage), written, input)
+        if (odd) out[armId("odd", stage)] = yield* runArm(armId("odd", stage), written, input)
+        x = pickArm(stage, out)
+      }
+      yield* Fiber.join(reader)
+      check.done(x)
+    })
+  )
+
 /** Readers subscribed before the first publish, each taking exactly `chunks` chunks. */
 const pubsubRun = (
   chunks: number,
@@ -118,6 +177,8 @@ const floorEffect: Contender = {
   notes: {
     steps: "Effect.gen loop of Effect.sync(step) per run; runs via Effect.forEach with the given concurrency",
     writer: "raw PubSub.unbounded: one publish per chunk, readers = PubSub.subscribe + Stream.fromQueue",
+    branch: "per run: a PubSub, a subscriber fiber reading the ticks, and a loop evaluating both conditions as Effects, " +
+      "publishing the tick and running the arm's Effect.sync step",
     memory: "n forked fibers in Effect.sleep(1 hour); cancel = Fiber.interrupt"
   },
   stepOverhead: async (runs, concurrency) => {
@@ -167,6 +228,13 @@ const floorEffect: Contender = {
     })
     return recorder.summarize("floor-effect", ms)
   },
+  branchCustom: async (runs) => {
+    // a PubSub per run, as each run has a channel of its own
+    const oneRun = Effect.flatMap(PubSub.unbounded<Tick>(), (pubsub) =>
+      branchingRun("floor-effect", pubsub, (_, written, input) => Effect.zipRight(PubSub.publish(pubsub, written), stepEffect(input))))
+    const all = Effect.forEach(Array.from({ length: runs }), () => oneRun, { discard: true })
+    return { ms: await timedMean(() => Effect.runPromise(all)) }
+  },
   memoryWaiting: async (n): Promise<MemorySample> => {
     const baselineBytes = await settledHeap()
     const timersBefore = activeTimers()
@@ -201,7 +269,8 @@ interface RecordedRun {
  * readers) cannot skip, written directly in Effect with nothing else around it: encode the input
  * with the step's schema, append a start event to the run's log and publish it, run the step and
  * capture its exit, encode the output, store the step's record with a result event and publish
- * that. The PubSub has no subscriber, as the run channels in figure 1 have none. No step context,
+ * that. `writes` (figure 7: the tick the arm writes) runs inside the step, before its function.
+ * The PubSub has no subscriber, as the run channels in figure 1 have none. No step context,
  * no writer, no retries or timeouts, no locks: a floor for what any such runtime costs on Effect,
  * not a design.
  */
@@ -209,7 +278,8 @@ const recordedStep = (
   pubsub: PubSub.PubSub<unknown>,
   run: RecordedRun,
   id: string,
-  input: Payload
+  input: Payload,
+  writes?: Effect.Effect<unknown>
 ): Effect.Effect<Payload> =>
   Effect.suspend(() => {
     const encodedInput = encodePayload(input)
@@ -217,7 +287,7 @@ const recordedStep = (
     const start = { type: "step-start", id, payload: encodedInput.right, at: Date.now() }
     run.events.push(start)
     return PubSub.publish(pubsub, start).pipe(
-      Effect.zipRight(Effect.exit(stepEffect(input))),
+      Effect.zipRight(Effect.exit(writes === undefined ? stepEffect(input) : Effect.zipRight(writes, stepEffect(input)))),
       Effect.flatMap((exit) => {
         if (Exit.isFailure(exit)) return Effect.failCause(exit.cause)
         const encodedOutput = encodePayload(exit.value)
@@ -237,7 +307,8 @@ const floorRecord: Contender = {
   notes: {
     steps: "per step, in Effect with no runtime around it: encode input and output with the step's Schema, append a start " +
       "and a result event (and the step's record) to an in-memory log, publish both on a PubSub; each run in a fiber of its own",
-    fanout: "the same recorded steps, one forked fiber per branch"
+    fanout: "the same recorded steps, one forked fiber per branch",
+    branch: "the same recorded steps; each tick appended to the run's log and published on the run's PubSub, read by a subscriber"
   },
   stepOverhead: async (runs, concurrency) => {
     const pubsub = Effect.runSync(PubSub.unbounded<unknown>())
@@ -261,6 +332,20 @@ const floorRecord: Contender = {
         concurrency: "unbounded"
       })
     }).pipe(Effect.map((out) => checkFanOut("floor-record", out)))
+    const all = Effect.forEach(Array.from({ length: runs }), () => Effect.flatMap(Effect.fork(oneRun), Fiber.join), {
+      discard: true
+    })
+    return { ms: await timedMean(() => Effect.runPromise(all)) }
+  },
+  branchCustom: async (runs) => {
+    const oneRun = Effect.flatMap(PubSub.unbounded<unknown>(), (pubsub) => {
+      const run: RecordedRun = { events: [], steps: new Map() }
+      return branchingRun("floor-record", pubsub, (id, written, input) =>
+        recordedStep(pubsub, run, id, input, Effect.suspend(() => {
+          run.events.push(written)
+          return PubSub.publish(pubsub, written)
+        })))
+    })
     const all = Effect.forEach(Array.from({ length: runs }), () => Effect.flatMap(Effect.fork(oneRun), Fiber.join), {
       discard: true
     })

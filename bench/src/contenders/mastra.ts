@@ -1,6 +1,7 @@
 /**
  * @mastra/core workflows, default engine and evented engine, on the same graphs:
- * createWorkflow / createStep / .then / .parallel / .sleep, steps writing with `writer.write`,
+ * createWorkflow / createStep / .then / .parallel / .branch / .map / .sleep, steps writing with `writer.write`
+ * and `writer.custom`,
  * readers on `run.stream().fullStream` (the first reader) and `run.observeStream()` (the others).
  *
  * Each measurement builds a fresh `Mastra` with an `InMemoryStore` and an `EventEmitterPubSub`
@@ -17,7 +18,23 @@ import * as EventedKit from "@mastra/core/workflows/evented"
 import { z } from "zod"
 import { activeTimers, LatencyRecorder, pause, pollUntil, runPool, settledHeap, timed, waitUntil } from "../measure.ts"
 import type { Contender, Loaded, MemorySample } from "../types.ts"
-import { asChunk, bump, checkFanOut, checkLinear, checkReaders, FAN_OUT, LINEAR_STEPS, stepIds } from "../work.ts"
+import {
+  armId,
+  asChunk,
+  BRANCH_STAGES,
+  bump,
+  checkFanOut,
+  checkLinear,
+  checkReaders,
+  FAN_OUT,
+  isEven,
+  isOdd,
+  LINEAR_STEPS,
+  pickArm,
+  stepIds,
+  tick,
+  TickCheck
+} from "../work.ts"
 
 type EngineKind = "default" | "evented"
 
@@ -119,6 +136,44 @@ const sleeperWorkflow = (kit: Kit): AnyWorkflow =>
     .then(noopStep(kit, "after"))
     .commit()
 
+/** A branch arm: writes one tick with `writer.custom`, then bumps n. */
+const armStep = (kit: Kit, arm: "even" | "odd", stage: number) =>
+  kit.createStep({
+    id: armId(arm, stage),
+    inputSchema: PayloadSchema,
+    outputSchema: PayloadSchema,
+    execute: async ({ inputData, writer }) => {
+      await writer.custom(tick(stage, inputData.n))
+      return bump(inputData)
+    }
+  })
+
+/** BRANCH_STAGES stages of: a branch of two arms on the input's parity, then a map taking the taken arm's output. */
+const branchWorkflow = (kit: Kit): AnyWorkflow => {
+  let wf: AnyWorkflow = kit.createWorkflow({ id: "branching", inputSchema: PayloadSchema, outputSchema: PayloadSchema })
+  for (let stage = 0; stage < BRANCH_STAGES; stage++) {
+    wf = wf
+      .branch([
+        [async ({ inputData }) => isEven(inputData), armStep(kit, "even", stage)],
+        [async ({ inputData }) => isOdd(inputData), armStep(kit, "odd", stage)]
+      ])
+      .map(async ({ inputData }) => pickArm(stage, inputData))
+  }
+  return wf.commit()
+}
+
+/** Throws unless a run ended in success, with its status and (when it failed) its error's message. */
+function expectSuccess<R extends { readonly status: string }>(
+  who: string,
+  result: R
+): asserts result is Extract<R, { readonly status: "success" }> {
+  if (result.status === "success") return
+  const cause: unknown = "error" in result ? result.error : undefined
+  const message = typeof cause === "object" && cause !== null && "message" in cause ? cause.message : cause
+  const error = message === undefined ? "" : `: ${typeof message === "string" ? message : JSON.stringify(message)}`
+  throw new Error(`${who}: run ended ${result.status}${error}`)
+}
+
 /** Returns the chunk carried by a `workflow-step-output` event (what `writer.write` produced). */
 const chunkOf = (event: WorkflowStreamEvent) => {
   if (event.type !== "workflow-step-output") return undefined
@@ -151,7 +206,7 @@ const streamRun = async (
   const others = Array.from({ length: readers - 1 }, () => readAll(run.observeStream(), onChunk))
   const counts = await Promise.all([readAll(output.fullStream, onChunk), ...others])
   const result = await output.result
-  if (result.status !== "success") throw new Error(`writer run ended ${result.status}`)
+  expectSuccess("writer", result)
   return counts
 }
 
@@ -163,6 +218,11 @@ const makeContender = (engine: EngineKind): Contender => {
     kind: "peer",
     notes: {
       writer: "readers: run.stream().fullStream plus run.observeStream() for each further reader",
+      branch: "reader: run.stream().fullStream; a map per stage is a mapping step of its own" +
+        (engine === "evented"
+          ? "; this engine's stream delivers writer.custom events without their data ({ type, runId, from, payload: {} }), " +
+            "so only their type and count are checked"
+          : "; the branch's output also lists the arm that did not run, as undefined"),
       memory: "canceled runs stay in InMemoryStore (snapshots, by design), so the residual includes them" +
         (engine === "evented"
           ? "; each waiting run listens on workflows-finish, so canceling n runs costs O(n²), and canceled runs " +
@@ -176,7 +236,7 @@ const makeContender = (engine: EngineKind): Contender => {
           runPool(runs, concurrency, async () => {
             const run = await workflow.createRun()
             const result = await run.start({ inputData: { n: 0 } })
-            if (result.status !== "success") throw new Error(`${who}: run ended ${result.status}`)
+            expectSuccess(who, result)
             checkLinear(who, result.result)
           })
         )
@@ -192,7 +252,7 @@ const makeContender = (engine: EngineKind): Contender => {
           runPool(runs, 1, async () => {
             const run = await workflow.createRun()
             const result = await run.start({ inputData: { n: 0 } })
-            if (result.status !== "success") throw new Error(`${who}: run ended ${result.status}`)
+            expectSuccess(who, result)
             checkFanOut(who, result.result)
           })
         )
@@ -222,6 +282,25 @@ const makeContender = (engine: EngineKind): Contender => {
           await streamRun(workflow, { n: 0, chunks: n, spacingUs }, 1, (t) => recorder.receive(t ?? Number.NaN))
         })
         return recorder.summarize(who, ms)
+      } finally {
+        await close()
+      }
+    },
+    branchCustom: async (runs) => {
+      const { workflow, close } = await makeEngine(engine, branchWorkflow)
+      try {
+        const ms = await timed(() =>
+          runPool(runs, 1, async () => {
+            const check = new TickCheck(who, { dataDropped: engine === "evented" })
+            const run = await workflow.createRun()
+            const output = run.stream({ inputData: { n: 0 } })
+            for await (const event of output.fullStream) check.offer(event)
+            const result = await output.result
+            expectSuccess(who, result)
+            check.done(result.result)
+          })
+        )
+        return { ms }
       } finally {
         await close()
       }

@@ -1,7 +1,7 @@
 /**
  * stepwise as built (../dist: run.mjs runs the root build first; tsconfig.runtime.json maps "stepwise" there), default engine and evented engine, written against the
  * public contract in DESIGN.md: `Step.make`, `Workflow.make(...).pipe(Workflow.then(step), ...,
- * Workflow.commit)`, `engine.start(wf, input)` returning a `Run` with `result`, `events()`,
+ * Workflow.commit)` (and `parallel`, `branch`, `map`, `sleep`; `writer.write` and `writer.custom`), `engine.start(wf, input)` returning a `Run` with `result`, `events()`,
  * `status` and `cancel`.
  *
  * main.ts imports this module dynamically, so the rest of the bench runs (with a "not measured"
@@ -13,7 +13,24 @@ import { Cause, Effect, Exit, Layer, ManagedRuntime, Schema, Stream } from "effe
 import { EventBus, RunStore, Step, Workflow, WorkflowEngine, WorkflowEvent } from "stepwise"
 import { activeTimers, LatencyRecorder, pause, settledHeap, waitUntil } from "../measure.ts"
 import type { Contender, Loaded, MemorySample } from "../types.ts"
-import { asChunk, bump, checkFanOut, checkLinear, checkReaders, FAN_OUT, LINEAR_STEPS, stepIds, type Chunk } from "../work.ts"
+import {
+  armId,
+  asChunk,
+  BRANCH_STAGES,
+  bump,
+  checkFanOut,
+  checkLinear,
+  checkReaders,
+  type Chunk,
+  FAN_OUT,
+  isEven,
+  isOdd,
+  LINEAR_STEPS,
+  pickArm,
+  stepIds,
+  tick,
+  TickCheck
+} from "../work.ts"
 
 type EngineKind = "default" | "evented"
 type EngineLayer = Layer.Layer<WorkflowEngine.WorkflowEngine, EventBus.EventBusError, EventBus.EventBus | RunStore.RunStore>
@@ -76,6 +93,31 @@ const sleeperWorkflow = Workflow.make({ id: "sleeper", inputSchema: PayloadSchem
   Workflow.commit
 )
 
+/** A branch arm: writes one tick with `writer.custom`, then bumps n. */
+const armStep = (arm: "even" | "odd", stage: number) =>
+  Step.make({
+    id: armId(arm, stage),
+    inputSchema: PayloadSchema,
+    outputSchema: PayloadSchema,
+    execute: ({ inputData, writer }) =>
+      Effect.as(writer.custom(tick(stage, inputData.n)), bump(inputData))
+  })
+
+/** BRANCH_STAGES stages of: a branch of two arms on the input's parity, then a map taking the taken arm's output. */
+const branchWorkflow = (() => {
+  let builder = Workflow.make({ id: "branching", inputSchema: PayloadSchema, outputSchema: PayloadSchema })
+  for (let stage = 0; stage < BRANCH_STAGES; stage++) {
+    builder = builder.pipe(
+      Workflow.branch([
+        [({ inputData }) => Effect.succeed(isEven(inputData)), armStep("even", stage)],
+        [({ inputData }) => Effect.succeed(isOdd(inputData)), armStep("odd", stage)]
+      ]),
+      Workflow.map(({ inputData }) => Effect.succeed(pickArm(stage, inputData)))
+    )
+  }
+  return builder.pipe(Workflow.commit)
+})()
+
 const isStepOutput = WorkflowEvent.is("workflow-step-output")
 
 /** Reads a run's events to the end; counts (and reports) the chunks written with `writer.write`. */
@@ -134,6 +176,7 @@ const makeContender = (kind: EngineKind, engine: EngineLayer): Contender => {
     kind: "stepwise",
     notes: {
       writer: "readers: run.events() (history from the RunStore, live tail from the EventBus)",
+      branch: "reader: run.events() to the run's end; each map is recorded with its own step events, as Mastra's mapping steps are",
       memory: "canceled runs stay in RunStore.layerMemory until its retention bound (1 h, 10,000 finished runs): " +
         "the residual is mostly those records (see runs kept by store)"
     },
@@ -182,6 +225,26 @@ const makeContender = (kind: EngineKind, engine: EngineLayer): Contender => {
           const t0 = performance.now()
           yield* startWriter({ n: 0, chunks: n, spacingUs }, 1, (chunk) => recorder.receive(chunk.t ?? Number.NaN))
           return recorder.summarize(who, performance.now() - t0)
+        })
+      ),
+    branchCustom: (runs) =>
+      withEngine(
+        engine,
+        Effect.gen(function* () {
+          const wf = yield* WorkflowEngine.WorkflowEngine
+          const oneRun = Effect.gen(function* () {
+            const check = new TickCheck(who)
+            const run = yield* wf.start(branchWorkflow, { n: 0 })
+            // a pure fold, as in the writer figures
+            yield* Stream.runFold(run.events(), check, (checking, event) => {
+              checking.offer(event)
+              return checking
+            })
+            check.done(yield* run.result)
+          })
+          const t0 = performance.now()
+          yield* Effect.forEach(range(runs), () => oneRun, { discard: true })
+          return { ms: performance.now() - t0 }
         })
       ),
     memoryWaiting: (n) =>
