@@ -60,7 +60,7 @@ export const asTick = (value: unknown): Tick | undefined => {
 }
 
 /**
- * Counts a run's ticks and checks they came once per stage, in order, each from the arm its input called for.
+ * Counts a run's ticks and checks they came once per stage, in order, each carrying the input its stage got.
  * With `dataDropped`, for a stream that delivers custom events without their data (Mastra's evented engine: its
  * `run.stream()` turns them into `{ type, runId, from, payload: {} }`), only the ticks' type and count are checked.
  */
@@ -87,6 +87,7 @@ export class TickCheck {
     }
   }
 }
+
 /** Step ids shared by every contender: s0 … s9. */
 export const stepIds: ReadonlyArray<string> = Array.from({ length: Math.max(LINEAR_STEPS, FAN_OUT) }, (_, i) => `s${i}`)
 
