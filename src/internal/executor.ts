@@ -123,11 +123,6 @@ export interface StepSpec {
   readonly suspendSchema: Schema.Schema.AnyNoContext | undefined
   readonly retry: Schedule.Schedule<unknown, unknown> | undefined
   readonly timeout: Duration.DurationInput | undefined
-  /**
-   * Whether a dispatching walk sends it to be executed (a step), or runs it itself (a map: a function of the graph,
-   * evaluated where the walk is, as conditions and sleep functions are).
-   */
-  readonly dispatched: boolean
   readonly run: (ctx: Step.StepContext<never, never, unknown>) => Effect.Effect<unknown, unknown, unknown>
 }
 
@@ -139,7 +134,6 @@ export const stepSpec = (step: Step.Any): StepSpec => ({
   suspendSchema: step.suspendSchema,
   retry: step.retry,
   timeout: step.timeout,
-  dispatched: true,
   run: step.execute
 })
 
@@ -526,10 +520,7 @@ export const execute = (
       case "Execute":
         return mode.path === path ? run(env, scope, spec, input, path, known) : pending
       case "Dispatch": {
-        // running: being executed, unless the walk takes the run over (a map's record is left running only by a
-        // walk that stopped in it)
         if (known?.status === "running" && !mode.redispatch) return pending
-        if (!spec.dispatched) return run(env, scope, spec, input, path, known)
         const record: RunStore.StepRecord = {
           path,
           stepId: spec.id,

@@ -243,7 +243,6 @@ const runNode = (
         suspendSchema: undefined,
         retry: undefined,
         timeout: undefined,
-        dispatched: false,
         run: node.fn
       }, input, path)
   }
