@@ -71,6 +71,29 @@ describe("evented engine", () => {
       expect(commands).toContainEqual({ type: "workflow.step.run", runId: run.runId, data: { path: "1" } })
     }).pipe(Effect.provide(recordingEventedEngine)))
 
+  it.effect("the maps of a parallel's branches run at the same time: each waits here for the other", () =>
+    // Run in the dispatching walk, they would run one after the other, and these two would wait for ever.
+    Effect.gen(function*() {
+      const engine = yield* WorkflowEngine.WorkflowEngine
+      const both = yield* Deferred.make<void>()
+      let entered = 0
+      const meet = (n: number) =>
+        Effect.suspend(() => Effect.zipRight(++entered === 2 ? Deferred.succeed(both, undefined) : Effect.void, Deferred.await(both)))
+          .pipe(Effect.as(n * 2))
+      const branch = (k: string) =>
+        Workflow.make({ id: `meets-${k}`, inputSchema: N, outputSchema: N }).pipe(
+          Workflow.then(add(`s${k}`, 1)),
+          Workflow.map(({ inputData }) => meet(inputData)),
+          Workflow.commit
+        )
+      const wf = Workflow.make({ id: "maps-meet", inputSchema: N, outputSchema: Schema.Unknown }).pipe(
+        Workflow.parallel([branch("1"), branch("2")]),
+        Workflow.commit
+      )
+      const run = yield* engine.start(wf, 1)
+      expect(yield* run.result).toEqual({ "meets-1": 4, "meets-2": 4 })
+    }).pipe(Effect.provide(recordingEventedEngine)))
+
   it.effect("malformed or unknown messages on `workflows` are logged with the channel and skipped", () => {
     const logs: Array<string> = []
     const logger = Logger.make(({ message }) => {

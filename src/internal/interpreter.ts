@@ -22,6 +22,14 @@ import * as Executor from "./executor.js"
 import type { Halt, RunEnv, WorkflowScope } from "./executor.js"
 import { randomId } from "./ids.js"
 
+/** The paths of a node's parts (see the module's doc), one definition for the Effect walk and the replay. */
+const childPath = (path: string, stepId: string): string => `${path}:${stepId}`
+const itemPath = (path: string, k: number): string => `${path}[${k}]`
+const iterationPath = (path: string, i: number): string => `${path}#${i}`
+const conditionPath = (path: string, i: number): string => `${path}?${i}`
+const loopConditionPath = (path: string, i: number): string => `${iterationPath(path, i)}?`
+const sleepEndPath = (path: string): string => `${path}!`
+
 /** Tracks how many sleeps are in progress (inline walks), so the run's status is `waiting` exactly while one is. */
 export interface WaitTracker {
   readonly enter: Effect.Effect<void>
@@ -124,11 +132,11 @@ const replayedNode = (
       return Executor.replayedNow(env, scope, undefined, undefined, path)
     case "Sleep":
     case "SleepUntil":
-      return env.memo.get(`${path}!`)?.status === "success" ? { value: input } : undefined
+      return env.memo.get(sleepEndPath(path))?.status === "success" ? { value: input } : undefined
     case "Parallel": {
       const outputs: Array<readonly [string, unknown]> = []
       for (const step of node.steps) {
-        const replayed = replayedStep(env, scope, step, `${path}:${step.id}`)
+        const replayed = replayedStep(env, scope, step, childPath(path, step.id))
         if (replayed === undefined) return undefined
         outputs.push([step.id, replayed.value])
       }
@@ -137,11 +145,11 @@ const replayedNode = (
     case "Branch": {
       const outputs: Array<readonly [string, unknown]> = []
       for (let i = 0; i < node.branches.length; i++) {
-        const holds = replayedCondition(env, scope, `${path}?${i}`)
+        const holds = replayedCondition(env, scope, conditionPath(path, i))
         if (holds === undefined) return undefined
         if (!holds) continue
         const step = node.branches[i]![1]
-        const replayed = replayedStep(env, scope, step, `${path}:${step.id}`)
+        const replayed = replayedStep(env, scope, step, childPath(path, step.id))
         if (replayed === undefined) return undefined
         outputs.push([step.id, replayed.value])
       }
@@ -151,7 +159,7 @@ const replayedNode = (
       if (!Array.isArray(input)) return undefined
       const outputs: Array<unknown> = []
       for (let k = 0; k < input.length; k++) {
-        const replayed = replayedStep(env, scope, node.step, `${path}[${k}]`)
+        const replayed = replayedStep(env, scope, node.step, itemPath(path, k))
         if (replayed === undefined) return undefined
         outputs.push(replayed.value)
       }
@@ -159,9 +167,9 @@ const replayedNode = (
     }
     case "Loop": {
       for (let i = 0;; i++) {
-        const replayed = replayedStep(env, scope, node.step, `${path}#${i}`)
+        const replayed = replayedStep(env, scope, node.step, iterationPath(path, i))
         if (replayed === undefined) return undefined
-        const holds = replayedCondition(env, scope, `${path}#${i}?`)
+        const holds = replayedCondition(env, scope, loopConditionPath(path, i))
         if (holds === undefined) return undefined
         if (node.mode === "dowhile" ? !holds : holds) return replayed
       }
@@ -182,7 +190,7 @@ const runNode = (
       return runStepLike(env, waits, scope, node.step, input, path)
     case "Parallel":
       return Effect.map(
-        all(env, waits, scope, path, node.steps.map((step) => ({ key: step.id, path: `${path}:${step.id}`, step, input })), "unbounded"),
+        all(env, waits, scope, path, node.steps.map((step) => ({ key: step.id, path: childPath(path, step.id), step, input })), "unbounded"),
         Object.fromEntries
       )
     case "Branch":
@@ -190,10 +198,10 @@ const runNode = (
         const chosen: Array<StepLike> = []
         for (let i = 0; i < node.branches.length; i++) {
           const [condition, step] = node.branches[i]!
-          if (yield* Executor.evaluateCondition(env, scope, condition, input, node.id, `${path}?${i}`)) chosen.push(step)
+          if (yield* Executor.evaluateCondition(env, scope, condition, input, node.id, conditionPath(path, i))) chosen.push(step)
         }
         return Object.fromEntries(
-          yield* all(env, waits, scope, path, chosen.map((step) => ({ key: step.id, path: `${path}:${step.id}`, step, input })), "unbounded")
+          yield* all(env, waits, scope, path, chosen.map((step) => ({ key: step.id, path: childPath(path, step.id), step, input })), "unbounded")
         )
       })
     case "Sleep":
@@ -204,8 +212,8 @@ const runNode = (
       return Effect.gen(function*() {
         let value = input
         for (let i = 0;; i++) {
-          value = yield* runStepLike(env, waits, scope, node.step, value, `${path}#${i}`)
-          const holds = yield* Executor.evaluateCondition(env, scope, node.condition, value, node.id, `${path}#${i}?`)
+          value = yield* runStepLike(env, waits, scope, node.step, value, iterationPath(path, i))
+          const holds = yield* Executor.evaluateCondition(env, scope, node.condition, value, node.id, loopConditionPath(path, i))
           if (node.mode === "dowhile" ? !holds : holds) return value
         }
       })
@@ -227,11 +235,11 @@ const runNode = (
           // Executing a node inside one item: only that item is walked, and the others are pending, as `all` would
           // have them, without a branch built and visited per item (a foreach of n items is executed n times).
           if (item >= input.length) return pending
-          const only = { key: item, path: `${path}[${item}]`, step: node.step, input: input[item] as unknown }
+          const only = { key: item, path: itemPath(path, item), step: node.step, input: input[item] as unknown }
           return Effect.zipRight(Effect.either(all(env, waits, scope, path, [only], node.concurrency)), pending)
         }
         return Effect.map(
-          all(env, waits, scope, path, input.map((item: unknown, k) => ({ key: k, path: `${path}[${k}]`, step: node.step, input: item })), node.concurrency),
+          all(env, waits, scope, path, input.map((item: unknown, k) => ({ key: k, path: itemPath(path, k), step: node.step, input: item })), node.concurrency),
           (entries) => entries.map(([, out]) => out)
         )
       })
@@ -323,7 +331,7 @@ const wait = (
   resolve: Effect.Effect<number, Executor.StepFailure | Executor.Pending>
 ): Effect.Effect<unknown, Halt> =>
   Effect.gen(function*() {
-    const done = `${path}!`
+    const done = sleepEndPath(path)
     if (env.memo.get(done)?.status === "success") return input
     const resolvedBefore = env.memo.has(path)
     const until = yield* resolve
@@ -378,7 +386,7 @@ const executedItem = (env: RunEnv, path: string): number | undefined => {
   const digits = target.slice(path.length + 1, close)
   if (close < 0 || !/^(0|[1-9][0-9]*)$/.test(digits)) return undefined
   const item = Number(digits)
-  return holds(`${path}[${item}]`, target) ? item : undefined
+  return holds(itemPath(path, item), target) ? item : undefined
 }
 
 const pending = Effect.fail(Executor.notNow)
