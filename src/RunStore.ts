@@ -112,6 +112,13 @@ export interface StepRecord {
   /** The call id of the execution in progress, so its start and result events agree across processes. */
   readonly stepCallId?: string
   readonly attempt?: number
+  /**
+   * On a `running` record of the evented engine: the engine instance (`workerId`) executing it, and when its attempt
+   * started (wall-clock milliseconds). The run's owner sends a step again once that instance has been silent for the
+   * lease (see `workerHeartbeats`).
+   */
+  readonly worker?: string
+  readonly startedAt?: number
 }
 
 /**
@@ -208,9 +215,18 @@ export class RunStore extends Context.Tag("stepwise/RunStore")<RunStore, {
    * `staleBefore`. Atomic: of two engines claiming a run, one wins.
    */
   readonly claimRun: (runId: string, owner: string, now: number, staleBefore: number) => Effect.Effect<boolean, RunStoreError>
-  /** Marks every unfinished run of `owner` as still owned. */
+  /**
+   * Says that the engine instance `owner` is alive at `now`: marks every unfinished run it owns as still owned, and
+   * records the instance's own last heartbeat (answered by `workerHeartbeats`). Stores may forget instances silent
+   * for a week.
+   */
   readonly heartbeat: (owner: string, now: number) => Effect.Effect<void, RunStoreError>
+  /** The last heartbeat of each of these engine instances; an instance the store has no heartbeat of is left out. */
+  readonly workerHeartbeats: (
+    workers: ReadonlyArray<string>
+  ) => Effect.Effect<ReadonlyMap<string, number>, RunStoreError>
 }>() {}
+
 
 /**
  * Whether a store failure may pass by itself (the database is down or busy), as opposed to a row that no longer
@@ -256,7 +272,8 @@ export const retrying = (store: RunStore["Type"]): RunStore["Type"] => {
     closeStream: (runId, namespace) => retry(store.closeStream(runId, namespace)),
     readChunks: (runId, namespace, from, max) => retry(store.readChunks(runId, namespace, from, max)),
     claimRun: (runId, owner, now, staleBefore) => retry(store.claimRun(runId, owner, now, staleBefore)),
-    heartbeat: (owner, now) => retry(store.heartbeat(owner, now))
+    heartbeat: (owner, now) => retry(store.heartbeat(owner, now)),
+    workerHeartbeats: (workers) => retry(store.workerHeartbeats(workers))
   }
 }
 
@@ -306,6 +323,8 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
     const runs = new Map<string, MemoryRun>()
     // Insertion-ordered: the oldest finished run is always first.
     const finished = new Map<string, number>()
+    // The last heartbeat of each engine instance.
+    const workers = new Map<string, number>()
 
     // `keep`: the run finishing now. Its last events are still to be written (and its outcome to be read), so it
     // goes at the next eviction at the earliest, even with `maxFinishedRuns: 0`.
@@ -442,6 +461,17 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
               run.record = { ...run.record, heartbeatAt: now }
             }
           }
+          workers.set(owner, now)
+          for (const [worker, at] of workers) if (at < now - SqlStore.workerRetentionMillis) workers.delete(worker)
+        }),
+      workerHeartbeats: (names) =>
+        Effect.sync(() => {
+          const beats = new Map<string, number>()
+          for (const worker of names) {
+            const at = workers.get(worker)
+            if (at !== undefined) beats.set(worker, at)
+          }
+          return beats
         })
     })
   })

@@ -67,7 +67,8 @@ export const layerDefault: Layer.Layer<WorkflowEngine, never, EventBus.EventBus 
 /**
  * Options of the engines: `workerId` (this instance's stable name as a run owner; a restarted worker with the same
  * name takes its unfinished runs back at once) and `lease` (how long an owner may stay silent before other instances
- * take its unfinished runs over; default 10 seconds).
+ * take its unfinished runs over, and, with the evented engine, how long an instance executing a step may stay silent
+ * before the run's owner sends the step again; default 10 seconds).
  *
  * @since 0.1.0
  * @category models
@@ -145,7 +146,9 @@ export const layerEvented: Layer.Layer<
 
 /**
  * The evented engine with options, and a consumer group of your choosing: instances in one group share the work;
- * instances in different groups each execute every run (rarely what you want).
+ * instances in different groups each execute every run (rarely what you want). Register the same workflows in every
+ * instance of a group: a command for a workflow an instance does not register goes back to the group, at most 20
+ * times.
  *
  * @since 0.1.0
  * @category layers

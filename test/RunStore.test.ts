@@ -251,6 +251,21 @@ export const runStoreSuite = (name: string, layer: Layer.Layer<RunStore.RunStore
         expect(yield* store.claimRun(id("a"), "two", 9000, 8000)).toBe(true)
         expect((yield* store.getRun(id("a")))?.owner).toBe("two")
       }).pipe(Effect.provide(layer)))
+
+    it.effect("keeps each engine instance's last heartbeat, and forgets instances silent for a week", () =>
+      Effect.gen(function*() {
+        yield* fresh
+        const store = yield* RunStore.RunStore
+        expect(yield* store.workerHeartbeats([])).toEqual(new Map())
+        yield* store.heartbeat(id("one"), 1000)
+        yield* store.heartbeat(id("two"), 1500)
+        yield* store.heartbeat(id("one"), 2000)
+        expect(yield* store.workerHeartbeats([id("one"), id("two"), id("three")]))
+          .toEqual(new Map([[id("one"), 2000], [id("two"), 1500]]))
+        const week = 7 * 24 * 60 * 60 * 1000
+        yield* store.heartbeat(id("one"), 1600 + week)
+        expect(yield* store.workerHeartbeats([id("one"), id("two")])).toEqual(new Map([[id("one"), 1600 + week]]))
+      }).pipe(Effect.provide(layer)))
   })
 
 runStoreSuite("layerMemory", RunStore.layerMemory)

@@ -2,6 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Chunk, Context, Deferred, Effect, Layer, Logger, Schema, Stream, TestClock } from "effect"
 import { EventBus, RunStore, Step, Workflow, WorkflowEngine, WorkflowEvent } from "stepwise"
 import { Recorded, recordingEventedEngine } from "./helpers.js"
+import { postgresEnabled, postgresStore, sqliteStore } from "./backends.js"
 import { awaitStatus } from "./scenarios.js"
 
 const N = Schema.Number
@@ -230,6 +231,44 @@ describe("evented engine", () => {
       yield* run.cancel
     }).pipe(Effect.scoped))
 
+  it.live("an instance that does not register the run's workflow hands its commands back to the group", () =>
+    Effect.gen(function*() {
+      // worker-c registers nothing. It takes the run's first command while worker-a (the owner) reads none, and hands
+      // it back until worker-a reads too; dropping it left the run pending for as long as worker-a lived.
+      const { bus: memory } = yield* EventBus.makeMemory
+      const store = yield* RunStore.makeMemory()
+      const gate = yield* Deferred.make<void>()
+      const handedBack: Array<string> = []
+      const recording = (gated: boolean) =>
+        EventBus.EventBus.of({
+          publish: (channel, event) =>
+            Effect.zipRight(
+              Effect.sync(() => (event as { handBacks?: number }).handBacks !== undefined && handedBack.push(event.type)),
+              memory.publish(channel, event)
+            ),
+          subscribe: (channel, options) =>
+            gated && channel === "workflows"
+              ? Effect.succeed(Stream.unwrapScoped(Effect.zipRight(Deferred.await(gate), memory.subscribe(channel, options))))
+              : memory.subscribe(channel, options)
+        })
+      const services = (bus: EventBus.EventBus["Type"]) =>
+        Layer.merge(Layer.succeed(EventBus.EventBus, bus), Layer.succeed(RunStore.RunStore, store))
+      yield* Layer.build(WorkflowEngine.layerEventedWith({ workerId: "worker-c" }).pipe(Layer.provide(services(recording(false)))))
+      const a = Context.get(
+        yield* Layer.build(
+          Layer.provideMerge(WorkflowEngine.register(twoSteps), WorkflowEngine.layerEventedWith({ workerId: "worker-a" }))
+            .pipe(Layer.provide(services(recording(true))))
+        ),
+        WorkflowEngine.WorkflowEngine
+      )
+      const run = yield* a.start(twoSteps, 1)
+      for (let i = 0; i < 100 && handedBack.length < 2; i++) yield* Effect.sleep("10 millis")
+      expect(handedBack.slice(0, 2)).toEqual(["workflow.start", "workflow.start"])
+      expect(yield* run.status).toBe("pending")
+      yield* Deferred.succeed(gate, undefined)
+      expect(yield* Effect.timeoutFail(run.result, { duration: "10 seconds", onTimeout: () => "the run stalled" })).toBe(12)
+    }).pipe(Effect.scoped))
+
   it.effect("the step ends taken in one pull from the bus come to one walk", () =>
     Effect.gen(function*() {
       // Every handler reads the run once: 200 executions, plus one read per walk and a few for start and end.
@@ -279,6 +318,112 @@ describe("evented engine", () => {
         .toBe(101)
     }).pipe(Effect.scoped))
 })
+
+const storeBackends: ReadonlyArray<{ readonly name: string; readonly layer: Layer.Layer<RunStore.RunStore, unknown> }> = [
+  { name: "memory", layer: RunStore.layerMemory },
+  { name: "SQLite", layer: sqliteStore },
+  ...(postgresEnabled ? [{ name: "Postgres", layer: postgresStore }] : [])
+]
+
+// Each test names its workflow afresh: the Postgres database keeps the runs of earlier test runs, which the
+// workers would otherwise take over.
+for (const backend of storeBackends) {
+  describe(`the evented engine with instances that stop, on the ${backend.name} store`, () => {
+    it.live("a step whose executing worker stops while the run's owner lives is executed again after the lease", () =>
+      Effect.gen(function*() {
+        // worker-a starts the run and owns it; worker-b takes every command (worker-a reads none until b is gone),
+        // so the step executes on b, which stops inside it.
+        let calls = 0
+        const entered = yield* Deferred.make<void>()
+        const wf = Workflow.make({ id: `executor-stops-${crypto.randomUUID()}`, inputSchema: N, outputSchema: N }).pipe(
+          Workflow.then(Step.make({
+            id: "long",
+            inputSchema: N,
+            outputSchema: N,
+            execute: ({ inputData }) =>
+              Effect.suspend(() =>
+                ++calls === 1 ? Effect.zipRight(Deferred.succeed(entered, undefined), Effect.never) : Effect.succeed(inputData + 1)
+              )
+          })),
+          Workflow.then(add("after", 10)),
+          Workflow.commit
+        )
+        const { bus: memory } = yield* EventBus.makeMemory
+        const store = Context.get(yield* Layer.build(backend.layer), RunStore.RunStore)
+        const gate = yield* Deferred.make<void>()
+        const gated = EventBus.EventBus.of({
+          publish: memory.publish,
+          subscribe: (channel, options) =>
+            channel === "workflows"
+              ? Effect.succeed(Stream.unwrapScoped(Effect.zipRight(Deferred.await(gate), memory.subscribe(channel, options))))
+              : memory.subscribe(channel, options)
+        })
+        const worker = (workerId: string, bus: EventBus.EventBus["Type"]) =>
+          Layer.provideMerge(WorkflowEngine.register(wf), WorkflowEngine.layerEventedWith({ workerId, lease: "300 millis" })).pipe(
+            Layer.provide(Layer.merge(Layer.succeed(EventBus.EventBus, bus), Layer.succeed(RunStore.RunStore, store)))
+          )
+        const a = Context.get(yield* Layer.build(worker("worker-a", gated)), WorkflowEngine.WorkflowEngine)
+        const run = yield* Effect.scoped(Effect.gen(function*() {
+          yield* Layer.build(worker("worker-b", memory))
+          const run = yield* a.start(wf, 1)
+          yield* Deferred.await(entered)
+          return run
+        }))
+        yield* Deferred.succeed(gate, undefined)
+        expect((yield* store.getRun(run.runId))?.owner).toBe("worker-a")
+        expect(yield* Effect.timeoutFail(run.result, { duration: "10 seconds", onTimeout: () => "the run stalled" }))
+          .toBe(12)
+        expect(calls).toBe(2)
+      }).pipe(Effect.scoped))
+
+    it.live("a run taken over from its silent owner leaves a step that a live worker executes to that worker", () =>
+      Effect.gen(function*() {
+        // worker-a starts the run and stops; worker-b, which executes its step, takes the run over after the lease.
+        // The takeover sends again only the steps that lost their executor: this one has not.
+        let calls = 0
+        const entered = yield* Deferred.make<void>()
+        const release = yield* Deferred.make<void>()
+        const wf = Workflow.make({ id: `owner-stops-${crypto.randomUUID()}`, inputSchema: N, outputSchema: N }).pipe(
+          Workflow.then(Step.make({
+            id: "long",
+            inputSchema: N,
+            outputSchema: N,
+            execute: ({ inputData }) =>
+              Effect.suspend(() => {
+                calls++
+                return Effect.as(Effect.zipRight(Deferred.succeed(entered, undefined), Deferred.await(release)), inputData + 1)
+              })
+          })),
+          Workflow.then(add("after", 10)),
+          Workflow.commit
+        )
+        const { bus: memory } = yield* EventBus.makeMemory
+        const store = Context.get(yield* Layer.build(backend.layer), RunStore.RunStore)
+        const deaf = EventBus.EventBus.of({
+          publish: memory.publish,
+          subscribe: (channel, options) => channel === "workflows" ? Effect.succeed(Stream.never) : memory.subscribe(channel, options)
+        })
+        const worker = (workerId: string, bus: EventBus.EventBus["Type"]) =>
+          Layer.provideMerge(WorkflowEngine.register(wf), WorkflowEngine.layerEventedWith({ workerId, lease: "300 millis" })).pipe(
+            Layer.provide(Layer.merge(Layer.succeed(EventBus.EventBus, bus), Layer.succeed(RunStore.RunStore, store)))
+          )
+        const b = Context.get(yield* Layer.build(worker("worker-b", memory)), WorkflowEngine.WorkflowEngine)
+        const runId = yield* Effect.scoped(Effect.gen(function*() {
+          const run = yield* Context.get(yield* Layer.build(worker("worker-a", deaf)), WorkflowEngine.WorkflowEngine).start(wf, 1)
+          yield* Deferred.await(entered)
+          return run.runId
+        }))
+        for (let i = 0; i < 100 && (yield* store.getRun(runId))?.owner !== "worker-b"; i++) yield* Effect.sleep("20 millis")
+        expect((yield* store.getRun(runId))?.owner).toBe("worker-b")
+        // the takeover's walk, and a few of worker-b's checks for lost steps
+        yield* Effect.sleep("600 millis")
+        expect(calls).toBe(1)
+        yield* Deferred.succeed(release, undefined)
+        expect(yield* (yield* b.getRun(runId)).result).toBe(12)
+        expect(calls).toBe(1)
+      }).pipe(Effect.scoped))
+  })
+}
 
 const engineKinds = [
   ["default", WorkflowEngine.layerDefaultWith],

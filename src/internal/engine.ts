@@ -65,7 +65,10 @@ export interface EngineOptions {
    * restarted worker takes its unfinished runs back at once, instead of after the lease.
    */
   readonly workerId?: string
-  /** How long an owner may stay silent before other instances take its unfinished runs over. Default: 10 seconds. */
+  /**
+   * How long an owner may stay silent before other instances take its unfinished runs over (and, in the evented
+   * engine, an instance executing a step before the run's owner sends the step again). Default: 10 seconds.
+   */
   readonly lease?: Duration.DurationInput
 }
 
@@ -87,6 +90,11 @@ export interface Driver {
    * running steps a second time.
    */
   readonly holds: (runId: string, status: RunStore.RunStatus) => boolean
+  /**
+   * Given, on every scan, the records of the runs it holds (as the scan read them), so that the driver can look
+   * after them without reading the store's run list again.
+   */
+  readonly watch?: (registered: Registered, held: ReadonlyArray<RunStore.RunRecord>) => Effect.Effect<void>
 }
 
 /** The shape of the engine service (see `WorkflowEngine.ts` for the public documentation). */
@@ -191,6 +199,7 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
     : retrying
   const bus = yield* EventBus.EventBus
   const workerId = options.workerId ?? randomId()
+  const startedAt = wallNow()
   const leaseMillis = yield* optionMillis("lease", options.lease, "10 seconds")
   if (!(leaseMillis > 0) || !Number.isFinite(leaseMillis)) {
     return yield* Effect.dieMessage(`The engine's lease must be a positive, finite duration; got ${String(options.lease)}.`)
@@ -523,14 +532,19 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
     /**
      * Takes over the unfinished runs of a registered workflow that nobody executes: never claimed, ours from before
      * a restart, or owned by an instance silent for longer than the lease. The claim is atomic in the store, so of
-     * several instances one wins. A run whose input no longer decodes is failed, with the reason.
+     * several instances one wins. A run whose input no longer decodes is failed, with the reason. The runs this
+     * instance holds go to the driver's `watch`.
      */
     const recover = (registered: Registered) =>
       Effect.gen(function*() {
         const { workflow } = registered
         const records = yield* store.listRuns({ workflowId: workflow.id, statuses: driver.orphanStatuses })
+        const held: Array<RunStore.RunRecord> = []
         for (const record of records) {
-          if (driver.holds(record.runId, record.status)) continue
+          if (driver.holds(record.runId, record.status)) {
+            held.push(record)
+            continue
+          }
           const now = wallNow()
           const stale = record.owner === undefined || record.owner === workerId ||
             record.heartbeatAt === undefined || record.heartbeatAt < now - leaseMillis
@@ -539,6 +553,7 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
           if (input === undefined) continue
           yield* driver.launch(record.runId, registered, input.value, record.status === "pending" ? "start" : "recover")
         }
+        if (held.length > 0 && driver.watch !== undefined) yield* driver.watch(registered, held)
       })
 
     const recoverAll = Effect.suspend(() =>
@@ -548,9 +563,11 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
     // Keep our runs ours, and look for runs whose owner went silent.
     // Leases measure whether a process is alive: real time, even under a test clock. Only the timers run on the
     // wall clock; what they launch keeps the app's clock.
+    // The first heartbeat at once: it also says that this instance is alive to the owners of runs whose steps it
+    // executes (the evented engine).
     yield* Effect.gen(function*() {
-      yield* wallSleep(Duration.millis(leaseMillis / 3))
       yield* Effect.ignore(store.heartbeat(workerId, wallNow()))
+      yield* wallSleep(Duration.millis(leaseMillis / 3))
     }).pipe(Effect.forever, Effect.forkIn(scope))
     yield* Effect.gen(function*() {
       yield* wallSleep(Duration.millis(leaseMillis / 2))
@@ -632,6 +649,9 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
     store,
     bus,
     workerId,
+    leaseMillis,
+    /** When this instance started (wall clock): a step its `workerId` claimed earlier was claimed by a former one. */
+    startedAt,
     registry,
     loadMemo,
     notify,

@@ -11,7 +11,13 @@
  * - `workflow.end` / `workflow.fail` / `workflow.cancel`: record the outcome, emit the run's last events, and
  *   announce it on `workflows-finish`, which every engine instance hears. `workflow.suspend` only announces: the
  *   walk that found the run suspended recorded it, under the run's lock, so that a duplicate cannot undo a resume.
+ *
+ * Nothing is lost when instances stop: a run whose owner went silent is taken over (the engine core's scan), a step
+ * whose executing instance went silent is sent again by the run's owner (`checkExecutors`), and a command for a
+ * workflow this instance does not register goes back to the group (`handBack`).
  */
+import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Schedule from "effect/Schedule"
@@ -24,11 +30,24 @@ import * as Consume from "./consume.js"
 import { classify, type EngineOptions, type LaunchReason, makeCore, type Registered } from "./engine.js"
 import * as Executor from "./executor.js"
 import * as Interpreter from "./interpreter.js"
+import type * as Memo from "./memo.js"
 import * as Mutex from "./mutex.js"
 import * as Timers from "./timers.js"
+import { wallNow, wallSleep } from "./wallClock.js"
 
+const noBeats: ReadonlyMap<string, number> = new Map()
+
+/**
+ * A command. `handBacks`: how many times instances that do not register the run's workflow took it and published it
+ * again for the others of the group.
+ */
 const command = <T extends string, F extends Schema.Struct.Fields>(type: T, data: F) =>
-  Schema.Struct({ type: Schema.Literal(type), runId: Schema.String, data: Schema.Struct(data) })
+  Schema.Struct({
+    type: Schema.Literal(type),
+    runId: Schema.String,
+    data: Schema.Struct(data),
+    handBacks: Schema.optional(Schema.Number)
+  })
 
 const Suspended = Schema.Struct({ step: Schema.String, path: Schema.String, payload: Schema.Unknown })
 
@@ -51,9 +70,15 @@ export const Finished = command("workflow.finished", {
 })
 export type Finished = typeof Finished.Type
 
-type Data<T extends Command["type"]> = Extract<Command, { readonly type: T }>["data"]
+type CommandData<T extends Command["type"]> = Extract<Command, { readonly type: T }>["data"]
 
 export const defaultGroup = "stepwise-engine"
+
+/** A command about a run whose workflow this instance does not register: it goes back to the group. */
+class Unregistered extends Data.TaggedError("Unregistered")<{ readonly runId: string; readonly workflowId: string }> {}
+
+/** How many times a command goes back to the group before an instance gives up on it (and says so). */
+const maxHandBacks = 20
 
 export const makeEvented = (options: EngineOptions & { readonly group?: string } = {}) =>
   Effect.gen(function*() {
@@ -70,9 +95,10 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
      * The runs this instance launched (started, resumed or took over) that have not settled. They name this worker as
      * their owner, and between two messages nothing in the process shows they are alive: without this, the periodic
      * scan for orphaned runs took them for runs left by a crash and launched them again, and a step still executing
-     * was dispatched, and executed, a second time.
+     * was dispatched, and executed, a second time. Each says when this instance last walked the run (wall clock): a
+     * running run not walked here for a lease is checked for steps whose executor went silent (`checkExecutors`).
      */
-    const carried = new Set<string>()
+    const carried = new Map<string, number>()
 
     // Sleeps not yet due: one timer queue, which sends the sleep's node to be executed once it is.
     const timers = yield* Timers.make((runId, path) => send("workflow.step.run", runId, { path }))
@@ -81,19 +107,44 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
     // Commands this instance built are valid by construction: when the bus hands back the same object (the memory
     // bus does), it is not decoded again.
     const sent = new WeakSet<object>()
-    const send = <T extends Command["type"]>(type: T, runId: string, data: Data<T>): Effect.Effect<void> => {
-      const message = { type, runId, data }
+    const publishCommand = (message: Command): Effect.Effect<void> => {
       sent.add(message)
       const publish = bus.publish(EventBus.workflowsChannel, message)
       // The retry schedule is only set up once a publish has failed: the common path stays one call.
       return publish.pipe(Effect.catchAll(() => Effect.retry(publish, resend)), Effect.orDie)
     }
+    const send = <T extends Command["type"]>(type: T, runId: string, data: CommandData<T>): Effect.Effect<void> =>
+      publishCommand({ type, runId, data } as Command)
+
+    /**
+     * Publishes a command this instance cannot handle (it does not register the run's workflow) again, for another
+     * instance of the group, after a pause that doubles each time (10 ms to 1 s). Dropping it would leave the run
+     * waiting for ever: its owner is alive, so no takeover walks it again. After `maxHandBacks`, it is dropped,
+     * with an error that says what to fix.
+     */
+    const handBack = (message: Command, missing: Unregistered): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        const handBacks = (message.handBacks ?? 0) + 1
+        const what = `Run ${missing.runId} needs workflow "${missing.workflowId}", which this instance does not register`
+        if (handBacks > maxHandBacks) {
+          return Effect.logError(
+            `${what}; ${message.type} came back ${maxHandBacks} times and is dropped. Register the workflow in every ` +
+              `instance of the consumer group "${group}"; the run goes on once an instance that registers it walks it.`
+          )
+        }
+        return Effect.zipRight(
+          handBacks === 1
+            ? Effect.logWarning(`${what}; handing ${message.type} back to the consumer group "${group}".`)
+            : Effect.void,
+          Effect.zipRight(wallSleep(Duration.millis(Math.min(1000, 5 * 2 ** handBacks))), publishCommand({ ...message, handBacks }))
+        )
+      })
 
     const announce = (runId: string, status: Finished["data"]["status"]) =>
       Executor.publishQuietly(bus, EventBus.workflowsFinishChannel, { type: "workflow.finished", runId, data: { status } })
 
     /** Serializes the control handlers of one run; step executions are not serialized. */
-    const withLock = <A>(runId: string, effect: Effect.Effect<A>): Effect.Effect<A> =>
+    const withLock = <A, E>(runId: string, effect: Effect.Effect<A, E>): Effect.Effect<A, E> =>
       Effect.suspend(() => {
         let lock = locks.get(runId)
         if (lock === undefined) {
@@ -136,13 +187,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
           return undefined
         }
         const registered = core.registry.get(record.workflowId)
-        if (registered === undefined) {
-          yield* Effect.logWarning(
-            `Run ${runId} needs workflow "${record.workflowId}", which is not registered in this process; it stays ` +
-              `${record.status} until a process that registers it picks it up.`
-          )
-          return undefined
-        }
+        if (registered === undefined) return yield* new Unregistered({ runId, workflowId: record.workflowId })
         const input = yield* decodeInput(registered, record)
         if (input === undefined) return { _tag: "Undecodable" as const, record, registered }
         const memo = yield* core.loadMemo(runId, record.workflowId, record.stepsVersion)
@@ -150,8 +195,36 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
         return { _tag: "Loaded" as const, record, registered, input: input.value, memo }
       })
 
-    /** Walks the run, dispatching what is ready, and sends what the walk came to. */
-    const advance = (runId: string, redispatch = false) =>
+    /**
+     * Which of a run's steps recorded `running` lost their executor: claimed by an instance that has been silent for
+     * the lease (and claimed longer ago than that), or claimed under this instance's `workerId` before this instance
+     * started (a former process of the same name). With `unclaimed`, also those no instance claimed: after the owner
+     * died, the command may have died with it. A step claimed by an instance that is alive is never sent again.
+     */
+    const lostSteps = (memo: Memo.Memo, unclaimed: boolean) =>
+      Effect.gen(function*() {
+        const others = new Set<string>()
+        for (const record of memo.values()) {
+          if (record.status === "running" && record.worker !== undefined && record.worker !== core.workerId) {
+            others.add(record.worker)
+          }
+        }
+        const beats = others.size === 0 ? noBeats : yield* Effect.orDie(store.workerHeartbeats(Array.from(others)))
+        const staleBefore = wallNow() - core.leaseMillis
+        return (record: RunStore.StepRecord): boolean => {
+          const { startedAt = 0, worker } = record
+          if (worker === undefined) return unclaimed
+          if (worker === core.workerId) return startedAt < core.startedAt
+          // An instance claimed after the heartbeats were read counts as alive: its claim is recent.
+          return Math.max(beats.get(worker) ?? 0, startedAt) < staleBefore
+        }
+      })
+
+    /**
+     * Walks the run, dispatching what is ready, and sends what the walk came to. `lost`: send steps recorded `running`
+     * again when they lost their executor (`lostSteps`), also unclaimed ones when recovering a run whose owner died.
+     */
+    const advance = (runId: string, lost?: "recover" | "executor") =>
       Effect.gen(function*() {
         const loaded = yield* load(runId)
         // A suspended run waits for resume (which sets it running first); a late step end has nothing to advance.
@@ -162,6 +235,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
           return
         }
         const { input, memo, record, registered } = loaded
+        const redispatch = lost === undefined ? undefined : yield* lostSteps(memo, lost === "recover")
         const env = core.cachedEnv(runId, registered, memo, {
           _tag: "Dispatch",
           dispatch: (path) => send("workflow.step.run", runId, { path }),
@@ -187,6 +261,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
             yield* core.suspendRun(runId, result.suspended)
             return yield* send("workflow.suspend", runId, { suspended: result.suspended })
           case "Pending": {
+            if (carried.has(runId)) carried.set(runId, wallNow())
             // A run that only sleeps keeps nothing in this process but its timers.
             if (result.waitingOnly) core.dropEnv(runId)
             const status = result.waitingOnly ? "waiting" : "running"
@@ -203,7 +278,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
         // Not run: the step's end takes the run to a dispatching walk, which fails it under the run's lock.
         if (loaded._tag === "Undecodable") return yield* send("workflow.step.end", runId, { path })
         const { input, memo, registered } = loaded
-        const env = core.cachedEnv(runId, registered, memo, { _tag: "Execute", path })
+        const env = core.cachedEnv(runId, registered, memo, { _tag: "Execute", path, worker: core.workerId })
         // Whatever the walk comes to (the node's own outcome is recorded), the dispatching side takes it from here.
         yield* Effect.exit(Interpreter.runWorkflow(env, Interpreter.noWaits, registered.workflow, input, ""))
         yield* send("workflow.step.end", runId, { path })
@@ -219,7 +294,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
      * merely walks once more.)
      */
     const awaitingWalk = new Set<string>()
-    const advanceOnce = (runId: string): Effect.Effect<void> | undefined => {
+    const advanceOnce = (runId: string): Effect.Effect<void, Unregistered> | undefined => {
       if (awaitingWalk.has(runId)) return undefined
       awaitingWalk.add(runId)
       return withLock(
@@ -257,9 +332,15 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
     const settled = (runId: string) =>
       Effect.map(Effect.orDie(store.getRun(runId)), (record) => record === undefined || RunStore.isTerminal(record.status))
 
-    /** Logs how handling a message failed; the engine goes on with the next one. */
-    const reported = (message: Command, effect: Effect.Effect<void>) =>
-      Effect.catchAllCause(effect, (cause) => Effect.logError(`Handling ${message.type} for run ${message.runId} failed`, cause))
+    /**
+     * Hands a command this instance cannot handle back to the group, and logs how handling a message failed; the
+     * engine goes on with the next one.
+     */
+    const reported = (message: Command, effect: Effect.Effect<void, Unregistered>) =>
+      effect.pipe(
+        Effect.catchTag("Unregistered", (missing) => handBack(message, missing)),
+        Effect.catchAllCause((cause) => Effect.logError(`Handling ${message.type} for run ${message.runId} failed`, cause))
+      )
 
     /** A control command's handler (it runs in a fiber of its own; see `take` for the step commands). */
     const handle = (message: Exclude<Command, { readonly type: "workflow.step.run" | "workflow.step.end" }>) => {
@@ -277,7 +358,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
             })
           )
         case "workflow.resume":
-          return withLock(runId, advance(runId, message.data.recover === true))
+          return withLock(runId, advance(runId, message.data.recover === true ? "recover" : undefined))
         case "workflow.end":
           return withLock(
             runId,
@@ -379,11 +460,43 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
       Effect.suspend(() => {
         // A run carried here is only walked again (which sets its sleeps' timers again), never redispatched.
         const recover = reason === "recover" && !carried.has(runId)
-        carried.add(runId)
+        carried.set(runId, wallNow())
         return reason === "start"
           ? send("workflow.start", runId, {})
           : send("workflow.resume", runId, { recover })
       })
+
+    /**
+     * Sends again the steps that lost their executor (another instance, stopped or cut off, was executing them) in
+     * the runs this instance holds: their owner is alive, so no takeover recovers them. Given the held runs by each
+     * scan for orphaned runs (every half lease), as the scan read them. A run that is not `running` (it only sleeps)
+     * or that this instance walked within the lease (it is progressing) is not looked at; for the others, the step
+     * records (the cached ones, unless another process wrote since) and the heartbeats of the instances executing
+     * their steps are read. A step outlasting the lease on an instance that is alive is left alone.
+     */
+    const checkExecutors = (registered: Registered, held: ReadonlyArray<RunStore.RunRecord>) =>
+      Effect.forEach(held, (record) => {
+        const { runId } = record
+        const walkedAt = carried.get(runId)
+        if (record.status !== "running" || walkedAt === undefined || walkedAt >= wallNow() - core.leaseMillis) {
+          return Effect.void
+        }
+        return Effect.gen(function*() {
+          const memo = yield* core.loadMemo(runId, registered.workflow.id, record.stepsVersion)
+          if (memo === undefined) return
+          const lost = yield* lostSteps(memo, false)
+          const steps = Array.from(memo.values()).filter((step) => step.status === "running" && lost(step))
+          if (steps.length === 0) return
+          yield* Effect.logWarning(
+            `Run ${runId}: ${
+              steps.map((step) => `step "${step.stepId}" (path ${step.path}) on ${step.worker}`).join(", ")
+            }, silent for the lease; sending ${steps.length === 1 ? "it" : "them"} again.`
+          )
+          yield* withLock(runId, advance(runId, "executor"))
+        }).pipe(Effect.catchAllCause((cause) =>
+          Effect.logWarning(`Looking for lost steps of run ${runId} failed; will retry`, cause)
+        ))
+      }, { discard: true })
 
     const cancel = (runId: string) =>
       Effect.gen(function*() {
@@ -403,6 +516,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
       isLive: () => false,
       // A waiting run whose timer is not in this process (another instance walked it to its sleep) is walked again
       // by the scan: should that instance be gone, the sleep is not lost.
-      holds: (runId, status) => carried.has(runId) && (status !== "waiting" || timers.has(runId))
+      holds: (runId, status) => carried.has(runId) && (status !== "waiting" || timers.has(runId)),
+      watch: checkExecutors
     }, scope)
   })

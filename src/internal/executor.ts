@@ -29,6 +29,7 @@ import * as Codec from "./codec.js"
 import { randomId } from "./ids.js"
 import type { Memo } from "./memo.js"
 import * as Mutex from "./mutex.js"
+import { wallNow } from "./wallClock.js"
 
 /** A step (or a nested workflow, or a map) failed: the run fails with it. */
 export class StepFailure extends Data.TaggedError("StepFailure")<{
@@ -66,10 +67,18 @@ export type Mode =
     readonly _tag: "Dispatch"
     readonly dispatch: (path: string) => Effect.Effect<void>
     readonly wakeAt: (path: string, until: number) => Effect.Effect<void>
-    /** Recovering a run whose owner died: steps recorded `running` lost their executor and are sent again. */
-    readonly redispatch: boolean
+    /**
+     * Which steps recorded `running` lost their executor (it stopped, or the message never reached one), and are
+     * sent again; without it, a step recorded `running` is left to whoever executes it.
+     */
+    readonly redispatch?: ((record: RunStore.StepRecord) => boolean) | undefined
   }
-  | { readonly _tag: "Execute"; readonly path: string }
+  | {
+    readonly _tag: "Execute"
+    readonly path: string
+    /** This engine instance, named in the `running` record of the step it executes. */
+    readonly worker: string
+  }
 
 /**
  * How an inline walk treats long sleeps: one of at least `after` milliseconds asks `wakeAt` for a wake-up and halts
@@ -520,7 +529,7 @@ export const execute = (
       case "Execute":
         return mode.path === path ? run(env, scope, spec, input, path, known) : pending
       case "Dispatch": {
-        if (known?.status === "running" && !mode.redispatch) return pending
+        if (known?.status === "running" && !redispatches(mode, known)) return pending
         const record: RunStore.StepRecord = {
           path,
           stepId: spec.id,
@@ -562,8 +571,12 @@ export const settledNow = (
     return replayed === undefined ? undefined : Either.right(replayed.value)
   }
   const mode = env.mode
-  return known.status === "running" && mode._tag === "Dispatch" && !mode.redispatch ? stillRunning : undefined
+  return known.status === "running" && mode._tag === "Dispatch" && !redispatches(mode, known) ? stillRunning : undefined
 }
+
+/** Whether a dispatching walk sends a step recorded `running` again. */
+const redispatches = (mode: Extract<Mode, { readonly _tag: "Dispatch" }>, record: RunStore.StepRecord): boolean =>
+  mode.redispatch !== undefined && mode.redispatch(record)
 
 /**
  * The output of the node at `path` when it succeeded and its output needs no decoding (decoded once already, or
@@ -643,14 +656,17 @@ const run = (
     let attempt = resumeData === undefined ? known?.attempt ?? 0 : 0
     const firstAttempt = attempt + 1
     // Each attempt is recorded `running` before it starts, so that after a crash the next execution counts on from
-    // it; the first one together with the start event.
+    // it; the first one together with the start event. An executing walk names its instance and the attempt's start
+    // (wall clock), so that the run's owner can tell a step whose executor went silent.
+    const mode = env.mode
     const running = (n: number): RunStore.StepRecord => ({
       path,
       stepId: spec.id,
       status: "running",
       stepCallId,
       attempt: n,
-      ...(resumeData === undefined ? {} : { resumeData })
+      ...(resumeData === undefined ? {} : { resumeData }),
+      ...(mode._tag === "Execute" ? { worker: mode.worker, startedAt: wallNow() } : {})
     })
     const startedAt = yield* Clock.currentTimeMillis
     yield* env.emit({

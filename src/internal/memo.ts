@@ -21,6 +21,8 @@ export interface Memo {
   readonly get: (path: string) => RunStore.StepRecord | undefined
   readonly has: (path: string) => boolean
   readonly set: (path: string, record: RunStore.StepRecord) => void
+  /** Every record, one per path. */
+  readonly values: () => Iterable<RunStore.StepRecord>
 }
 
 /** A fresh memo of the store's records (for walks that read the store themselves). */
@@ -42,6 +44,11 @@ class View implements Memo {
   }
   set(path: string, record: RunStore.StepRecord) {
     ;(this.own ??= new Map()).set(path, record)
+  }
+  *values() {
+    const own = this.own
+    for (const [path, record] of this.shared) if (own === undefined || !own.has(path)) yield record
+    if (own !== undefined) yield* own.values()
   }
 }
 

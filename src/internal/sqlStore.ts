@@ -16,6 +16,9 @@ import type * as RunStore from "../RunStore.js"
 import { RunStoreError, StreamClosedError } from "../WorkflowError.js"
 import type { WorkflowEvent } from "../WorkflowEvent.js"
 
+/** How long a store keeps the heartbeat of an engine instance that went silent (the memory store too). */
+export const workerRetentionMillis = 7 * 24 * 60 * 60 * 1000
+
 const migrations: Record<string, Effect.Effect<void, SqlError, SqlClient.SqlClient>> = {
   "1_stepwise_init": Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
@@ -89,6 +92,15 @@ const migrations: Record<string, Effect.Effect<void, SqlError, SqlClient.SqlClie
       pg: () => sql`ALTER TABLE stepwise_steps ADD COLUMN version BIGINT NOT NULL DEFAULT 0`,
       orElse: () => Effect.void
     })
+  }),
+  // The last heartbeat of each engine instance, so that a run's owner can tell whether the instance executing one of
+  // its steps is alive.
+  "4_stepwise_workers": Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    yield* sql`CREATE TABLE IF NOT EXISTS stepwise_workers (
+      worker_id TEXT PRIMARY KEY,
+      heartbeat_at BIGINT NOT NULL
+    )`
   })
 }
 
@@ -464,11 +476,22 @@ export const make = Effect.gen(function*() {
       RETURNING run_id`.pipe(Effect.map((rows) => rows.length === 1), Effect.mapError(fail("claim run", runId)))
 
   const heartbeat = (owner: string, now: number) =>
-    sql`UPDATE stepwise_runs SET heartbeat_at = ${now}
-      WHERE owner = ${owner} AND status IN ('pending', 'running', 'waiting')`.pipe(
-      Effect.asVoid,
-      Effect.mapError(fail("heartbeat"))
-    )
+    Effect.all([
+      sql`UPDATE stepwise_runs SET heartbeat_at = ${now}
+        WHERE owner = ${owner} AND status IN ('pending', 'running', 'waiting')`,
+      sql`INSERT INTO stepwise_workers (worker_id, heartbeat_at) VALUES (${owner}, ${now})
+        ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at`,
+      sql`DELETE FROM stepwise_workers WHERE heartbeat_at < ${now - workerRetentionMillis}`
+    ]).pipe(Effect.asVoid, Effect.mapError(fail("heartbeat")))
+
+  const workerHeartbeats = (workers: ReadonlyArray<string>) =>
+    workers.length === 0
+      ? Effect.succeed(new Map<string, number>())
+      : sql<{ worker_id: string; heartbeat_at: number | string }>`SELECT worker_id, heartbeat_at FROM stepwise_workers
+          WHERE ${sql.in("worker_id", workers)}`.pipe(
+          Effect.map((rows) => new Map(rows.map((row) => [row.worker_id, Number(row.heartbeat_at)]))),
+          Effect.mapError(fail("read worker heartbeats"))
+        )
 
   const store: RunStore.RunStore["Type"] = {
     createRun,
@@ -484,7 +507,8 @@ export const make = Effect.gen(function*() {
     closeStream,
     readChunks,
     claimRun,
-    heartbeat
+    heartbeat,
+    workerHeartbeats
   }
   return store
 })
