@@ -231,6 +231,31 @@ describe("evented engine", () => {
       yield* run.cancel
     }).pipe(Effect.scoped))
 
+  const nestsTwoSteps = Workflow.make({ id: "nests-two-steps", inputSchema: N, outputSchema: N }).pipe(
+    Workflow.then(twoSteps),
+    Workflow.commit
+  )
+  it.live.each([["a step", twoSteps], ["a step of a nested workflow", nestsTwoSteps]] as const)(
+    "a run whose end of %s never came is walked on by its owner after the lease",
+    ([, wf]) =>
+      Effect.gen(function*() {
+        // The bus loses the first step's end (its executor stopped after recording the result, say): nothing else
+        // would ever walk the run again while its owner lives.
+        const { bus: memory } = yield* EventBus.makeMemory
+        let dropped = 0
+        const lossy = EventBus.EventBus.of({
+          ...memory,
+          publish: (channel, event) =>
+            channel === "workflows" && event.type === "workflow.step.end" && dropped++ === 0 ? Effect.void : memory.publish(channel, event)
+        })
+        const context = yield* Layer.build(WorkflowEngine.layerEventedWith({ lease: "300 millis" }).pipe(
+          Layer.provide(Layer.merge(Layer.succeed(EventBus.EventBus, lossy), RunStore.layerMemory))
+        ))
+        const run = yield* Context.get(context, WorkflowEngine.WorkflowEngine).start(wf, 1)
+        expect(yield* Effect.timeoutFail(run.result, { duration: "10 seconds", onTimeout: () => "the run stalled" })).toBe(12)
+        expect(dropped).toBeGreaterThan(1)
+      }).pipe(Effect.scoped))
+
   it.live("an instance that does not register the run's workflow hands its commands back to the group", () =>
     Effect.gen(function*() {
       // worker-c registers nothing. It takes the run's first command while worker-a (the owner) reads none, and hands

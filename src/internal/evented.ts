@@ -472,7 +472,8 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
      * scan for orphaned runs (every half lease), as the scan read them. A run that is not `running` (it only sleeps)
      * or that this instance walked within the lease (it is progressing) is not looked at; for the others, the step
      * records (the cached ones, unless another process wrote since) and the heartbeats of the instances executing
-     * their steps are read. A step outlasting the lease on an instance that is alive is left alone.
+     * their steps are read. A step outlasting the lease on an instance that is alive is left alone; a run with no
+     * step executing anywhere is walked (a step's end that never came).
      */
     const checkExecutors = (registered: Registered, held: ReadonlyArray<RunStore.RunRecord>) =>
       Effect.forEach(held, (record) => {
@@ -485,8 +486,23 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
           const memo = yield* core.loadMemo(runId, registered.workflow.id, record.stepsVersion)
           if (memo === undefined) return
           const lost = yield* lostSteps(memo, false)
-          const steps = Array.from(memo.values()).filter((step) => step.status === "running" && lost(step))
-          if (steps.length === 0) return
+          const running: Array<RunStore.StepRecord> = []
+          const containers = new Set<string>()
+          for (const step of memo.values()) {
+            if (step.status === "running") running.push(step)
+            for (let i = step.path.indexOf("/"); i !== -1; i = step.path.indexOf("/", i + 1)) {
+              containers.add(step.path.slice(0, i))
+            }
+          }
+          const steps = running.filter(lost)
+          if (steps.length === 0) {
+            // No step is on its way or executing anywhere (a nested workflow's own record does not count: its steps
+            // do), and yet the run is `running` and nobody walked it here for a lease: the end of its last step never
+            // came (its executor stopped after recording the result, or the bus lost the message). A walk goes on
+            // from what is recorded.
+            if (running.every((step) => containers.has(step.path))) yield* withLock(runId, advance(runId))
+            return
+          }
           yield* Effect.logWarning(
             `Run ${runId}: ${
               steps.map((step) => `step "${step.stepId}" (path ${step.path}) on ${step.worker}`).join(", ")
