@@ -72,6 +72,51 @@ describe("evented engine", () => {
       expect(commands).toContainEqual({ type: "workflow.step.run", runId: run.runId, data: { path: "1" } })
     }).pipe(Effect.provide(recordingEventedEngine)))
 
+  const memoryServices = Layer.merge(EventBus.layerMemory, RunStore.layerMemory)
+  it.live.each([
+    ["evented", "a branch condition"],
+    ["evented", "a sleep function"],
+    ["default", "a branch condition"],
+    ["default", "a sleep function"]
+  ] as const)(
+    "canceling the run (%s engine) interrupts %s that is running, at once",
+    ([kind, where]) =>
+      // Conditions and sleep functions run in the walk that holds the run's lock; a cancel waited for that lock, so a
+      // condition that never ended made the run impossible to cancel.
+      Effect.gen(function*() {
+        const engine = yield* WorkflowEngine.WorkflowEngine
+        const entered = yield* Deferred.make<void>()
+        let interrupted = false
+        const slow = Effect.zipRight(Deferred.succeed(entered, undefined), Effect.never).pipe(
+          Effect.onInterrupt(() => Effect.sync(() => (interrupted = true)))
+        )
+        const run = where === "a branch condition"
+          ? yield* engine.start(
+            Workflow.make({ id: "slow-condition", inputSchema: N, outputSchema: N }).pipe(
+              Workflow.then(add("a", 1)),
+              Workflow.branch([[() => slow, add("b", 10)]]),
+              Workflow.map(() => Effect.succeed(0)),
+              Workflow.commit
+            ),
+            1
+          )
+          : yield* engine.start(
+            Workflow.make({ id: "slow-sleep-function", inputSchema: N, outputSchema: N }).pipe(
+              Workflow.then(add("a", 1)),
+              Workflow.sleep(() => Effect.as(slow, 1)),
+              Workflow.commit
+            ),
+            1
+          )
+        yield* Deferred.await(entered)
+        yield* Effect.timeoutFail(run.cancel, { duration: "5 seconds", onTimeout: () => "the cancel waited for the walk" })
+        expect(interrupted).toBe(true)
+        expect(yield* run.status).toBe("canceled")
+      }).pipe(Effect.provide(
+        kind === "evented" ? recordingEventedEngine : WorkflowEngine.layerDefault.pipe(Layer.provide(memoryServices))
+      ))
+  )
+
   it.effect("the maps of a parallel's branches run at the same time: each waits here for the other", () =>
     // Run in the dispatching walk, they would run one after the other, and these two would wait for ever.
     Effect.gen(function*() {

@@ -91,6 +91,8 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
     // Process-local bookkeeping only: a restart loses none of a run's state.
     const locks = new Map<string, { readonly mutex: Mutex.Mutex; users: number }>()
     const executing = new Map<string, Set<Fiber.RuntimeFiber<void>>>()
+    // The dispatching walks (start, resume, step end) of each run, running or waiting for its lock.
+    const walking = new Map<string, Set<Fiber.RuntimeFiber<void>>>()
     /**
      * The runs this instance launched (started, resumed or took over) that have not settled. They name this worker as
      * their owner, and between two messages nothing in the process shows they are alive: without this, the periodic
@@ -306,26 +308,34 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
       ).pipe(Effect.onInterrupt(() => Effect.sync(() => awaitingWalk.delete(runId))))
     }
 
-    const track = (runId: string, effect: Effect.Effect<void>) =>
+    /** Forks `effect` as a fiber of the run's in `fibers` (executing steps, or walking), until it ends. */
+    const track = (fibers: Map<string, Set<Fiber.RuntimeFiber<void>>>, runId: string, effect: Effect.Effect<void>) =>
       Effect.gen(function*() {
-        let set = executing.get(runId)
+        let set = fibers.get(runId)
         if (set === undefined) {
           set = new Set()
-          executing.set(runId, set)
+          fibers.set(runId, set)
         }
         const owned = set
         const fiber = yield* Effect.forkIn(effect, scope)
         owned.add(fiber)
         fiber.addObserver(() => {
           owned.delete(fiber)
-          if (owned.size === 0 && executing.get(runId) === owned) executing.delete(runId)
+          if (owned.size === 0 && fibers.get(runId) === owned) fibers.delete(runId)
         })
       })
 
-    /** Stops what this process executes or waits for in a run (finalizers in the steps run). */
+    /**
+     * Interrupts this process's dispatching walks of a run, running or waiting for its lock. A walk runs conditions and
+     * sleep functions, user code that may take long (or for ever): a cancel waiting for the lock would wait for it.
+     */
+    const stopWalks = (runId: string) => Fiber.interruptAll(Array.from(walking.get(runId) ?? []))
+
+    /** Stops what this process executes, walks or waits for in a run (finalizers in the steps run). */
     const stopLocal = (runId: string) =>
       Effect.gen(function*() {
         timers.cancel(runId)
+        yield* stopWalks(runId)
         yield* Fiber.interruptAll(Array.from(executing.get(runId) ?? []))
       })
 
@@ -384,14 +394,18 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
         case "workflow.suspend":
           return announce(runId, "suspended")
         case "workflow.cancel":
-          return withLock(
-            runId,
-            Effect.gen(function*() {
-              if (yield* settled(runId)) return
-              yield* stopLocal(runId)
-              yield* core.cancelRun(runId)
-              yield* announce(runId, "canceled")
-            })
+          // The walks first: one that holds the lock may be running a condition that does not end.
+          return Effect.zipRight(
+            stopWalks(runId),
+            withLock(
+              runId,
+              Effect.gen(function*() {
+                if (yield* settled(runId)) return
+                yield* stopLocal(runId)
+                yield* core.cancelRun(runId)
+                yield* announce(runId, "canceled")
+              })
+            )
           )
       }
     }
@@ -403,11 +417,14 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
     const take = (message: Command): Effect.Effect<void> => {
       switch (message.type) {
         case "workflow.step.run":
-          return track(message.runId, reported(message, executeNode(message.runId, message.data.path)))
+          return track(executing, message.runId, reported(message, executeNode(message.runId, message.data.path)))
         case "workflow.step.end": {
           const walk = advanceOnce(message.runId)
-          return walk === undefined ? Effect.void : Effect.forkIn(reported(message, walk), scope)
+          return walk === undefined ? Effect.void : track(walking, message.runId, reported(message, walk))
         }
+        case "workflow.start":
+        case "workflow.resume":
+          return track(walking, message.runId, reported(message, handle(message)))
         default:
           return Effect.forkIn(reported(message, handle(message)), scope)
       }
