@@ -284,7 +284,7 @@ describe("evented engine", () => {
     "a run whose end of %s never came is walked on by its owner after the lease",
     ([, wf]) =>
       Effect.gen(function*() {
-        // The bus loses the first step's end (its executor stopped after recording the result, say): nothing else
+        // The bus loses the first step's end (its executor crashed after recording the result, say): nothing else
         // would ever walk the run again while its owner lives.
         const { bus: memory } = yield* EventBus.makeMemory
         let dropped = 0
@@ -300,6 +300,40 @@ describe("evented engine", () => {
         expect(yield* Effect.timeoutFail(run.result, { duration: "10 seconds", onTimeout: () => "the run stalled" })).toBe(12)
         expect(dropped).toBeGreaterThan(1)
       }).pipe(Effect.scoped))
+
+  it.live("a step command that a stopping worker took but had not started goes back to the group", () =>
+    Effect.gen(function*() {
+      // worker-b takes every command until it stops; its store never answers once b has dispatched the first step, so
+      // b stops before it has recorded that step as its own. Lost, the command left the run waiting while its owner
+      // (worker-a) lived; the lease is long, so only the hand-back can save it.
+      const { bus: memory } = yield* EventBus.makeMemory
+      const store = yield* RunStore.makeMemory()
+      const gate = yield* Deferred.make<void>()
+      const reading = yield* Deferred.make<void>()
+      let stalled = false
+      const dispatching = EventBus.EventBus.of({
+        ...memory,
+        publish: (channel, event) =>
+          Effect.zipRight(Effect.sync(() => event.type === "workflow.step.run" && (stalled = true)), memory.publish(channel, event))
+      })
+      const stalling = RunStore.RunStore.of({
+        ...store,
+        getRun: (runId) => stalled ? Effect.zipRight(Deferred.succeed(reading, undefined), Effect.never) : store.getRun(runId)
+      })
+      const worker = (workerId: string, bus: EventBus.EventBus["Type"], runs: RunStore.RunStore["Type"]) =>
+        Layer.provideMerge(WorkflowEngine.register(twoSteps), WorkflowEngine.layerEventedWith({ workerId, lease: "1 minute" }))
+          .pipe(Layer.provide(Layer.merge(Layer.succeed(EventBus.EventBus, bus), Layer.succeed(RunStore.RunStore, runs))))
+      const a = Context.get(yield* Layer.build(worker("worker-a", gatedBus(memory, gate), store)), WorkflowEngine.WorkflowEngine)
+      const run = yield* Effect.scoped(Effect.gen(function*() {
+        yield* Layer.build(worker("worker-b", dispatching, stalling))
+        const run = yield* a.start(twoSteps, 1)
+        yield* Deferred.await(reading)
+        // worker-a joins the group before b stops (a group that loses its last member loses its queue)
+        yield* Deferred.succeed(gate, undefined)
+        return run
+      }))
+      expect(yield* Effect.timeoutFail(run.result, { duration: "5 seconds", onTimeout: () => "the run stalled" })).toBe(12)
+    }).pipe(Effect.scoped))
 
   it.live("an instance that does not register the run's workflow hands its commands back to the group", () =>
     Effect.gen(function*() {
@@ -399,10 +433,15 @@ const storeBackends: ReadonlyArray<{ readonly name: string; readonly layer: Laye
 // workers would otherwise take over.
 for (const backend of storeBackends) {
   describe(`the evented engine with instances that stop, on the ${backend.name} store`, () => {
-    it.live("a step whose executing worker stops while the run's owner lives is executed again after the lease", () =>
+    it.live.each([
+      ["crashes", "after the lease"],
+      ["stops", "at once: the stopping worker hands it back"]
+    ] as const)("a step whose executing worker %s while the run's owner lives is executed again %s", ([how]) =>
       Effect.gen(function*() {
         // worker-a starts the run and owns it; worker-b takes every command (worker-a reads none until b is gone),
-        // so the step executes on b, which stops inside it.
+        // so the step executes on b, which stops inside it: gracefully, or as in a crash, where nothing it would
+        // still publish reaches the bus (the lease is then what tells). A long lease shows a graceful stop does not
+        // wait for it.
         let calls = 0
         const entered = yield* Deferred.make<void>()
         const wf = Workflow.make({ id: `executor-stops-${crypto.randomUUID()}`, inputSchema: N, outputSchema: N }).pipe(
@@ -421,27 +460,29 @@ for (const backend of storeBackends) {
         const { bus: memory } = yield* EventBus.makeMemory
         const store = Context.get(yield* Layer.build(backend.layer), RunStore.RunStore)
         const gate = yield* Deferred.make<void>()
-        const gated = EventBus.EventBus.of({
-          publish: memory.publish,
-          subscribe: (channel, options) =>
-            channel === "workflows"
-              ? Effect.succeed(Stream.unwrapScoped(Effect.zipRight(Deferred.await(gate), memory.subscribe(channel, options))))
-              : memory.subscribe(channel, options)
+        const gated = gatedBus(memory, gate)
+        let dead = false
+        const mortal = EventBus.EventBus.of({
+          ...memory,
+          publish: (channel, event) => dead ? Effect.void : memory.publish(channel, event)
         })
+        const lease = how === "crashes" ? "300 millis" : "1 minute"
         const worker = (workerId: string, bus: EventBus.EventBus["Type"]) =>
-          Layer.provideMerge(WorkflowEngine.register(wf), WorkflowEngine.layerEventedWith({ workerId, lease: "300 millis" })).pipe(
+          Layer.provideMerge(WorkflowEngine.register(wf), WorkflowEngine.layerEventedWith({ workerId, lease })).pipe(
             Layer.provide(Layer.merge(Layer.succeed(EventBus.EventBus, bus), Layer.succeed(RunStore.RunStore, store)))
           )
         const a = Context.get(yield* Layer.build(worker("worker-a", gated)), WorkflowEngine.WorkflowEngine)
         const run = yield* Effect.scoped(Effect.gen(function*() {
-          yield* Layer.build(worker("worker-b", memory))
+          yield* Layer.build(worker("worker-b", mortal))
           const run = yield* a.start(wf, 1)
           yield* Deferred.await(entered)
+          dead = how === "crashes"
+          // worker-a joins the group before b stops (a group that loses its last member loses its queue)
+          yield* Deferred.succeed(gate, undefined)
           return run
         }))
-        yield* Deferred.succeed(gate, undefined)
         expect((yield* store.getRun(run.runId))?.owner).toBe("worker-a")
-        expect(yield* Effect.timeoutFail(run.result, { duration: "10 seconds", onTimeout: () => "the run stalled" }))
+        expect(yield* Effect.timeoutFail(run.result, { duration: "5 seconds", onTimeout: () => "the run stalled" }))
           .toBe(12)
         expect(calls).toBe(2)
       }).pipe(Effect.scoped))
@@ -494,6 +535,16 @@ for (const backend of storeBackends) {
       }).pipe(Effect.scoped))
   })
 }
+
+/** The memory bus, except that the `workflows` commands reach this subscriber only once `gate` is open. */
+const gatedBus = (memory: EventBus.EventBus["Type"], gate: Deferred.Deferred<void>) =>
+  EventBus.EventBus.of({
+    ...memory,
+    subscribe: (channel, options) =>
+      channel === "workflows"
+        ? Effect.succeed(Stream.unwrapScoped(Effect.zipRight(Deferred.await(gate), memory.subscribe(channel, options))))
+        : memory.subscribe(channel, options)
+  })
 
 const engineKinds = [
   ["default", WorkflowEngine.layerDefaultWith],

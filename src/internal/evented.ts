@@ -12,16 +12,19 @@
  *   announce it on `workflows-finish`, which every engine instance hears. `workflow.suspend` only announces: the
  *   walk that found the run suspended recorded it, under the run's lock, so that a duplicate cannot undo a resume.
  *
- * Nothing is lost when instances stop: a run whose owner went silent is taken over (the engine core's scan), a step
- * whose executing instance went silent is sent again by the run's owner (`checkExecutors`), and a command for a
- * workflow this instance does not register goes back to the group (`handBack`).
+ * Nothing is lost when instances stop: a stopping instance hands the commands it was handling back to the group
+ * (`handOver`); a run whose owner went silent is taken over (the engine core's scan); a step whose executing instance
+ * went silent is sent again by the run's owner, and a run whose step end never came is walked on (`checkExecutors`);
+ * a command for a workflow this instance does not register goes back to the group (`handBack`).
  */
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Fiber from "effect/Fiber"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
+import * as Scope from "effect/Scope"
 import * as EventBus from "../EventBus.js"
 import * as RunStore from "../RunStore.js"
 import { SerializedError } from "../WorkflowEvent.js"
@@ -86,6 +89,12 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
     const core = yield* makeCore(options, true)
     const { bus, store } = core
     const scope = yield* Effect.scope
+    /**
+     * Where handlers run: closed after the consumers have stopped (it is created before them, and a scope closes
+     * what it holds last to first), so that handlers interrupted by this instance's stop hand their commands to the
+     * instances still in the group, not to this one's consumer.
+     */
+    const handlers = yield* Scope.fork(scope, ExecutionStrategy.sequential)
     const group = options.group ?? defaultGroup
 
     // Process-local bookkeeping only: a restart loses none of a run's state.
@@ -317,7 +326,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
           fibers.set(runId, set)
         }
         const owned = set
-        const fiber = yield* Effect.forkIn(effect, scope)
+        const fiber = yield* Effect.forkIn(effect, handlers)
         owned.add(fiber)
         fiber.addObserver(() => {
           owned.delete(fiber)
@@ -329,15 +338,47 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
      * Interrupts this process's dispatching walks of a run, running or waiting for its lock. A walk runs conditions and
      * sleep functions, user code that may take long (or for ever): a cancel waiting for the lock would wait for it.
      */
-    const stopWalks = (runId: string) => Fiber.interruptAll(Array.from(walking.get(runId) ?? []))
+    const stopWalks = (runId: string) => interruptFor(runId, walking)
+
+    // How many interruptions of each run's fibers are under way because the run was canceled.
+    const canceling = new Map<string, number>()
+
+    /** Interrupts the run's fibers in `fibers` because it was canceled: they do not hand their commands back. */
+    const interruptFor = (runId: string, fibers: Map<string, Set<Fiber.RuntimeFiber<void>>>) =>
+      Effect.suspend(() => {
+        const running = fibers.get(runId)
+        if (running === undefined) return Effect.void
+        canceling.set(runId, (canceling.get(runId) ?? 0) + 1)
+        return Fiber.interruptAll(Array.from(running)).pipe(Effect.ensuring(Effect.sync(() => {
+          const left = canceling.get(runId)! - 1
+          if (left === 0) canceling.delete(runId)
+          else canceling.set(runId, left)
+        })))
+      })
 
     /** Stops what this process executes, walks or waits for in a run (finalizers in the steps run). */
     const stopLocal = (runId: string) =>
       Effect.gen(function*() {
         timers.cancel(runId)
         yield* stopWalks(runId)
-        yield* Fiber.interruptAll(Array.from(executing.get(runId) ?? []))
+        yield* interruptFor(runId, executing)
       })
+
+    /**
+     * A command whose handling was interrupted for another reason than its run's cancel (this instance is stopping)
+     * goes back to the group, so that another instance takes it now: a step command taken off the bus but not yet
+     * claimed would otherwise be lost while the run's owner lives, a claimed one would wait for the lease, and a lost
+     * step end for the owner's next look at the run.
+     */
+    const handOver = (message: Command) =>
+      Effect.suspend(() =>
+        canceling.has(message.runId) ? Effect.void : bus.publish(EventBus.workflowsChannel, message).pipe(
+          Effect.zipRight(Effect.logDebug(`Run ${message.runId}: this instance stops; ${message.type} handed back to the group.`)),
+          Effect.catchAllCause((cause) =>
+            Effect.logWarning(`Run ${message.runId}: this instance stops and could not hand ${message.type} back`, cause)
+          )
+        )
+      )
 
     const settled = (runId: string) =>
       Effect.map(Effect.orDie(store.getRun(runId)), (record) => record === undefined || RunStore.isTerminal(record.status))
@@ -412,21 +453,23 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
 
     /**
      * What the consumer does with a command, in its own fiber and before the next pull: a step execution gets a
-     * tracked fiber, a step end a walk only when none is on its way, anything else a fiber for its handler.
+     * tracked fiber, a step end a walk only when none is on its way, anything else a fiber for its handler. A handler
+     * that this instance's stop interrupts hands its command back (`handOver`).
      */
     const take = (message: Command): Effect.Effect<void> => {
+      const handedOver = (effect: Effect.Effect<void>) => Effect.onInterrupt(effect, () => handOver(message))
       switch (message.type) {
         case "workflow.step.run":
-          return track(executing, message.runId, reported(message, executeNode(message.runId, message.data.path)))
+          return track(executing, message.runId, handedOver(reported(message, executeNode(message.runId, message.data.path))))
         case "workflow.step.end": {
           const walk = advanceOnce(message.runId)
-          return walk === undefined ? Effect.void : track(walking, message.runId, reported(message, walk))
+          return walk === undefined ? Effect.void : track(walking, message.runId, handedOver(reported(message, walk)))
         }
         case "workflow.start":
         case "workflow.resume":
-          return track(walking, message.runId, reported(message, handle(message)))
+          return track(walking, message.runId, handedOver(reported(message, handle(message))))
         default:
-          return Effect.forkIn(reported(message, handle(message)), scope)
+          return Effect.forkIn(handedOver(reported(message, handle(message))), handlers)
       }
     }
 
@@ -515,7 +558,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
           if (steps.length === 0) {
             // No step is on its way or executing anywhere (a nested workflow's own record does not count: its steps
             // do), and yet the run is `running` and nobody walked it here for a lease: the end of its last step never
-            // came (its executor stopped after recording the result, or the bus lost the message). A walk goes on
+            // came (its executor crashed after recording the result, or the bus lost the message). A walk goes on
             // from what is recorded.
             if (running.every((step) => containers.has(step.path))) yield* withLock(runId, advance(runId))
             return
