@@ -227,7 +227,6 @@ export class RunStore extends Context.Tag("stepwise/RunStore")<RunStore, {
   ) => Effect.Effect<ReadonlyMap<string, number>, RunStoreError>
 }>() {}
 
-
 /**
  * Whether a store failure may pass by itself (the database is down or busy), as opposed to a row that no longer
  * decodes (operation `"decode"`), which no retry can fix.
