@@ -320,12 +320,9 @@ describe("evented engine", () => {
         ...store,
         getRun: (runId) => stalled ? Effect.zipRight(Deferred.succeed(reading, undefined), Effect.never) : store.getRun(runId)
       })
-      const worker = (workerId: string, bus: EventBus.EventBus["Type"], runs: RunStore.RunStore["Type"]) =>
-        Layer.provideMerge(WorkflowEngine.register(twoSteps), WorkflowEngine.layerEventedWith({ workerId, lease: "1 minute" }))
-          .pipe(Layer.provide(Layer.merge(Layer.succeed(EventBus.EventBus, bus), Layer.succeed(RunStore.RunStore, runs))))
-      const a = Context.get(yield* Layer.build(worker("worker-a", gatedBus(memory, gate), store)), WorkflowEngine.WorkflowEngine)
+      const a = yield* eventedWorker({ workerId: "worker-a", lease: "1 minute" }, gatedBus(memory, gate), store, twoSteps)
       const run = yield* Effect.scoped(Effect.gen(function*() {
-        yield* Layer.build(worker("worker-b", dispatching, stalling))
+        yield* eventedWorker({ workerId: "worker-b", lease: "1 minute" }, dispatching, stalling, twoSteps)
         const run = yield* a.start(twoSteps, 1)
         yield* Deferred.await(reading)
         // worker-a joins the group before b stops (a group that loses its last member loses its queue)
@@ -343,28 +340,16 @@ describe("evented engine", () => {
       const store = yield* RunStore.makeMemory()
       const gate = yield* Deferred.make<void>()
       const handedBack: Array<string> = []
-      const recording = (gated: boolean) =>
-        EventBus.EventBus.of({
-          publish: (channel, event) =>
-            Effect.zipRight(
-              Effect.sync(() => (event as { handBacks?: number }).handBacks !== undefined && handedBack.push(event.type)),
-              memory.publish(channel, event)
-            ),
-          subscribe: (channel, options) =>
-            gated && channel === "workflows"
-              ? Effect.succeed(Stream.unwrapScoped(Effect.zipRight(Deferred.await(gate), memory.subscribe(channel, options))))
-              : memory.subscribe(channel, options)
-        })
-      const services = (bus: EventBus.EventBus["Type"]) =>
-        Layer.merge(Layer.succeed(EventBus.EventBus, bus), Layer.succeed(RunStore.RunStore, store))
-      yield* Layer.build(WorkflowEngine.layerEventedWith({ workerId: "worker-c" }).pipe(Layer.provide(services(recording(false)))))
-      const a = Context.get(
-        yield* Layer.build(
-          Layer.provideMerge(WorkflowEngine.register(twoSteps), WorkflowEngine.layerEventedWith({ workerId: "worker-a" }))
-            .pipe(Layer.provide(services(recording(true))))
-        ),
-        WorkflowEngine.WorkflowEngine
-      )
+      const recording = EventBus.EventBus.of({
+        ...memory,
+        publish: (channel, event) =>
+          Effect.zipRight(
+            Effect.sync(() => (event as { handBacks?: number }).handBacks !== undefined && handedBack.push(event.type)),
+            memory.publish(channel, event)
+          )
+      })
+      yield* eventedWorker({ workerId: "worker-c" }, recording, store)
+      const a = yield* eventedWorker({ workerId: "worker-a" }, gatedBus(recording, gate), store, twoSteps)
       const run = yield* a.start(twoSteps, 1)
       for (let i = 0; i < 100 && handedBack.length < 2; i++) yield* Effect.sleep("10 millis")
       expect(handedBack.slice(0, 2)).toEqual(["workflow.start", "workflow.start"])
@@ -467,13 +452,9 @@ for (const backend of storeBackends) {
           publish: (channel, event) => dead ? Effect.void : memory.publish(channel, event)
         })
         const lease = how === "crashes" ? "300 millis" : "1 minute"
-        const worker = (workerId: string, bus: EventBus.EventBus["Type"]) =>
-          Layer.provideMerge(WorkflowEngine.register(wf), WorkflowEngine.layerEventedWith({ workerId, lease })).pipe(
-            Layer.provide(Layer.merge(Layer.succeed(EventBus.EventBus, bus), Layer.succeed(RunStore.RunStore, store)))
-          )
-        const a = Context.get(yield* Layer.build(worker("worker-a", gated)), WorkflowEngine.WorkflowEngine)
+        const a = yield* eventedWorker({ workerId: "worker-a", lease }, gated, store, wf)
         const run = yield* Effect.scoped(Effect.gen(function*() {
-          yield* Layer.build(worker("worker-b", mortal))
+          yield* eventedWorker({ workerId: "worker-b", lease }, mortal, store, wf)
           const run = yield* a.start(wf, 1)
           yield* Deferred.await(entered)
           dead = how === "crashes"
@@ -514,13 +495,9 @@ for (const backend of storeBackends) {
           publish: memory.publish,
           subscribe: (channel, options) => channel === "workflows" ? Effect.succeed(Stream.never) : memory.subscribe(channel, options)
         })
-        const worker = (workerId: string, bus: EventBus.EventBus["Type"]) =>
-          Layer.provideMerge(WorkflowEngine.register(wf), WorkflowEngine.layerEventedWith({ workerId, lease: "300 millis" })).pipe(
-            Layer.provide(Layer.merge(Layer.succeed(EventBus.EventBus, bus), Layer.succeed(RunStore.RunStore, store)))
-          )
-        const b = Context.get(yield* Layer.build(worker("worker-b", memory)), WorkflowEngine.WorkflowEngine)
+        const b = yield* eventedWorker({ workerId: "worker-b", lease: "300 millis" }, memory, store, wf)
         const runId = yield* Effect.scoped(Effect.gen(function*() {
-          const run = yield* Context.get(yield* Layer.build(worker("worker-a", deaf)), WorkflowEngine.WorkflowEngine).start(wf, 1)
+          const run = yield* (yield* eventedWorker({ workerId: "worker-a", lease: "300 millis" }, deaf, store, wf)).start(wf, 1)
           yield* Deferred.await(entered)
           return run.runId
         }))
@@ -535,6 +512,23 @@ for (const backend of storeBackends) {
       }).pipe(Effect.scoped))
   })
 }
+
+/**
+ * Builds, in the current scope, an evented engine instance over this bus and store that registers `workflows` (the
+ * workflows' services must be none).
+ */
+const eventedWorker = (
+  options: WorkflowEngine.Options,
+  bus: EventBus.EventBus["Type"],
+  store: RunStore.RunStore["Type"],
+  ...workflows: ReadonlyArray<Workflow.Workflow<string, number, number, never, never>>
+) =>
+  Effect.map(
+    Layer.build(Layer.provideMerge(WorkflowEngine.register(...workflows), WorkflowEngine.layerEventedWith(options)).pipe(
+      Layer.provide(Layer.merge(Layer.succeed(EventBus.EventBus, bus), Layer.succeed(RunStore.RunStore, store)))
+    )),
+    (context) => Context.get(context, WorkflowEngine.WorkflowEngine)
+  )
 
 /** The memory bus, except that the `workflows` commands reach this subscriber only once `gate` is open. */
 const gatedBus = (memory: EventBus.EventBus["Type"], gate: Deferred.Deferred<void>) =>

@@ -372,7 +372,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
      */
     const handOver = (message: Command) =>
       Effect.suspend(() =>
-        canceling.has(message.runId) ? Effect.void : bus.publish(EventBus.workflowsChannel, message).pipe(
+        canceling.has(message.runId) ? Effect.void : publishCommand(message).pipe(
           Effect.zipRight(Effect.logDebug(`Run ${message.runId}: this instance stops; ${message.type} handed back to the group.`)),
           Effect.catchAllCause((cause) =>
             Effect.logWarning(`Run ${message.runId}: this instance stops and could not hand ${message.type} back`, cause)
