@@ -13,7 +13,7 @@ import * as Queue from "effect/Queue"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import * as Consume from "./internal/consume.js"
+import * as Consume from "./internal/bus/consume.js"
 import { EventBusError } from "./WorkflowError.js"
 
 export {

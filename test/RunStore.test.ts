@@ -4,7 +4,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Cause, Effect, Exit, Layer, TestClock } from "effect"
 import { RunStore } from "stepwise"
 import * as Sqlite from "stepwise/sqlite"
-import * as SqlStore from "../src/internal/sqlStore.js"
+import * as SqlStore from "../src/internal/store/sql.js"
 import { postgresEnabled, postgresStore, sqliteStore, tempSqliteFile } from "./backends.js"
 
 // Ids are unique per test: a durable store keeps what earlier tests (and earlier runs of the suite) wrote.

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Chunk, Effect, Exit, Queue, Scope, Stream } from "effect"
-import * as Consume from "../src/internal/consume.js"
+import * as Consume from "../src/internal/bus/consume.js"
 
 describe("stream consumer", () => {
   it.scoped("hands every element over in order, across chunks of any size, and succeeds when the stream ends", () =>

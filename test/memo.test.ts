@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import type { RunStore } from "stepwise"
-import * as Memo from "../src/internal/memo.js"
+import * as Memo from "../src/internal/engine/memo.js"
 
 const step = (path: string, status: RunStore.StepRecord["status"], output?: unknown): RunStore.StepRecord =>
   output === undefined ? { path, stepId: `s${path}`, status } : { path, stepId: `s${path}`, status, output }

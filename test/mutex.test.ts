@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Fiber, FiberId, Scheduler } from "effect"
-import * as Mutex from "../src/internal/mutex.js"
+import * as Mutex from "../src/internal/engine/mutex.js"
 
 /** Lets forked fibers run. */
 const settle = Effect.repeatN(Effect.yieldNow(), 10)

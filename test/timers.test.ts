@@ -3,7 +3,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, TestClock } from "effect"
-import * as Timers from "../src/internal/timers.js"
+import * as Timers from "../src/internal/engine/timers.js"
 
 /** A queue whose entries record `runId:path` when they fire. */
 const recording = Effect.gen(function*() {

@@ -19,7 +19,7 @@
  *    the one stepwise code that runs here), which the evented engine takes for every step's end.
  */
 import { Context, Deferred, Effect, Exit, Fiber, PubSub, Queue, Scope, Stream } from "effect"
-import * as Mutex from "../../src/internal/mutex.js"
+import * as Mutex from "../../src/internal/engine/mutex.js"
 
 const passes = 5
 

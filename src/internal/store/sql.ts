@@ -12,9 +12,9 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import * as Effect from "effect/Effect"
 import * as Schedule from "effect/Schedule"
-import type * as RunStore from "../RunStore.js"
-import { RunStoreError, StreamClosedError } from "../WorkflowError.js"
-import type { WorkflowEvent } from "../WorkflowEvent.js"
+import type * as RunStore from "./model.js"
+import { RunStoreError, StreamClosedError } from "../../WorkflowError.js"
+import type { WorkflowEvent } from "../../WorkflowEvent.js"
 
 /** How long a store keeps the heartbeat of an engine instance that went silent (the memory store too). */
 export const workerRetentionMillis = 7 * 24 * 60 * 60 * 1000
@@ -493,7 +493,7 @@ export const make = Effect.gen(function*() {
           Effect.mapError(fail("read worker heartbeats"))
         )
 
-  const store: RunStore.RunStore["Type"] = {
+  const store: RunStore.Shape = {
     createRun,
     getRun,
     updateRun,

@@ -14,13 +14,13 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
-import type * as RunStore from "../RunStore.js"
-import type * as Step from "../Step.js"
-import type { Node, StepLike } from "../Workflow.js"
-import * as Codec from "./codec.js"
+import type * as RunStore from "../../RunStore.js"
+import type * as Step from "../../Step.js"
+import type { Node, StepLike } from "../../Workflow.js"
+import * as Codec from "../codec.js"
 import * as Executor from "./executor.js"
 import type { Halt, RunEnv, WorkflowScope } from "./executor.js"
-import { randomId } from "./ids.js"
+import { randomId } from "../ids.js"
 
 /** The paths of a node's parts (see the module's doc), one definition for the Effect walk and the replay. */
 const childPath = (path: string, stepId: string): string => `${path}:${stepId}`

@@ -14,7 +14,7 @@
  * the walk had read the store a little later; a node's record only moves forward (running, then its outcome), and
  * the handlers that could write the same node are serialized by the run's lock.
  */
-import type * as RunStore from "../RunStore.js"
+import type * as RunStore from "../../RunStore.js"
 
 /** A walk's memo: the store's records by path, plus what the walk itself recorded. */
 export interface Memo {

@@ -12,11 +12,11 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
-import * as EventBus from "../EventBus.js"
-import type { Run } from "../Run.js"
-import * as RunStore from "../RunStore.js"
-import type * as Step from "../Step.js"
-import type * as Workflow from "../Workflow.js"
+import * as EventBus from "../../EventBus.js"
+import type { Run } from "../../Run.js"
+import * as RunStore from "../../RunStore.js"
+import type * as Step from "../../Step.js"
+import type * as Workflow from "../../Workflow.js"
 import {
   RunCanceledError,
   RunNotFoundError,
@@ -24,16 +24,16 @@ import {
   RunSuspendedError,
   StepFailedError,
   WorkflowInputError
-} from "../WorkflowError.js"
-import type * as WorkflowEvent from "../WorkflowEvent.js"
-import * as Codec from "./codec.js"
+} from "../../WorkflowError.js"
+import type * as WorkflowEvent from "../../WorkflowEvent.js"
+import * as Codec from "../codec.js"
 import * as Executor from "./executor.js"
-import { randomId } from "./ids.js"
+import { randomId } from "../ids.js"
 import * as Interpreter from "./interpreter.js"
 import * as Memo from "./memo.js"
-import * as Reader from "./reader.js"
+import * as Reader from "../bus/reader.js"
 import * as Timers from "./timers.js"
-import { wallNow, wallSleep } from "./wallClock.js"
+import { wallNow, wallSleep } from "../wallClock.js"
 
 /** How a run (or one generation of it, between suspensions) settled. */
 export type Outcome =
