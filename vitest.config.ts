@@ -6,7 +6,8 @@ export default defineConfig({
     alias: [
       { find: /^stepwise$/, replacement: fileURLToPath(new URL("./src/index.ts", import.meta.url)) },
       { find: /^stepwise\/sqlite$/, replacement: fileURLToPath(new URL("./src/Sqlite.ts", import.meta.url)) },
-      { find: /^stepwise\/postgres$/, replacement: fileURLToPath(new URL("./src/Postgres.ts", import.meta.url)) }
+      { find: /^stepwise\/postgres$/, replacement: fileURLToPath(new URL("./src/Postgres.ts", import.meta.url)) },
+      { find: /^stepwise\/redis$/, replacement: fileURLToPath(new URL("./src/Redis.ts", import.meta.url)) }
     ]
   },
   test: {

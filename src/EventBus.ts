@@ -338,18 +338,24 @@ export const layerMemory: Layer.Layer<EventBus | MemoryChannels> = Layer.effectC
 )
 
 /**
+ * Logs that a message read from a broker on `channel` is not an event (an `EventBusError` saying why) and answers
+ * `undefined`: the subscriber skips it and goes on. Broker layers use this for every message they cannot decode.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const skipMalformed = (channel: string, reason: string): Effect.Effect<undefined> =>
+  Effect.as(
+    Effect.logWarning(new EventBusError({ channel, reason: `skipping a malformed message: ${reason}` }).message),
+    undefined
+  )
+
+/**
  * Decodes an event read from an external broker. Malformed events are logged with their channel and skipped, as the
- * contract requires; broker layers use this on every message they receive.
+ * contract requires (see `skipMalformed`).
  *
  * @since 0.1.0
  * @category utils
  */
 export const decodeIncoming = (channel: string, raw: unknown): Effect.Effect<BusEvent | undefined> =>
-  Schema.decodeUnknown(BusEvent)(raw).pipe(
-    Effect.catchAll((error) =>
-      Effect.as(
-        Effect.logWarning(`Skipping malformed event on channel "${channel}"`, error.message),
-        undefined
-      )
-    )
-  )
+  Schema.decodeUnknown(BusEvent)(raw).pipe(Effect.catchAll((error) => skipMalformed(channel, error.message)))

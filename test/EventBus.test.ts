@@ -117,7 +117,7 @@ describe("EventBus.layerMemory", () => {
       )
       expect(good).toEqual({ type: "x", runId: "r", data: 1 })
       expect(bad).toBeUndefined()
-      expect(logs.join("\n")).toContain(`Skipping malformed event on channel "workflows"`)
+      expect(logs.join("\n")).toContain(`Event bus failure on channel "workflows": skipping a malformed message`)
     }))
 
   it.effect("a listener gets each publish's events in the publisher's call, until its scope closes", () =>

@@ -26,7 +26,7 @@ export const postgresStore: Layer.Layer<RunStore.RunStore, unknown> = Postgres.l
 const reachable = (url: string): Promise<boolean> => {
   const { hostname, port } = new URL(url)
   return new Promise((resolve) => {
-    const socket = createConnection({ host: hostname || "127.0.0.1", port: Number(port || 5432) })
+    const socket = createConnection({ host: hostname || "127.0.0.1", port: Number(port || (url.startsWith("redis") ? 6379 : 5432)) })
     const done = (ok: boolean) => {
       socket.destroy()
       resolve(ok)
@@ -40,3 +40,9 @@ const reachable = (url: string): Promise<boolean> => {
 /** Whether to run the Postgres suites: always under CI (a missing server is then a failure), else when reachable. */
 export const postgresEnabled = process.env["CI"] !== undefined && process.env["CI"] !== "" ? true : await reachable(databaseUrl)
 if (!postgresEnabled) console.warn(`Postgres at ${databaseUrl} is not reachable and CI is unset: skipping its suites`)
+
+export const redisUrl = process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379"
+
+/** Whether to run the Redis suites: always under CI (a missing server is then a failure), else when reachable. */
+export const redisEnabled = process.env["CI"] !== undefined && process.env["CI"] !== "" ? true : await reachable(redisUrl)
+if (!redisEnabled) console.warn(`Redis at ${redisUrl} is not reachable and CI is unset: skipping its suites`)

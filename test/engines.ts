@@ -4,13 +4,26 @@
 import { Effect, Exit, Layer, Stream } from "effect"
 import { EventBus, RunStore, WorkflowEngine } from "stepwise"
 import type { Run, Workflow } from "stepwise"
-import { postgresEnabled, postgresStore, sqliteStore } from "./backends.js"
+import * as Redis from "stepwise/redis"
+import { postgresEnabled, postgresStore, redisEnabled, redisUrl, sqliteStore } from "./backends.js"
 import type { Observed, Scenario } from "./scenarios.js"
 
 export interface EngineUnderTest {
   readonly name: string
   readonly layer: Layer.Layer<WorkflowEngine.WorkflowEngine | EventBus.EventBus | RunStore.RunStore, unknown>
 }
+
+let redisPrefixes = 0
+/** A Redis bus of its own each time the layer is built (its keys under a prefix no other build uses). */
+export const redisBus: Layer.Layer<EventBus.EventBus, unknown> = Layer.unwrapEffect(Effect.sync(() =>
+  Redis.layerBus({ url: redisUrl, prefix: `stepwise-test:${process.pid}:${Date.now()}:${redisPrefixes++}:` })
+))
+
+const onBus = (
+  engine: Layer.Layer<WorkflowEngine.WorkflowEngine, unknown, EventBus.EventBus | RunStore.RunStore>,
+  bus: Layer.Layer<EventBus.EventBus, unknown>,
+  store: Layer.Layer<RunStore.RunStore, unknown>
+) => engine.pipe(Layer.provideMerge(Layer.merge(bus, store)))
 
 const on = (
   engine: Layer.Layer<WorkflowEngine.WorkflowEngine, unknown, EventBus.EventBus | RunStore.RunStore>,
@@ -29,7 +42,8 @@ export const engines: ReadonlyArray<EngineUnderTest> = [
       { name: "default on Postgres", layer: on(WorkflowEngine.layerDefault, postgresStore) },
       { name: "evented on Postgres", layer: on(WorkflowEngine.layerEvented, postgresStore) }
     ]
-    : [])
+    : []),
+  ...(redisEnabled ? [{ name: "evented on Redis", layer: onBus(WorkflowEngine.layerEvented, redisBus, RunStore.layerMemory) }] : [])
 ]
 
 /** Runs one scenario on the engine of the context and observes everything it produced. */
