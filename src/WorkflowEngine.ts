@@ -159,6 +159,22 @@ export const layerEventedWith = (
   Layer.scoped(WorkflowEngine, Effect.map(Evented.makeEvented(options), WorkflowEngine.of))
 
 /**
+ * A client of evented workers: `start`, `getRun`, and each run's `result`, `status`, `events`, `readable`, `cancel`
+ * and `resume` work as with any engine, but this instance executes nothing. It sends commands on the `workflows`
+ * channel for the workers of the consumer group (`layerEvented` in other processes, over the same bus and store),
+ * reads none, owns no run and takes none over: the worker that starts a run owns it. Register workflows here (or
+ * let `start` do it) only so that inputs and outputs are checked with their schemas; their steps never run here.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerClient: Layer.Layer<
+  WorkflowEngine,
+  EventBus.EventBusError,
+  EventBus.EventBus | RunStore.RunStore
+> = Layer.scoped(WorkflowEngine, Effect.map(Evented.makeEvented({ client: true }), WorkflowEngine.of))
+
+/**
  * The evented engine with the in-memory bus and store.
  *
  * @since 0.1.0

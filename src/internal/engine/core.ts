@@ -95,6 +95,11 @@ export interface Driver {
    * after them without reading the store's run list again.
    */
   readonly watch?: (registered: Registered, held: ReadonlyArray<RunStore.RunRecord>) => Effect.Effect<void>
+  /**
+   * `false` for a client, which executes nothing: it owns no run (runs it starts or resumes are left without an
+   * owner, for the first worker that handles them), sends no heartbeat and takes no run over.
+   */
+  readonly executes?: boolean
 }
 
 /** The shape of the engine service (see `WorkflowEngine.ts` for the public documentation). */
@@ -432,7 +437,7 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
    * Validates a resume request and records it: the resume data goes into the suspended step's record, where the
    * next walk finds it. Answers what the driver needs to continue the run.
    */
-  const prepareResume = (runId: string, step: string, resumeData: unknown, isLive: boolean) =>
+  const prepareResume = (runId: string, step: string, resumeData: unknown, isLive: boolean, owns: boolean) =>
     Effect.gen(function*() {
       const refuse = (reason: string) => new RunResumeError({ runId, step, reason })
       const record = yield* Effect.orDie(store.getRun(runId))
@@ -474,12 +479,16 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
       const suspendedRecord = memo.get(target.path)
       if (suspendedRecord === undefined) return yield* refuse(`the store has no record of path ${target.path}`)
       yield* Effect.orDie(store.putStep(runId, { ...suspendedRecord, resumeData: data }))
-      yield* setRun(runId, { status: "running", suspended: [], owner: workerId, heartbeatAt: wallNow() })
+      yield* setRun(
+        runId,
+        owns ? { status: "running", suspended: [], owner: workerId, heartbeatAt: wallNow() } : { status: "running", suspended: [] }
+      )
       return { registered, input: input.value }
     })
 
   const withDriver = (driver: Driver, scope: Scope.Scope) => Effect.gen(function*() {
     const transitions = Effect.unsafeMakeSemaphore(1)
+    const executes = driver.executes !== false
 
     /**
      * A run handle holds its ids only; its members are built on access (getters, so that destructuring works too).
@@ -521,7 +530,7 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
         return ({ resumeData, step }) =>
           transitions.withPermits(1)(
             Effect.flatMap(
-              prepareResume(runId, step, resumeData, driver.isLive(runId)),
+              prepareResume(runId, step, resumeData, driver.isLive(runId), executes),
               ({ input, registered }) => driver.launch(runId, registered, input, "resume")
             )
           )
@@ -565,14 +574,16 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
     // wall clock; what they launch keeps the app's clock.
     // The first heartbeat at once: it also says that this instance is alive to the owners of runs whose steps it
     // executes (the evented engine).
-    yield* Effect.gen(function*() {
-      yield* Effect.ignore(store.heartbeat(workerId, wallNow()))
-      yield* wallSleep(Duration.millis(leaseMillis / 3))
-    }).pipe(Effect.forever, Effect.forkIn(scope))
-    yield* Effect.gen(function*() {
-      yield* wallSleep(Duration.millis(leaseMillis / 2))
-      yield* recoverAll
-    }).pipe(Effect.forever, Effect.forkIn(scope))
+    if (executes) {
+      yield* Effect.gen(function*() {
+        yield* Effect.ignore(store.heartbeat(workerId, wallNow()))
+        yield* wallSleep(Duration.millis(leaseMillis / 3))
+      }).pipe(Effect.forever, Effect.forkIn(scope))
+      yield* Effect.gen(function*() {
+        yield* wallSleep(Duration.millis(leaseMillis / 2))
+        yield* recoverAll
+      }).pipe(Effect.forever, Effect.forkIn(scope))
+    }
     // Runs settled by another process are noticed within a second: one timer for all waiters, none per wait.
     yield* Effect.gen(function*() {
       yield* wallSleep("1 second")
@@ -587,6 +598,7 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
         Effect.gen(function*() {
           const registered = { workflow, services }
           registry.set(workflow.id, registered)
+          if (!executes) return
           yield* Effect.catchAll(recover(registered), (error) =>
             Effect.logWarning(`Could not look for unfinished runs of "${workflow.id}" yet; will retry`, error.message))
         }), { discard: true })
@@ -615,8 +627,7 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
           workflowId,
           status: driver.initialStatus,
           input: encoded,
-          owner: workerId,
-          heartbeatAt: wallNow(),
+          ...(executes ? { owner: workerId, heartbeatAt: wallNow() } : {}),
           createdAt: now,
           updatedAt: now
         }))

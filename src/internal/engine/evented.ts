@@ -83,7 +83,11 @@ class Unregistered extends Data.TaggedError("Unregistered")<{ readonly runId: st
 /** How many times a command goes back to the group before an instance gives up on it (and says so). */
 const maxHandBacks = 20
 
-export const makeEvented = (options: EngineOptions & { readonly group?: string } = {}) =>
+/**
+ * Builds an evented engine instance. With `client`, the instance executes nothing: it starts, reads, cancels and
+ * resumes runs by sending commands to the group's workers, reads no command, owns no run and takes none over.
+ */
+export const makeEvented = (options: EngineOptions & { readonly group?: string; readonly client?: boolean } = {}) =>
   Effect.gen(function*() {
     // Walked after every message: the run's step records are cached between walks.
     const core = yield* makeCore(options, true)
@@ -403,6 +407,13 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
             Effect.gen(function*() {
               const record = yield* Effect.orDie(store.getRun(runId))
               if (record?.status === "pending" && core.registry.has(record.workflowId)) {
+                // A client started it and owns nothing: the worker that starts it owns it (heartbeats, watches it).
+                if (record.owner === undefined) {
+                  const now = wallNow()
+                  if (yield* Effect.orDie(store.claimRun(runId, core.workerId, now, now - core.leaseMillis))) {
+                    carried.set(runId, now)
+                  }
+                }
                 yield* core.setRun(runId, { status: "running" })
               }
               yield* advance(runId)
@@ -476,8 +487,8 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
     const decodeCommand = Schema.decodeUnknownEither(Command)
     const decodeFinished = Schema.decodeUnknown(Finished)
 
-    const commands = yield* bus.subscribe(EventBus.workflowsChannel, { group })
-    yield* Consume.forEach(commands, (raw) => {
+    const commands = options.client === true ? undefined : yield* bus.subscribe(EventBus.workflowsChannel, { group })
+    if (commands !== undefined) yield* Consume.forEach(commands, (raw) => {
       let message: Command
       if (sent.has(raw)) {
         message = raw as unknown as Command
@@ -518,6 +529,9 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
 
     const launch = (runId: string, _registered: Registered, _input: unknown, reason: LaunchReason) =>
       Effect.suspend(() => {
+        if (options.client === true) {
+          return reason === "start" ? send("workflow.start", runId, {}) : send("workflow.resume", runId, {})
+        }
         // A run carried here is only walked again (which sets its sleeps' timers again), never redispatched.
         const recover = reason === "recover" && !carried.has(runId)
         carried.set(runId, wallNow())
@@ -593,6 +607,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string }
       // A waiting run whose timer is not in this process (another instance walked it to its sleep) is walked again
       // by the scan: should that instance be gone, the sleep is not lost.
       holds: (runId, status) => carried.has(runId) && (status !== "waiting" || timers.has(runId)),
-      watch: checkExecutors
+      watch: checkExecutors,
+      executes: options.client !== true
     }, scope)
   })
