@@ -17,8 +17,11 @@
  */
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import { dual } from "effect/Function"
 import { type Pipeable, pipeArguments } from "effect/Pipeable"
 import type * as Schema from "effect/Schema"
+import * as Mermaid from "./internal/mermaid.js"
+import type { StepRecord } from "./internal/store/model.js"
 import type { RunWritable } from "./RunContext.js"
 import { RunContext } from "./RunContext.js"
 import * as Step from "./Step.js"
@@ -463,3 +466,39 @@ export const getWritable = <A = unknown>(
  */
 export const isWorkflow = (u: unknown): u is Any =>
   typeof u === "object" && u !== null && "_tag" in u && u._tag === "Workflow"
+
+/**
+ * Options of `toMermaid`: `run`, the step records of a run of the workflow (`RunStore.getSteps` answers them in this
+ * shape), to paint each node with its state: `done`, `running` (a sleep: waiting), `failed` or `suspended`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface MermaidOptions {
+  readonly run?: { readonly steps: ReadonlyArray<StepRecord> } | undefined
+}
+
+/**
+ * A Mermaid `flowchart TD` of a committed workflow's graph: steps, parallels and branches (fork and join, each branch
+ * labelled with its condition's function name, or "condition 1", "condition 2" ...), loops (a condition with an edge
+ * back), foreach (with its concurrency), sleeps, maps, and nested workflows as subgraphs. With `run`, each node is
+ * painted with its state in that run; a node executed many times (inside a loop or a foreach) shows the most telling
+ * state of its executions (failed, suspended, running, done). Node ids follow the graph, so the text of a workflow
+ * is always the same. GitHub renders it in a ```mermaid block.
+ *
+ * ```ts
+ * console.log(Workflow.toMermaid(chat))
+ * const steps = yield* store.getSteps(run.runId)
+ * console.log(Workflow.toMermaid(chat, { run: steps }))
+ * ```
+ *
+ * @since 0.1.0
+ * @category rendering
+ */
+export const toMermaid: {
+  (options?: MermaidOptions): (self: Any) => string
+  (self: Any, options?: MermaidOptions): string
+} = dual(
+  (args) => isWorkflow(args[0]),
+  (self: Any, options?: MermaidOptions): string => Mermaid.render(self, options)
+)

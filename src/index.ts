@@ -30,7 +30,7 @@ export * as WorkflowEvent from "./WorkflowEvent.js"
 
 /**
  * Workflow definitions: `Workflow.make`, the builders (`then`, `parallel`, `branch`, `sleep`, `sleepUntil`,
- * `dowhile`, `dountil`, `foreach`, `map`), `commit`, and `getWritable`.
+ * `dowhile`, `dountil`, `foreach`, `map`), `commit`, `getWritable`, and `toMermaid` (a workflow's graph as a picture).
  *
  * @since 0.1.0
  */
@@ -59,4 +59,6 @@ export declare namespace Workflow {
   export type RunWritable<A> = WorkflowModule.RunWritable<A>
   /** @since 0.1.0 */
   export type RunContext = WorkflowModule.RunContext
+  /** @since 0.1.0 */
+  export type MermaidOptions = WorkflowModule.MermaidOptions
 }
