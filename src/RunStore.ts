@@ -44,6 +44,7 @@ export {
 export type {
   ChunkPage,
   EventPage,
+  RunFilter,
   RunPatch,
   RunRecord,
   RunStatus,
@@ -234,7 +235,10 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
             if (filter.statuses !== undefined && !filter.statuses.includes(record.status)) continue
             out.push(record)
           }
-          return out
+          // Insertion order is creation order, and the sort is stable: runs created in the same millisecond keep it.
+          out.sort((a, b) => a.createdAt - b.createdAt)
+          if (filter.order === "newest-first") out.reverse()
+          return filter.limit === undefined ? out : out.slice(0, Math.max(0, filter.limit))
         }),
       appendEvent: (runId, event) => withRun("append event", runId, (run) => run.events.push(event) - 1),
       appendEvents: (runId, events) =>

@@ -50,6 +50,24 @@ export const runStoreSuite = (name: string, layer: Layer.Layer<RunStore.RunStore
         expect(failure.message).toContain(`run ${id("nope")}`)
       }).pipe(Effect.provide(layer)))
 
+    it.effect("lists runs oldest first by default, or newest first, up to a limit", () =>
+      Effect.gen(function*() {
+        yield* fresh
+        const store = yield* RunStore.RunStore
+        for (const [name, createdAt] of [["b", 2], ["a", 1], ["c", 3]] as const) {
+          yield* store.createRun({ ...record(name), createdAt })
+        }
+        const names = (runs: ReadonlyArray<RunStore.RunRecord>) => runs.map((r) => r.runId)
+        const workflowId = `wf-${namespace}`
+        expect(names(yield* store.listRuns({ workflowId }))).toEqual([id("a"), id("b"), id("c")])
+        expect(names(yield* store.listRuns({ workflowId, order: "newest-first" }))).toEqual([id("c"), id("b"), id("a")])
+        expect(names(yield* store.listRuns({ workflowId, order: "newest-first", limit: 2 }))).toEqual([id("c"), id("b")])
+        expect(names(yield* store.listRuns({ workflowId, limit: 1 }))).toEqual([id("a")])
+        yield* store.updateRun(id("c"), { status: "failed" })
+        expect(names(yield* store.listRuns({ workflowId, statuses: ["running"], order: "newest-first", limit: 1 })))
+          .toEqual([id("b")])
+      }).pipe(Effect.provide(layer)))
+
     it.effect("gives concurrent appends to a log dense indices from 0", () =>
       Effect.gen(function*() {
         yield* fresh

@@ -74,6 +74,20 @@ export type RunPatch = Partial<
 >
 
 /**
+ * Which runs `listRuns` answers, and in what order: those of one workflow, those in some statuses, newest first (by
+ * `createdAt`; the default is oldest first), at most `limit` of them.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RunFilter {
+  readonly workflowId?: string
+  readonly statuses?: ReadonlyArray<RunStatus>
+  readonly order?: "oldest-first" | "newest-first"
+  readonly limit?: number
+}
+
+/**
  * The outcome of one node at one path of a run's graph: a step's result, a condition's answer, a sleep's wake-up
  * time. A path that has a `success` record is never executed again (after a resume or a recovery).
  *
@@ -150,9 +164,8 @@ export interface Shape {
   readonly createRun: (record: RunRecord) => Effect.Effect<boolean, RunStoreError>
   readonly getRun: (runId: string) => Effect.Effect<RunRecord | undefined, RunStoreError>
   readonly updateRun: (runId: string, patch: RunPatch) => Effect.Effect<void, RunStoreError>
-  readonly listRuns: (
-    filter: { readonly workflowId?: string; readonly statuses?: ReadonlyArray<RunStatus> }
-  ) => Effect.Effect<ReadonlyArray<RunRecord>, RunStoreError>
+  /** The runs that match `filter`, by creation time: oldest first unless it says otherwise. */
+  readonly listRuns: (filter: RunFilter) => Effect.Effect<ReadonlyArray<RunRecord>, RunStoreError>
   /** Appends to the run's event log; answers the event's index. */
   readonly appendEvent: (runId: string, event: WorkflowEvent) => Effect.Effect<number, RunStoreError>
   /**

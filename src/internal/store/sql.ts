@@ -264,15 +264,17 @@ export const make = Effect.gen(function*() {
       }
     })
 
-  const listRuns = (filter: { readonly workflowId?: string; readonly statuses?: ReadonlyArray<RunStore.RunStatus> }) =>
+  const listRuns = (filter: RunStore.RunFilter) =>
     Effect.gen(function*() {
       const clauses = [
         ...(filter.workflowId === undefined ? [] : [sql`workflow_id = ${filter.workflowId}`]),
         ...(filter.statuses === undefined ? [] : [sql.in("status", filter.statuses)])
       ]
-      const rows = yield* (clauses.length === 0
-        ? sql<RunRow>`SELECT * FROM stepwise_runs ORDER BY created_at`
-        : sql<RunRow>`SELECT * FROM stepwise_runs WHERE ${sql.and(clauses)} ORDER BY created_at`)
+      const where = clauses.length === 0 ? sql`` : sql`WHERE ${sql.and(clauses)}`
+      // Runs created in the same millisecond come in the order of their ids, which is arbitrary but stable.
+      const order = filter.order === "newest-first" ? sql`ORDER BY created_at DESC, run_id DESC` : sql`ORDER BY created_at, run_id`
+      const limit = filter.limit === undefined ? sql`` : sql`LIMIT ${Math.max(0, Math.floor(filter.limit))}`
+      const rows = yield* sql<RunRow>`SELECT * FROM stepwise_runs ${where} ${order} ${limit}`
         .pipe(Effect.mapError(fail("list runs")))
       return yield* Effect.forEach(rows, toRecord)
     })
