@@ -3,7 +3,10 @@
  *
  * @since 0.1.0
  */
-import { NodeContext, NodeRuntime } from "@effect/platform-node"
+// The modules themselves, not the package index: it loads all of @effect/platform-node (HTTP included), which took
+// half a second of every start.
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as Effect from "effect/Effect"
 import * as Cli from "../Cli.js"
 
