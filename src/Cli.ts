@@ -164,11 +164,15 @@ const findRun = (store: RunStore.RunStore["Type"], where: string, runId: string)
 
 const stdoutIsTty = () => process.stdout.isTTY === true
 
+/** A terminal's width, less one column so that a full line does not wrap (some report 0 columns: take 100). */
+const columns = (stream: NodeJS.WriteStream): number =>
+  stream.columns !== undefined && stream.columns > 0 ? stream.columns - 1 : 100
+
 const style = (): Format.Style => {
   const tty = stdoutIsTty()
   return {
     color: tty && (process.env["NO_COLOR"] ?? "") === "",
-    width: tty ? process.stdout.columns ?? 100 : undefined
+    width: tty ? columns(process.stdout) : undefined
   }
 }
 
@@ -308,10 +312,14 @@ const tailCommand = Command.make("tail", {
       }
       const draw = () => {
         if (!progress) return
-        const s: Format.Style = { color: (process.env["NO_COLOR"] ?? "") === "", width: undefined }
-        const line = `${spinner[frame++ % spinner.length]} ${run.runId} ${Format.status(s, status)} · ${count} ${what} · ` +
-          `following for ${Format.duration(Date.now() - since)}`
-        process.stderr.write(`\r\x1b[K${Format.cut({ color: false, width: process.stderr.columns ?? 100 }, line)}`)
+        const s: Format.Style = { color: (process.env["NO_COLOR"] ?? "") === "", width: columns(process.stderr) }
+        // Cut first, then color the status: escape codes count for nothing on the screen.
+        const line = Format.cut(
+          s,
+          `${spinner[frame++ % spinner.length]} ${run.runId} ${status} · ${count} ${what} · ` +
+            `following for ${Format.duration(Date.now() - since)}`
+        )
+        process.stderr.write(`\r\x1b[K${line.replace(` ${status} `, ` ${Format.status(s, status)} `)}`)
       }
       if (progress) {
         yield* Effect.forkScoped(Effect.repeat(Effect.sync(draw), Schedule.spaced("100 millis")))
