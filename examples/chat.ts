@@ -133,13 +133,14 @@ const endStream = Step.make({
     })
 })
 
+/** The model has answered (or used up its turns). Named, so that the workflow's graph says "until answered". */
+const answered = ({ inputData }: Workflow.Context<typeof Conversation.Type>) =>
+  Effect.succeed(inputData.finishReason !== "tool-calls" || inputData.steps >= MAX_STEPS)
+
 export const chat = Workflow.make({ id: "chat", inputSchema: Schema.Array(Message), outputSchema: Schema.Array(Message) })
   .pipe(
     Workflow.then(startStream),
-    Workflow.dountil(
-      streamTextStep,
-      ({ inputData }) => Effect.succeed(inputData.finishReason !== "tool-calls" || inputData.steps >= MAX_STEPS)
-    ),
+    Workflow.dountil(streamTextStep, answered),
     Workflow.then(endStream),
     Workflow.commit
   )
