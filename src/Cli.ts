@@ -10,8 +10,8 @@
  * ```
  *
  * The store is the SQLite file of `--sqlite FILE`, or the Postgres database of `--postgres URL`; with neither, the
- * database of `DATABASE_URL` when it is set, else the SQLite file of `STEPWISE_SQLITE_FILE` (default
- * `.stepwise/stepwise.db`, where the demo writes). Output is plain when it does not go to a terminal.
+ * SQLite file of `STEPWISE_SQLITE_FILE` (default `.stepwise/stepwise.db`, where the demo writes) when it exists, else
+ * the database of `DATABASE_URL`. Output is plain when it does not go to a terminal.
  *
  * @since 0.1.0
  */
@@ -59,13 +59,13 @@ const storeFlags = {
   sqlite: Options.text("sqlite").pipe(
     Options.withPseudoName("FILE"),
     Options.withDescription(
-      "The SQLite store to read (default: STEPWISE_SQLITE_FILE, else .stepwise/stepwise.db, unless DATABASE_URL is set)"
+      "The SQLite store to read (default: STEPWISE_SQLITE_FILE, else .stepwise/stepwise.db, when that file exists)"
     ),
     Options.optional
   ),
   postgres: Options.text("postgres").pipe(
     Options.withPseudoName("URL"),
-    Options.withDescription("The Postgres store to read (default: DATABASE_URL when it is set)"),
+    Options.withDescription("The Postgres store to read (default: DATABASE_URL, when there is no SQLite file to read)"),
     Options.optional
   )
 }
@@ -82,10 +82,16 @@ const chooseStore = (flags: StoreFlags): Effect.Effect<StoreChoice, CliError> =>
     }
     if (Option.isSome(flags.sqlite)) return { _tag: "Sqlite", filename: resolve(flags.sqlite.value) } as const
     if (Option.isSome(flags.postgres)) return { _tag: "Postgres", url: flags.postgres.value } as const
+    // The demo's file first: `npm run demo` then `stepwise runs` shows the demo's runs, whatever DATABASE_URL says
+    // (a developer's shell often sets it for the test suites).
+    const file = yield* Effect.orDie(
+      Config.nonEmptyString("STEPWISE_SQLITE_FILE").pipe(Config.withDefault(Sqlite.defaultFilename))
+    )
+    const filename = resolve(file)
+    if (existsSync(filename)) return { _tag: "Sqlite", filename } as const
     const env = yield* Effect.orDie(Config.option(Config.nonEmptyString("DATABASE_URL")))
     if (Option.isSome(env)) return { _tag: "Postgres", url: env.value } as const
-    const file = yield* Effect.orDie(Config.nonEmptyString("STEPWISE_SQLITE_FILE").pipe(Config.withDefault(Sqlite.defaultFilename)))
-    return { _tag: "Sqlite", filename: resolve(file) } as const
+    return { _tag: "Sqlite", filename } as const
   })
 
 /** A URL without its password, for messages. */
@@ -122,7 +128,7 @@ const storeLayer = (choice: StoreChoice): Layer.Layer<RunStore.RunStore, CliErro
         : Effect.fail(
           new CliError({
             message: `There is no SQLite store at ${choice.filename}. Run a workflow first (npm run demo writes ` +
-              `.stepwise/stepwise.db), or name the store with --sqlite FILE or --postgres URL.`
+              `.stepwise/stepwise.db), or name the store with --sqlite FILE, --postgres URL or DATABASE_URL.`
           })
         )
     ))

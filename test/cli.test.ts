@@ -26,10 +26,15 @@ interface Child {
 }
 
 /** Starts the command; the environment names no store, so only its flags do. */
-const spawnCli = (args: ReadonlyArray<string>, command: ReadonlyArray<string> = [process.execPath, "bin/stepwise.mjs"]) => {
+const spawnCli = (
+  args: ReadonlyArray<string>,
+  command: ReadonlyArray<string> = [process.execPath, "bin/stepwise.mjs"],
+  extraEnv: Record<string, string> = {}
+) => {
   const env: Record<string, string | undefined> = { ...process.env, NO_COLOR: "1" }
   delete env["DATABASE_URL"]
   delete env["STEPWISE_SQLITE_FILE"]
+  Object.assign(env, extraEnv)
   const child = spawn(command[0]!, [...command.slice(1), ...args], { cwd: root, env, stdio: ["ignore", "pipe", "pipe"] })
   const proc: Child = {
     child,
@@ -43,9 +48,11 @@ const spawnCli = (args: ReadonlyArray<string>, command: ReadonlyArray<string> = 
 }
 
 /** Runs the command to its end. */
-const cli = (...args: ReadonlyArray<string>) =>
+const cli = (...args: ReadonlyArray<string>) => cliWith({}, ...args)
+
+const cliWith = (env: Record<string, string>, ...args: ReadonlyArray<string>) =>
   Effect.promise(async () => {
-    const proc = spawnCli(args)
+    const proc = spawnCli(args, undefined, env)
     const code = await proc.exited
     return { code, stdout: proc.stdout, stderr: proc.stderr }
   })
@@ -246,13 +253,29 @@ describe("stepwise command", () => {
         code: 1,
         stdout: "",
         stderr: `stepwise: There is no SQLite store at ${missing}. Run a workflow first (npm run demo writes ` +
-          ".stepwise/stepwise.db), or name the store with --sqlite FILE or --postgres URL.\n"
+          ".stepwise/stepwise.db), or name the store with --sqlite FILE, --postgres URL or DATABASE_URL.\n"
       })
       expect(postgres.code).toBe(1)
       expect(postgres.stderr).toMatch(
         /^stepwise: Cannot reach the Postgres store at postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:1\/nowhere: .*ECONNREFUSED/
       )
       expect(both).toMatchObject({ code: 1, stderr: "stepwise: Give one store: --sqlite FILE or --postgres URL, not both.\n" })
+    }))
+
+  it.live("with no store named, reads the SQLite file of STEPWISE_SQLITE_FILE when it exists, else DATABASE_URL", () =>
+    Effect.gen(function*() {
+      const filename = tempSqliteFile()
+      const run = yield* Effect.flatMap(WorkflowEngine.WorkflowEngine, (engine) => engine.start(greet, { name: "Ada" }))
+        .pipe(Effect.tap((run) => run.result), Effect.provide(engineOn(Sqlite.layer({ filename }))))
+      const unreachable = "postgres://postgres@127.0.0.1:1/nowhere"
+      const [sqlite, postgres] = yield* Effect.all([
+        cliWith({ STEPWISE_SQLITE_FILE: filename, DATABASE_URL: unreachable }, "runs"),
+        cliWith({ STEPWISE_SQLITE_FILE: `${filename}.missing`, DATABASE_URL: unreachable }, "runs")
+      ], { concurrency: "unbounded" })
+      expect(sqlite.code).toBe(0)
+      expect(rows(sqlite.stdout).map((row) => row[0])).toEqual([run.runId])
+      expect(postgres.code).toBe(1)
+      expect(postgres.stderr).toContain(`stepwise: Cannot reach the Postgres store at ${unreachable}: `)
     }))
 
   it.live("graph says which module or export it cannot find", () =>
