@@ -6,10 +6,11 @@
 import { PgClient } from "@effect/sql-pg"
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it, layer } from "@effect/vitest"
-import { Context, Deferred, Effect, Exit, Layer, Redacted } from "effect"
+import { Context, Deferred, Effect, Exit, Layer, Redacted, Schema } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
-import { EventBus, RunStore, Workflow, WorkflowEngine } from "stepwise"
+import { EventBus, RunStore, Step, Workflow, WorkflowEngine } from "stepwise"
+import * as Format from "../src/internal/cli/format.js"
 import * as Postgres from "stepwise/postgres"
 import * as Sqlite from "stepwise/sqlite"
 import { databaseUrl, postgresEnabled, tempSqliteFile } from "./backends.js"
@@ -306,4 +307,56 @@ describe("stepwise command", () => {
       expect({ code, stderr: proc.stderr }).toEqual({ code: 0, stderr: "" })
       for (const command of ["runs", "show", "tail", "graph"]) expect(proc.stdout).toContain(`  - ${command} `)
     }))
+})
+
+describe("stepwise show's timings", () => {
+  it.live("match each step record with its own execution: foreach items by output, sleeps by their events", () =>
+    Effect.gen(function*() {
+      const engine = yield* WorkflowEngine.WorkflowEngine
+      const store = yield* RunStore.RunStore
+      const slowDouble = Step.make({
+        id: "double",
+        inputSchema: Schema.Number,
+        outputSchema: Schema.Number,
+        // item k takes (3 - k) * 20 ms: the items end in the reverse of the order they started
+        execute: ({ inputData }) => Effect.as(Effect.sleep(`${(3 - inputData) * 20} millis`), inputData * 2)
+      })
+      const inner = Workflow.make({ id: "inner", inputSchema: Schema.Array(Schema.Number), outputSchema: Schema.Number })
+        .pipe(Workflow.map(({ inputData }) => Effect.succeed(inputData.length)), Workflow.commit)
+      const wf = Workflow.make({ id: "timed", inputSchema: Schema.Array(Schema.Number), outputSchema: Schema.Number }).pipe(
+        Workflow.foreach(slowDouble, { concurrency: 3 }),
+        Workflow.sleep("10 millis"),
+        Workflow.andThen(inner),
+        Workflow.commit
+      )
+      const run = yield* engine.start(wf, [0, 1, 2])
+      expect(yield* run.result).toBe(3)
+      const { steps } = yield* store.getSteps(run.runId)
+      const { events } = yield* store.readEvents(run.runId, 0, 1000)
+      const timed = Format.timings(steps, events)
+      const took = (path: string) => {
+        const t = timed.get(path)
+        return t?.startedAt === undefined || t.endedAt === undefined ? undefined : t.endedAt - t.startedAt
+      }
+      // each item's own duration, not a sibling's
+      expect(took("0[0]")).toBeGreaterThanOrEqual(55)
+      expect(took("0[1]")).toBeGreaterThanOrEqual(35)
+      expect(took("0[1]")).toBeLessThan(took("0[0]")!)
+      expect(took("0[2]")).toBeLessThan(took("0[1]")!)
+      expect(timed.get("1")?.note).toMatch(/^until \d\d:\d\d:\d\d\.\d{3}$/)
+      expect(took("1!")).toBeGreaterThanOrEqual(9)
+      expect(took("2")).toBeDefined()
+      expect(took("2/0")).toBeDefined()
+      expect(Format.stepsTable(Format.plain, steps, events, Date.now()).map((line) => line.split(/\s{2,}/).slice(0, 3)))
+        .toEqual([
+          ["PATH", "STEP", "STATUS"],
+          ["0[0]", "double", "success"],
+          ["0[1]", "double", "success"],
+          ["0[2]", "double", "success"],
+          ["1", "sleep-1", "success"],
+          ["1!", "sleep-1", "success"],
+          ["2", "inner", "success"],
+          ["2/0", "map-0", "success"]
+        ])
+    }).pipe(Effect.provide(WorkflowEngine.layerMemory)))
 })
