@@ -435,7 +435,10 @@ export const make = (options: Options): Effect.Effect<
     const decode = (channel: string, row: Row): Effect.Effect<BusEvent | undefined> => {
       if (row.data === null) {
         return Effect.as(
-          Effect.logWarning(`Skipping malformed event on channel "${channel}"`, `its message ${row.id} is gone`),
+          Effect.logWarning(
+            `Skipping malformed event on channel "${channel}"`,
+            `the message of delivery ${row.id} is gone`
+          ),
           undefined
         )
       }
@@ -745,14 +748,16 @@ export const make = (options: Options): Effect.Effect<
      */
     const notify = yield* coalesce((keys: ReadonlyArray<string>) => {
       const current = session
-      const sent: Effect.Effect<unknown, string> = current === undefined
-        ? limited(sql`SELECT pg_notify(${t.notify}, k) FROM unnest(${keys}::text[]) AS k`).pipe(
-          Effect.mapError((error) => describe(error))
-        )
-        : Effect.tryPromise({
-          try: () => current.client.query("SELECT pg_notify($1, k) FROM unnest($2::text[]) AS k", [t.notify, keys]),
-          catch: describeUnknown
-        })
+      const viaPool = limited(sql`SELECT pg_notify(${t.notify}, k) FROM unnest(${keys}::text[]) AS k`).pipe(
+        Effect.mapError(describe)
+      )
+      const sent: Effect.Effect<unknown, string> = current === undefined ? viaPool : Effect.tryPromise({
+        try: () => current.client.query("SELECT pg_notify($1, k) FROM unnest($2::text[]) AS k", [t.notify, keys]),
+        catch: describeUnknown
+      }).pipe(
+        // The LISTEN connection is going down: the pool's may still be up.
+        Effect.orElse(() => viaPool)
+      )
       return sent.pipe(
         Effect.asVoid,
         Effect.catchAll((reason) => Effect.logWarning("Postgres bus: NOTIFY failed", reason))
