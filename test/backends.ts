@@ -7,7 +7,7 @@ import { mkdtempSync } from "node:fs"
 import { createConnection } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import type { RunStore } from "stepwise"
+import type { EventBus, RunStore } from "stepwise"
 import * as Postgres from "stepwise/postgres"
 import * as Sqlite from "stepwise/sqlite"
 
@@ -22,6 +22,15 @@ export const sqliteStore: Layer.Layer<RunStore.RunStore, unknown> = Layer.unwrap
 )
 
 export const postgresStore: Layer.Layer<RunStore.RunStore, unknown> = Postgres.layer({ url: databaseUrl, maxConnections: 4 })
+
+/**
+ * The event bus on the same database, in tables of this vitest worker (its files run one after another), so that
+ * engines of test files running at once in other workers do not take each other's commands.
+ */
+export const postgresBus: Layer.Layer<EventBus.EventBus, unknown> = Postgres.layerBus({
+  url: databaseUrl,
+  prefix: `stepwise_bus_w${process.env["VITEST_POOL_ID"] ?? "0"}_`
+})
 
 const reachable = (url: string): Promise<boolean> => {
   const { hostname, port } = new URL(url)

@@ -5,7 +5,7 @@ import { Effect, Exit, Layer, Stream } from "effect"
 import { EventBus, RunStore, WorkflowEngine } from "stepwise"
 import type { Run, Workflow } from "stepwise"
 import * as Redis from "stepwise/redis"
-import { postgresEnabled, postgresStore, redisEnabled, redisUrl, sqliteStore } from "./backends.js"
+import { postgresBus, postgresEnabled, postgresStore, redisEnabled, redisUrl, sqliteStore } from "./backends.js"
 import type { Observed, Scenario } from "./scenarios.js"
 
 export interface EngineUnderTest {
@@ -40,7 +40,11 @@ export const engines: ReadonlyArray<EngineUnderTest> = [
   ...(postgresEnabled
     ? [
       { name: "default on Postgres", layer: on(WorkflowEngine.layerDefault, postgresStore) },
-      { name: "evented on Postgres", layer: on(WorkflowEngine.layerEvented, postgresStore) }
+      { name: "evented on Postgres", layer: on(WorkflowEngine.layerEvented, postgresStore) },
+      {
+        name: "evented on Postgres with its bus",
+        layer: WorkflowEngine.layerEvented.pipe(Layer.provideMerge(Layer.merge(postgresBus, postgresStore)))
+      }
     ]
     : []),
   ...(redisEnabled ? [{ name: "evented on Redis", layer: onBus(WorkflowEngine.layerEvented, redisBus, RunStore.layerMemory) }] : [])
