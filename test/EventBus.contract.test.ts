@@ -1,12 +1,15 @@
 /**
  * The bus contract (test/busContract.ts), unchanged, against every bus layer.
  */
+import { PgClient } from "@effect/sql-pg"
 import { afterAll } from "@effect/vitest"
-import { Effect, Layer } from "effect"
+import { Effect, Layer, Redacted } from "effect"
 import { Redis as RedisClient } from "ioredis"
 import { EventBus } from "stepwise"
+import * as Postgres from "stepwise/postgres"
 import * as Redis from "stepwise/redis"
-import { redisEnabled, redisUrl } from "./backends.js"
+import { channelKey } from "../src/internal/bus/postgres.js"
+import { databaseUrl, postgresEnabled, redisEnabled, redisUrl } from "./backends.js"
 import { busContract } from "./busContract.js"
 
 busContract("memory", true, { wire: false, processes: false }, () => {
@@ -47,6 +50,53 @@ busContract("Redis Streams", redisEnabled, { wire: true, processes: true }, () =
         return left
       }),
     cleanupWithin: "10 seconds",
+    redeliverAfter
+  }
+})
+
+// The Postgres bus in tables of the contract's own (a fixed prefix: they do not pile up from run to run).
+const pgPrefix = "stepwise_bus_contract_"
+const pgTable = (name: string) => `${pgPrefix}${name}`
+const pg = Layer.unwrapEffect(Effect.sync(() => PgClient.layer({ url: Redacted.make(databaseUrl), maxConnections: 2 })))
+const withSql = <A>(f: (sql: PgClient.PgClient) => Effect.Effect<A, unknown>) =>
+  Effect.flatMap(PgClient.PgClient, f).pipe(Effect.provide(pg))
+
+busContract("Postgres", postgresEnabled, { wire: true, processes: true }, () => {
+  const redeliverAfter = "1 second"
+  return {
+    layer: Postgres.layerBus({ url: databaseUrl, prefix: pgPrefix, redeliverAfter, retention: "2 seconds" }),
+    // A foreign publisher: the row, one delivery per group of the channel, the wake-up.
+    publishRaw: (channel, text) =>
+      withSql((sql) =>
+        sql`WITH inserted AS (
+            INSERT INTO ${sql(pgTable("messages"))} (channel, data) VALUES (${channelKey(channel)}, ${text}) RETURNING id
+          )
+          INSERT INTO ${sql(pgTable("deliveries"))} (channel, grp, message_id)
+          SELECT g.channel, g.grp, inserted.id FROM inserted, ${sql(pgTable("groups"))} g
+          WHERE g.channel = ${channelKey(channel)}`.pipe(
+          Effect.zipRight(sql`SELECT pg_notify(${pgPrefix + "wake"}, ${channelKey(channel)})`)
+        )
+      ),
+    // A member that leases deliveries for the lease and never acknowledges them.
+    takeAndDie: (channel, group, n) =>
+      withSql((sql) =>
+        sql<{ id: string }>`UPDATE ${sql(pgTable("deliveries"))}
+          SET leased_until = now() + interval '1 second', leased_by = 'dead-member'
+          WHERE id IN (
+            SELECT id FROM ${sql(pgTable("deliveries"))}
+            WHERE channel = ${channelKey(channel)} AND grp = ${group} AND leased_until < now()
+            ORDER BY id LIMIT ${n} FOR UPDATE SKIP LOCKED
+          ) RETURNING id`
+      ).pipe(Effect.map((rows) => rows.length)),
+    leftovers: (names) =>
+      withSql((sql) => {
+        const keys = names.map(channelKey)
+        return sql<{ left: string }>`SELECT
+          (SELECT count(*) FROM ${sql(pgTable("messages"))} WHERE channel = ANY(${keys}::text[])) +
+          (SELECT count(*) FROM ${sql(pgTable("channels"))} WHERE channel = ANY(${keys}::text[])) +
+          (SELECT count(*) FROM ${sql(pgTable("deliveries"))} WHERE channel = ANY(${keys}::text[])) AS left`
+      }).pipe(Effect.map((rows) => Number(rows[0]?.left ?? 0))),
+    cleanupWithin: "20 seconds",
     redeliverAfter
   }
 })

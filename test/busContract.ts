@@ -192,8 +192,8 @@ export const busContract = (name: string, enabled: boolean, capabilities: Capabi
           expect(fromMember.map((e) => e.data)).toEqual([7])
           const text = lines.join("\n")
           expect(text).toContain(`Event bus failure on channel "${channel}": skipping a malformed message`)
-          // Each of the two malformed messages, for each of the two subscribers.
-          expect(lines.filter((line) => line.includes(`channel "${channel}": skipping`)).length).toBe(4)
+          // Each of the two malformed messages (a bus may log one once for all its subscribers in a process).
+          expect(lines.filter((line) => line.includes(`channel "${channel}": skipping`)).length).toBeGreaterThanOrEqual(2)
         })
       ))
 
@@ -216,12 +216,14 @@ export const busContract = (name: string, enabled: boolean, capabilities: Capabi
         Effect.gen(function*() {
           const prefix = fresh("many")
           const names = Array.from({ length: 10_000 }, (_, i) => `${prefix}.${i}`)
+          const started = Date.now()
           yield* Effect.forEach(names, (channel, i) =>
             Effect.scoped(Effect.gen(function*() {
               const events = yield* bus.subscribe(channel)
               yield* bus.publish(channel, event(i))
               expect((yield* take(events, 1))[0]!.data).toBe(i)
             })), { concurrency: 100, discard: true })
+          const used = Date.now()
           let left = -1
           yield* eventually(
             Effect.map(b.leftovers(names), (n) => {
@@ -231,6 +233,7 @@ export const busContract = (name: string, enabled: boolean, capabilities: Capabi
             b.cleanupWithin
           )
           expect(left).toBe(0)
+          console.log(`${name}: 10,000 channels used in ${used - started} ms, gone ${Date.now() - used} ms later`)
         })
       ), 60_000)
   })
