@@ -296,7 +296,11 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
           if (fence !== undefined) {
             const current = run.steps.get(fence.path)
             if (current?.record === step) return Effect.succeed(current.version)
-            if (fence.path !== step.path || current === undefined || fenceOf(current.record) !== fence.stepCallId) {
+            // Replaced only while the claim is live: an outcome, once recorded, is not written over.
+            if (
+              fence.path !== step.path || current === undefined || current.record.status !== "running" ||
+              fenceOf(current.record) !== fence.stepCallId
+            ) {
               return Effect.fail(fenced(runId, [fence]))
             }
           }

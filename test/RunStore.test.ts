@@ -329,7 +329,7 @@ export const runStoreSuite = (name: string, layer: Layer.Layer<RunStore.RunStore
         expect(yield* store.readChunks(id("a"), "", 0, 10)).toEqual({ chunks: ["a-0"], size: 1, closed: false })
       }).pipe(Effect.provide(layer)))
 
-    it.effect("accepts writes under the current claim, until the step's result is recorded", () =>
+    it.effect("accepts writes under the current claim, and its execution's late writes after its result", () =>
       Effect.gen(function*() {
         yield* fresh
         const store = yield* RunStore.RunStore
@@ -342,17 +342,17 @@ export const runStoreSuite = (name: string, layer: Layer.Layer<RunStore.RunStore
         yield* store.putStep(id("a"), running("call-b", 2), undefined, fence)
         expect(yield* store.appendChunks(id("a"), "logs", ["b-2"], [fence])).toBe(0)
         yield* store.closeStream(id("a"), "logs", fence)
-        const success: RunStore.StepRecord = { path: "0", stepId: "s", status: "success", output: "b", attempt: 2 }
+        const success: RunStore.StepRecord = { path: "0", stepId: "s", status: "success", output: "b", attempt: 2, stepCallId: "call-b" }
         const version = yield* store.putStep(id("a"), success, { type: "data-result" }, fence)
         // Retried after it landed, it answers the same version and writes nothing more.
         expect(yield* store.putStep(id("a"), success, { type: "data-result" }, fence)).toBe(version)
         expect((yield* store.readEvents(id("a"), 0, 10)).events.map((e) => e.type))
           .toEqual(["data-start", "data-1", "data-2", "data-result"])
         expect((yield* store.readChunks(id("a"), "logs", 0, 10)).closed).toBe(true)
-        // The result ends the claim.
-        const after = yield* Effect.flip(store.appendChunks(id("a"), "", ["late"], [fence]))
-        expect(after._tag).toBe("StepFencedError")
-        expect((yield* store.readChunks(id("a"), "", 0, 10)).chunks).toEqual(["b-0", "b-1"])
+        // The result keeps the execution's fence: a fiber it left behind still writes; no claim replaces a result.
+        expect(yield* store.appendChunks(id("a"), "", ["late"], [fence])).toBe(2)
+        expect(yield* store.claimStep(id("a"), running("call-c", 3), success)).toBeUndefined()
+        expect((yield* store.readChunks(id("a"), "", 0, 10)).chunks).toEqual(["b-0", "b-1", "late"])
       }).pipe(Effect.provide(layer)))
 
     it.live("orders every append a claim fences off before that claim, however they race", () =>

@@ -91,9 +91,10 @@ export interface StepRecord {
   /** Set by `resume` on a suspended step: the data its next execution receives. */
   readonly resumeData?: unknown
   /**
-   * On a `running` record: the claim it stands for. A step's execution claims each attempt with a fresh call id (its
-   * start and result events carry it, so they agree across processes), and what it writes is fenced by it (see
-   * `StepFence`); a dispatched step's record carries one too, as the token its executor claims it by.
+   * The execution the record belongs to. A step's execution claims each attempt with a fresh call id (its start and
+   * result events carry it, so they agree across processes), keeps it in its retries' records and its outcome's, and
+   * what it writes is fenced by it (see `StepFence`). A dispatched step's record, and a resumed one's, carry one too:
+   * the token the step's next execution claims it by.
    */
   readonly stepCallId?: string
   readonly attempt?: number
@@ -107,9 +108,10 @@ export interface StepRecord {
 }
 
 /**
- * The claim an execution holds on a step: the step's record at `path` is `running` with this `stepCallId`. A write
- * made under a fence lands only while the claim holds, atomically with the check; once another execution claimed the
- * step, or its result is recorded, the store refuses it with `StepFencedError`.
+ * The claim an execution holds on a step: the step's record at `path` carries this `stepCallId` (the execution runs
+ * it, or recorded its outcome: see `fenceOf`). A write made under a fence lands only while the claim holds, checked
+ * atomically with the write; once another execution has claimed the step, the store refuses it with
+ * `StepFencedError`.
  *
  * @since 0.1.0
  * @category models
@@ -135,14 +137,14 @@ export const claimKey = (record: StepRecord): string | null =>
     : null
 
 /**
- * The call id a record fences writes with: its `stepCallId` while it is `running`, else `null` (nothing is written
- * under a finished step's claim).
+ * The call id of the execution whose writes a record admits: its `stepCallId`, that of the execution that holds the
+ * step (`running`) or recorded its outcome (a late write of that execution, from a fiber it left behind, still
+ * lands); `null` for none. Once another execution claims the step, the record carries that one's.
  *
  * @since 0.1.0
  * @category models
  */
-export const fenceOf = (record: StepRecord): string | null =>
-  record.status === "running" ? record.stepCallId ?? null : null
+export const fenceOf = (record: StepRecord): string | null => record.stepCallId ?? null
 
 /**
  * A run's step records, as of one moment: `version` is the number of step writes they reflect (the run's
@@ -217,10 +219,10 @@ export interface Shape {
    * the run's `stepsVersion` after the write, which counts it: of two writes, the higher version is the later one.
    * Fails (writing nothing) when the run does not exist.
    *
-   * With `fence` (at the record's path), the write is made under that claim: it lands only while the claim holds,
-   * checked atomically with the write, and otherwise fails with `StepFencedError`, writing nothing. A write that
-   * already landed (the record at the path is this very record: a retried call) answers that write's version. A
-   * decorator must pass `fence` on.
+   * With `fence` (at the record's path), the write is made under that claim: it lands only while the claim holds and
+   * the step is still `running` under it (an outcome, once recorded, is not written over), checked atomically with the
+   * write, and otherwise fails with `StepFencedError`, writing nothing. A write that already landed (the record at
+   * the path is this very record: a retried call) answers that write's version. A decorator must pass `fence` on.
    */
   readonly putStep: (
     runId: string,

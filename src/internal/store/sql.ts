@@ -132,7 +132,7 @@ const migrations: Record<string, Effect.Effect<void, SqlError, SqlClient.SqlClie
               THEN 'resumed:' || COALESCE(data::json -> 'v' ->> 'attempt', '0') || ':' ||
                 COALESCE(data::json -> 'v' ->> 'stepCallId', '')
           END,
-          call_id = CASE WHEN (data::json -> 'v' ->> 'status') = 'running' THEN data::json -> 'v' ->> 'stepCallId' END
+          call_id = data::json -> 'v' ->> 'stepCallId'
           WHERE ${unfinished}`,
       orElse: () =>
         sql`UPDATE stepwise_steps SET
@@ -143,7 +143,7 @@ const migrations: Record<string, Effect.Effect<void, SqlError, SqlClient.SqlClie
               THEN 'resumed:' || COALESCE(json_extract(data, '$.v.attempt'), 0) || ':' ||
                 COALESCE(json_extract(data, '$.v.stepCallId'), '')
           END,
-          call_id = CASE WHEN json_extract(data, '$.v.status') = 'running' THEN json_extract(data, '$.v.stepCallId') END
+          call_id = json_extract(data, '$.v.stepCallId')
           WHERE ${unfinished}`
     })
   })
@@ -442,7 +442,10 @@ export const make = Effect.gen(function*() {
       if (fence.path !== record.path) {
         return Effect.dieMessage(`A fenced step write must be at its fence's path (${record.path} under ${fence.path})`)
       }
-      return Effect.flatMap(conditionalPut(runId, record, event, sql`call_id = ${fence.stepCallId}`), (version) =>
+      // Replaced only while the claim is live: an outcome, once recorded, is not written over (a retried write of the
+      // same record finds itself there, below).
+      const live = sql`call_id = ${fence.stepCallId} AND claim LIKE 'running:%'`
+      return Effect.flatMap(conditionalPut(runId, record, event, live), (version) =>
         version !== undefined ? Effect.succeed(version) : Effect.flatMap(
           landed(runId, record),
           (version) => version !== undefined ? Effect.succeed(version) : Effect.fail(fenced(runId, [fence]))
