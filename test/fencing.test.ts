@@ -68,6 +68,8 @@ for (const backend of storeBackends) {
             execute: ({ inputData, writer }) =>
               Effect.gen(function*() {
                 calls.set(id, (calls.get(id) ?? 0) + 1)
+                // Long enough for the second copy of the command to arrive while this one runs.
+                yield* Effect.sleep("40 millis")
                 yield* writer.write(`${id} ran`)
                 yield* (yield* Workflow.getWritable<string>()).write(id)
                 return inputData + k
