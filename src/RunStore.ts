@@ -197,6 +197,12 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
         const run = runs.get(runId)
         return run === undefined ? Effect.fail(missing(operation, runId)) : Effect.succeed(f(run))
       })
+    /** `withRun` for an operation that may fail on its own (a fence that does not hold, a closed stream). */
+    const withRunEffect = <A, E>(operation: string, runId: string, f: (run: MemoryRun) => Effect.Effect<A, E>) =>
+      Effect.suspend((): Effect.Effect<A, E | RunStoreError> => {
+        const run = runs.get(runId)
+        return run === undefined ? Effect.fail(missing(operation, runId)) : f(run)
+      })
 
     /** The run's record with its `stepsVersion` up to date. */
     const current = (run: MemoryRun): RunRecord => {
@@ -278,13 +284,13 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
         }),
       appendEvent: (runId, event) => withRun("append event", runId, (run) => run.events.push(event) - 1),
       appendEvents: (runId, events, fences) =>
-        Effect.flatten(withRun("append events", runId, (run) => {
+        withRunEffect("append events", runId, (run) => {
           const refused = broken(run, fences)
           if (refused.length > 0) return Effect.fail(fenced(runId, refused))
           const first = run.events.length
           for (const event of events) run.events.push(event)
           return Effect.succeed(first)
-        })),
+        }),
       readEvents: (runId, from, max) =>
         Effect.sync(() => {
           const run = runs.get(runId)
@@ -292,8 +298,9 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
           return { events: run.events.slice(from, from + max), size: run.events.length }
         }),
       putStep: (runId, step, event, fence) =>
-        Effect.flatten(withRun("store step result", runId, (run) => {
-          if (fence !== undefined) {
+        fence === undefined
+          ? withRun("store step result", runId, (run) => writeStep(run, step, event))
+          : withRunEffect("store step result", runId, (run) => {
             const current = run.steps.get(fence.path)
             if (current?.record === step) return Effect.succeed(current.version)
             // Replaced only while the claim is live: an outcome, once recorded, is not written over.
@@ -303,9 +310,8 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
             ) {
               return Effect.fail(fenced(runId, [fence]))
             }
-          }
-          return Effect.succeed(writeStep(run, step, event))
-        })),
+            return Effect.succeed(writeStep(run, step, event))
+          }),
       claimStep: (runId, step, expected, event) =>
         withRun("claim step", runId, (run) => {
           const current = run.steps.get(step.path)
@@ -326,7 +332,7 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
           return { steps, version: run.stepsVersion }
         }),
       appendChunks: (runId, namespace, chunks, fences) =>
-        Effect.flatten(withRun("append chunks", runId, (run): Effect.Effect<number, StreamClosedError | StepFencedError> => {
+        withRunEffect("append chunks", runId, (run): Effect.Effect<number, StreamClosedError | StepFencedError> => {
           const refused = broken(run, fences)
           if (refused.length > 0) return Effect.fail(fenced(runId, refused))
           const s = stream(run, namespace)
@@ -334,14 +340,14 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
           const first = s.chunks.length
           for (const chunk of chunks) s.chunks.push(chunk)
           return Effect.succeed(first)
-        })),
+        }),
       closeStream: (runId, namespace, fence) =>
-        Effect.flatten(withRun("close stream", runId, (run) => {
+        withRunEffect("close stream", runId, (run) => {
           const refused = broken(run, fence === undefined ? undefined : [fence])
           if (refused.length > 0) return Effect.fail(fenced(runId, refused))
           stream(run, namespace).closed = true
           return Effect.void
-        })),
+        }),
       readChunks: (runId, namespace, from, max) =>
         Effect.sync(() => {
           const s = runs.get(runId)?.streams.get(namespace)

@@ -585,18 +585,14 @@ const makeEventLog = (store: RunStore.RunStore["Type"], bus: EventBus.EventBus["
   const emitUnder = (claim: Claim, step: RunStore.StepRecord, event?: WorkflowEvent): Effect.Effect<boolean> =>
     afterBuffered(Effect.suspend(() => {
       if (claim.fenced) return Effect.succeed(false)
-      return store.putStep(runId, step, event, claim).pipe(
-        Effect.zipRight(event === undefined ? Effect.void : publish(event)),
-        Effect.as(true),
-        Effect.catchIf(
-          (error): error is StepFencedError => error instanceof StepFencedError,
-          () => Effect.sync(() => {
-            fenceOff(claim)
-            return false
-          })
-        ),
-        Effect.orDie
-      )
+      return Effect.matchEffect(store.putStep(runId, step, event, claim), {
+        onFailure: (error) => {
+          if (!(error instanceof StepFencedError)) return Effect.die(error)
+          fenceOff(claim)
+          return Effect.succeed(false)
+        },
+        onSuccess: () => event === undefined ? Effect.succeed(true) : Effect.as(publish(event), true)
+      })
     }))
 
   const claim = (
@@ -604,8 +600,11 @@ const makeEventLog = (store: RunStore.RunStore["Type"], bus: EventBus.EventBus["
     expected: RunStore.StepRecord | undefined,
     event?: WorkflowEvent
   ): Effect.Effect<boolean> =>
-    afterBuffered(Effect.flatMap(Effect.orDie(store.claimStep(runId, step, expected, event)), (version) =>
-      version === undefined ? Effect.succeed(false) : event === undefined ? Effect.succeed(true) : Effect.as(publish(event), true)))
+    afterBuffered(Effect.matchEffect(store.claimStep(runId, step, expected, event), {
+      onFailure: Effect.die,
+      onSuccess: (version) =>
+        version === undefined ? Effect.succeed(false) : event === undefined ? Effect.succeed(true) : Effect.as(publish(event), true)
+    }))
 
   return { write: group.offer, emit, emitUnder, claim, flush: group.flush, settled: group.settled }
 }
@@ -694,14 +693,10 @@ const runUser = <A>(
 ): Effect.Effect<Exit.Exit<A, unknown>> => {
   const user = Effect.suspend(effect) as Effect.Effect<A, unknown>
   const provided = env.mode._tag === "Inline" ? user : Effect.provide(user, env.userContext)
-  if (claim === undefined) return Effect.exit(Effect.ensuring(provided, env.flushWrites))
-  // The step's claim, for the run streams its code asks for (`currentClaim`): set, and reset with the flush, rather
-  // than `Effect.locally`, which costs a few fiber operations more on every step.
-  return FiberRef.getWith(currentClaim, (outer) =>
-    Effect.zipRight(
-      FiberRef.set(currentClaim, claim),
-      Effect.exit(Effect.ensuring(provided, Effect.zipRight(FiberRef.set(currentClaim, outer), env.flushWrites)))
-    ))
+  // The claim of the step (none for other user code), for the run streams the code asks for (`currentClaim`). Set,
+  // not scoped with `Effect.locally`, which costs a few fiber operations more on every step: only user code reads it,
+  // and every piece of user code runs through here, which sets it first.
+  return Effect.zipRight(FiberRef.set(currentClaim, claim), Effect.exit(Effect.ensuring(provided, env.flushWrites)))
 }
 
 // ---------------------------------------------------------------------------------------------------------------
