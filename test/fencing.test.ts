@@ -4,7 +4,7 @@
  * memory, SQLite and Postgres stores.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, Context, Deferred, Effect, Layer, Schedule, Schema, Stream } from "effect"
+import { Chunk, Context, Deferred, Effect, Layer, Logger, LogLevel, Schedule, Schema, Stream } from "effect"
 import { EventBus, RunStore, Step, Workflow, WorkflowEngine, WorkflowEvent } from "stepwise"
 import { postgresEnabled, postgresStore, sqliteStore } from "./backends.js"
 
@@ -55,8 +55,9 @@ const within = <A, E, R>(effect: Effect.Effect<A, E, R>, what: string) =>
 
 for (const backend of storeBackends) {
   describe(`exactly-once step commit, on the ${backend.name} store`, () => {
-    it.live("a workflow.step.run delivered twice executes the step's code once, and reports it once", () =>
-      Effect.gen(function*() {
+    it.live("a workflow.step.run delivered twice executes the step's code once, and reports it once", () => {
+      const logs: Array<{ readonly level: string; readonly message: string }> = []
+      return Effect.gen(function*() {
         // Every step command reaches the group twice (a broker redelivering a message whose consumer looked dead), and
         // two instances share the group: the copies race in one instance or in two.
         const calls = new Map<string, number>()
@@ -116,7 +117,23 @@ for (const backend of storeBackends) {
         }
         const chunks = Chunk.toArray(yield* Stream.runCollect(run.readable<string>()))
         expect([...chunks].sort()).toEqual(["a", "b", "p", "q", "r"])
-      }).pipe(Effect.scoped))
+        // The copies that lost said so, quietly.
+        const lost = logs.filter((log) => log.message.includes("is claimed by another execution"))
+        expect(lost.length).toBeGreaterThan(0)
+        expect(new Set(lost.map((log) => log.level))).toEqual(new Set(["DEBUG"]))
+        expect(lost[0]!.message).toMatch(new RegExp(
+          `^Run ${run.runId}: step "[abpqr]" \\(path [^)]+\\) is claimed by another execution; ` +
+            `this execution \\(attempt 1\\) stops`
+        ))
+        expect(logs.filter((log) => log.level === "WARN" || log.level === "ERROR")).toEqual([])
+      }).pipe(
+        Effect.provide(Logger.replace(Logger.defaultLogger, Logger.make(({ logLevel, message }) => {
+          logs.push({ level: logLevel.label, message: (Array.isArray(message) ? message : [message]).map(String).join(" ") })
+        }))),
+        Logger.withMinimumLogLevel(LogLevel.Debug),
+        Effect.scoped
+      )
+    })
 
     it.live("an execution fenced off while it runs has its late result, events and stream writes refused", () =>
       Effect.gen(function*() {

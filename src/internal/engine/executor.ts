@@ -61,12 +61,12 @@ export class StepFenced extends Data.TaggedError("StepFenced")<{
   readonly runId: string
   readonly stepId: string
   readonly path: string
-  /** The attempt this execution ran, or would have run. */
+  /** The attempt this execution ran, or was a copy of (a command delivered twice). */
   readonly attempt: number
 }> {
   override get message(): string {
-    return `Run ${this.runId}: step "${this.stepId}" (path ${this.path}), attempt ${this.attempt}, is claimed by ` +
-      `another execution; this one stops, and what it writes is refused.`
+    return `Run ${this.runId}: step "${this.stepId}" (path ${this.path}) is claimed by another execution; this ` +
+      `execution (attempt ${this.attempt}) stops, and what it writes is refused.`
   }
 }
 
@@ -876,7 +876,8 @@ const run = (
   Effect.gen(function*() {
     const mode = env.mode
     const previousAttempts = known?.attempt ?? 0
-    if (!claimable(mode, known)) return yield* stepFenced(env, spec.id, path, previousAttempts + 1)
+    // A copy of the attempt another execution holds.
+    if (!claimable(mode, known)) return yield* stepFenced(env, spec.id, path, previousAttempts)
     const stepCallId = randomId()
     // Without Effect when the synchronous parser accepts the value; through Effect's parser otherwise, for its error.
     const encodedInput = spec.inputSchema === undefined
