@@ -13,27 +13,43 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Schedule from "effect/Schedule"
 import type * as SqlClient from "@effect/sql/SqlClient"
-import { isTerminal } from "./internal/store/model.js"
+import { claimKey, fenceOf, isTerminal } from "./internal/store/model.js"
 import type {
   EventPage,
   RunRecord,
   Shape,
+  StepFence,
   StepRecord,
   StepRecords
 } from "./internal/store/model.js"
 import type { WorkflowEvent } from "./WorkflowEvent.js"
 import * as SqlStore from "./internal/store/sql.js"
-import { RunStoreError, StreamClosedError } from "./WorkflowError.js"
+import { RunStoreError, StepFencedError, StreamClosedError } from "./WorkflowError.js"
 
 export {
   /**
    * @since 0.1.0
    * @category errors
    */
-  RunStoreError
+  RunStoreError,
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
+  StepFencedError
 } from "./WorkflowError.js"
 
 export {
+  /**
+   * @since 0.1.0
+   * @category models
+   */
+  claimKey,
+  /**
+   * @since 0.1.0
+   * @category models
+   */
+  fenceOf,
   /**
    * @since 0.1.0
    * @category predicates
@@ -49,6 +65,7 @@ export type {
   RunRecord,
   RunStatus,
   Shape,
+  StepFence,
   StepRecord,
   StepRecords,
   SuspendedStep
@@ -98,12 +115,13 @@ export const retrying = (store: RunStore["Type"]): RunStore["Type"] => {
     updateRun: (runId, patch) => retry(store.updateRun(runId, patch)),
     listRuns: (filter) => retry(store.listRuns(filter)),
     appendEvent: (runId, event) => retry(store.appendEvent(runId, event)),
-    appendEvents: (runId, events) => retry(store.appendEvents(runId, events)),
+    appendEvents: (runId, events, fences) => retry(store.appendEvents(runId, events, fences)),
     readEvents: (runId, from, max) => retry(store.readEvents(runId, from, max)),
-    putStep: (runId, record, event) => retry(store.putStep(runId, record, event)),
+    putStep: (runId, record, event, fence) => retry(store.putStep(runId, record, event, fence)),
+    claimStep: (runId, record, expected, event) => retry(store.claimStep(runId, record, expected, event)),
     getSteps: (runId, since) => retry(store.getSteps(runId, since)),
-    appendChunks: (runId, namespace, chunks) => retry(store.appendChunks(runId, namespace, chunks)),
-    closeStream: (runId, namespace) => retry(store.closeStream(runId, namespace)),
+    appendChunks: (runId, namespace, chunks, fences) => retry(store.appendChunks(runId, namespace, chunks, fences)),
+    closeStream: (runId, namespace, fence) => retry(store.closeStream(runId, namespace, fence)),
     readChunks: (runId, namespace, from, max) => retry(store.readChunks(runId, namespace, from, max)),
     claimRun: (runId, owner, now, staleBefore) => retry(store.claimRun(runId, owner, now, staleBefore)),
     heartbeat: (owner, now) => retry(store.heartbeat(owner, now)),
@@ -135,6 +153,7 @@ interface MemoryRun {
 }
 
 const emptyEvents: EventPage = { events: [], size: 0 }
+const noFences: ReadonlyArray<StepFence> = []
 const noSteps: StepRecords = { steps: [], version: 0 }
 
 /**
@@ -179,11 +198,38 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
         const run = runs.get(runId)
         return run === undefined ? Effect.fail(missing(operation, runId)) : Effect.succeed(f(run))
       })
+    /** `withRun` for an operation that may fail on its own (a fence that does not hold, a closed stream). */
+    const withRunEffect = <A, E>(operation: string, runId: string, f: (run: MemoryRun) => Effect.Effect<A, E>) =>
+      Effect.suspend((): Effect.Effect<A, E | RunStoreError> => {
+        const run = runs.get(runId)
+        return run === undefined ? Effect.fail(missing(operation, runId)) : f(run)
+      })
 
     /** The run's record with its `stepsVersion` up to date. */
     const current = (run: MemoryRun): RunRecord => {
       if (run.record.stepsVersion !== run.stepsVersion) run.record = { ...run.record, stepsVersion: run.stepsVersion }
       return run.record
+    }
+
+    /** The fences that no longer hold: the record at each one's path is not `running` under its call id. */
+    const broken = (run: MemoryRun, fences: ReadonlyArray<StepFence> | undefined): ReadonlyArray<StepFence> => {
+      if (fences === undefined || fences.length === 0) return noFences
+      let out: Array<StepFence> | undefined
+      for (const fence of fences) {
+        const current = run.steps.get(fence.path)
+        if (current === undefined || fenceOf(current.record) !== fence.stepCallId) (out ??= []).push(fence)
+      }
+      return out ?? noFences
+    }
+    const fenced = (runId: string, fences: ReadonlyArray<StepFence>) =>
+      new StepFencedError({ runId, fences: fences.map(({ path, stepCallId }) => ({ path, stepCallId })) })
+
+    /** Stores a step record (and its event): the one write every step write comes to. */
+    const writeStep = (run: MemoryRun, step: StepRecord, event: WorkflowEvent | undefined) => {
+      const version = ++run.stepsVersion
+      run.steps.set(step.path, { record: step, version })
+      if (event !== undefined) run.events.push(event)
+      return version
     }
 
     const stream = (run: MemoryRun, namespace: string) => {
@@ -241,11 +287,13 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
           return filter.limit === undefined ? out : out.slice(0, Math.max(0, filter.limit))
         }),
       appendEvent: (runId, event) => withRun("append event", runId, (run) => run.events.push(event) - 1),
-      appendEvents: (runId, events) =>
-        withRun("append events", runId, (run) => {
+      appendEvents: (runId, events, fences) =>
+        withRunEffect("append events", runId, (run) => {
+          const refused = broken(run, fences)
+          if (refused.length > 0) return Effect.fail(fenced(runId, refused))
           const first = run.events.length
           for (const event of events) run.events.push(event)
-          return first
+          return Effect.succeed(first)
         }),
       readEvents: (runId, from, max) =>
         Effect.sync(() => {
@@ -253,12 +301,31 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
           if (run === undefined) return emptyEvents
           return { events: run.events.slice(from, from + max), size: run.events.length }
         }),
-      putStep: (runId, step, event) =>
-        withRun("store step result", runId, (run) => {
-          const version = ++run.stepsVersion
-          run.steps.set(step.path, { record: step, version })
-          if (event !== undefined) run.events.push(event)
-          return version
+      putStep: (runId, step, event, fence) =>
+        fence === undefined
+          ? withRun("store step result", runId, (run) => writeStep(run, step, event))
+          : withRunEffect("store step result", runId, (run) => {
+            const current = run.steps.get(fence.path)
+            if (current?.record === step) return Effect.succeed(current.version)
+            // Replaced only while the claim is live: an outcome, once recorded, is not written over.
+            if (
+              fence.path !== step.path || current === undefined || current.record.status !== "running" ||
+              fenceOf(current.record) !== fence.stepCallId
+            ) {
+              return Effect.fail(fenced(runId, [fence]))
+            }
+            return Effect.succeed(writeStep(run, step, event))
+          }),
+      claimStep: (runId, step, expected, event) =>
+        withRun("claim step", runId, (run) => {
+          const current = run.steps.get(step.path)
+          if (current?.record === step) return current.version
+          if (expected === undefined ? current !== undefined : current === undefined) return undefined
+          if (expected !== undefined) {
+            const key = claimKey(expected)
+            if (key === null || claimKey(current!.record) !== key) return undefined
+          }
+          return writeStep(run, step, event)
         }),
       getSteps: (runId, since = 0) =>
         Effect.sync(() => {
@@ -268,14 +335,23 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
           for (const { record, version } of run.steps.values()) if (version > since) steps.push(record)
           return { steps, version: run.stepsVersion }
         }),
-      appendChunks: (runId, namespace, chunks) =>
-        Effect.flatMap(withRun("append chunks", runId, (run) => stream(run, namespace)), (s) => {
+      appendChunks: (runId, namespace, chunks, fences) =>
+        withRunEffect("append chunks", runId, (run): Effect.Effect<number, StreamClosedError | StepFencedError> => {
+          const refused = broken(run, fences)
+          if (refused.length > 0) return Effect.fail(fenced(runId, refused))
+          const s = stream(run, namespace)
           if (s.closed) return Effect.fail(new StreamClosedError({ runId, namespace }))
           const first = s.chunks.length
           for (const chunk of chunks) s.chunks.push(chunk)
           return Effect.succeed(first)
         }),
-      closeStream: (runId, namespace) => withRun("close stream", runId, (run) => void (stream(run, namespace).closed = true)),
+      closeStream: (runId, namespace, fence) =>
+        withRunEffect("close stream", runId, (run) => {
+          const refused = broken(run, fence === undefined ? undefined : [fence])
+          if (refused.length > 0) return Effect.fail(fenced(runId, refused))
+          stream(run, namespace).closed = true
+          return Effect.void
+        }),
       readChunks: (runId, namespace, from, max) =>
         Effect.sync(() => {
           const s = runs.get(runId)?.streams.get(namespace)

@@ -150,6 +150,26 @@ export class RunStoreError extends Schema.TaggedError<RunStoreError>()("RunStore
 }
 
 /**
+ * A write made under a step's claim was refused because the claim no longer holds: another execution claimed the
+ * step since (a redelivered command, or the run's owner sending the step again), or its result is recorded. The
+ * `RunStore` answers it; the engines handle it (the attempt that made the write stops and reports nothing), so a run's
+ * result and user code never meet it.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class StepFencedError extends Schema.TaggedError<StepFencedError>()("StepFencedError", {
+  runId: Schema.String,
+  fences: Schema.Array(Schema.Struct({ path: Schema.String, stepCallId: Schema.String }))
+}) {
+  override get message(): string {
+    const fences = this.fences.map((f) => `path ${f.path} (call ${f.stepCallId})`).join(", ")
+    return `Run ${this.runId}: the claim on ${fences} no longer holds (another execution claimed the step, or its ` +
+      `result is recorded); the write made under it was refused.`
+  }
+}
+
+/**
  * Reading a run's events or one of its streams failed, because the store or the bus failed underneath.
  *
  * @since 0.1.0

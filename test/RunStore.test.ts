@@ -1,7 +1,7 @@
 import { SqlClient } from "@effect/sql"
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Effect, Exit, Layer, TestClock } from "effect"
+import { Cause, Context, Effect, Exit, Layer, TestClock } from "effect"
 import { RunStore } from "stepwise"
 import * as Sqlite from "stepwise/sqlite"
 import * as SqlStore from "../src/internal/store/sql.js"
@@ -242,6 +242,177 @@ export const runStoreSuite = (name: string, layer: Layer.Layer<RunStore.RunStore
         expect((yield* store.readEvents(id("b"), 0, 10)).size).toBe(0)
       }).pipe(Effect.provide(layer)))
 
+    const running = (callId: string, attempt: number, extra: Partial<RunStore.StepRecord> = {}): RunStore.StepRecord => ({
+      path: "0",
+      stepId: "s",
+      status: "running",
+      stepCallId: callId,
+      attempt,
+      ...extra
+    })
+    const started = (callId: string) => ({ type: "data-start", callId })
+
+    it.effect("lets exactly one of many concurrent claimers that read the same record claim a step", () =>
+      Effect.gen(function*() {
+        yield* fresh
+        const store = yield* RunStore.RunStore
+        yield* store.createRun(record("a"))
+        // From no record at all, then from the dispatched record every claimer read.
+        const fromNothing = yield* Effect.forEach(
+          Array.from({ length: 16 }, (_, i) => i),
+          (i) => store.claimStep(id("a"), running(`first-${i}`, 0), undefined, started(`first-${i}`)),
+          { concurrency: "unbounded" }
+        )
+        expect(fromNothing.filter((v) => v !== undefined)).toHaveLength(1)
+        const dispatched = (yield* store.getSteps(id("a"))).steps[0]!
+        const claims = yield* Effect.forEach(
+          Array.from({ length: 16 }, (_, i) => i),
+          (i) => store.claimStep(id("a"), running(`claim-${i}`, 1, { worker: `w${i}` }), dispatched, started(`claim-${i}`)),
+          { concurrency: "unbounded" }
+        )
+        const winners = claims.flatMap((v, i) => v === undefined ? [] : [i])
+        expect(winners).toHaveLength(1)
+        const { steps, version } = yield* store.getSteps(id("a"))
+        expect(steps).toEqual([running(`claim-${winners[0]}`, 1, { worker: `w${winners[0]}` })])
+        expect(claims[winners[0]!]).toBe(version)
+        // Each claim carries its start event: exactly the two winners' are in the log, densely.
+        const page = yield* store.readEvents(id("a"), 0, 100)
+        expect(page.size).toBe(2)
+        expect((page.events[1] as unknown as { callId: string }).callId).toBe(`claim-${winners[0]}`)
+        // A claimer that read the record before the winner's claim has lost too, now.
+        expect(yield* store.claimStep(id("a"), running("late", 1), dispatched)).toBeUndefined()
+      }).pipe(Effect.provide(layer)))
+
+    it.effect("never claims over a step that succeeded, failed or is suspended without resume data", () =>
+      Effect.gen(function*() {
+        yield* fresh
+        const store = yield* RunStore.RunStore
+        yield* store.createRun(record("a"))
+        const outcomes: ReadonlyArray<RunStore.StepRecord> = [
+          { path: "0", stepId: "s", status: "success", output: 1, attempt: 1 },
+          { path: "0", stepId: "s", status: "failed", error: { name: "E", message: "no" }, attempt: 1 },
+          { path: "0", stepId: "s", status: "suspended", suspendPayload: 1, attempt: 1 }
+        ]
+        for (const outcome of outcomes) {
+          yield* store.putStep(id("a"), outcome)
+          expect(yield* store.claimStep(id("a"), running("x", 2), outcome)).toBeUndefined()
+          expect(yield* store.claimStep(id("a"), running("y", 2), undefined)).toBeUndefined()
+          expect((yield* store.getSteps(id("a"))).steps).toEqual([outcome])
+        }
+        // Resumed, it is claimable by whoever read it resumed.
+        const resumed: RunStore.StepRecord = { ...outcomes[2]!, resumeData: { ok: true }, stepCallId: "resume-1" }
+        yield* store.putStep(id("a"), resumed)
+        expect(yield* store.claimStep(id("a"), running("z", 1), outcomes[2])).toBeUndefined()
+        expect(yield* store.claimStep(id("a"), running("z", 1, { resumeData: { ok: true } }), resumed)).toBeDefined()
+        expect((yield* store.getSteps(id("a"))).steps[0]?.stepCallId).toBe("z")
+        // A claim retried after it landed finds itself there.
+        const retried = running("w", 2)
+        const version = yield* store.claimStep(id("a"), retried, (yield* store.getSteps(id("a"))).steps[0])
+        expect(yield* store.claimStep(id("a"), retried, running("z", 1, { resumeData: { ok: true } }))).toBe(version)
+        expect(yield* store.claimStep(id("nope"), running("q", 1), undefined).pipe(Effect.flip)).toBeInstanceOf(RunStore.RunStoreError)
+      }).pipe(Effect.provide(layer)))
+
+    it.effect("refuses a write under a claim that no longer holds, and writes nothing", () =>
+      Effect.gen(function*() {
+        yield* fresh
+        const store = yield* RunStore.RunStore
+        yield* store.createRun(record("a"))
+        const a = running("call-a", 1)
+        yield* store.claimStep(id("a"), a, undefined)
+        yield* store.appendChunks(id("a"), "", ["a-0"], [{ path: "0", stepCallId: "call-a" }])
+        // Another execution claims the step.
+        yield* store.claimStep(id("a"), running("call-b", 2), a, started("call-b"))
+        const fenceA = { path: "0", stepCallId: "call-a" }
+        const before = { events: (yield* store.readEvents(id("a"), 0, 0)).size, steps: yield* store.getSteps(id("a")) }
+
+        const events = yield* Effect.flip(store.appendEvents(id("a"), [{ type: "data-late" }], [fenceA]))
+        expect(events).toBeInstanceOf(RunStore.StepFencedError)
+        expect(events).toMatchObject({ fences: [fenceA] })
+        expect(events.message).toContain(`Run ${id("a")}`)
+        expect(events.message).toContain("path 0 (call call-a)")
+        const chunks = yield* Effect.flip(store.appendChunks(id("a"), "", ["a-late"], [fenceA]))
+        expect(chunks._tag).toBe("StepFencedError")
+        const result = yield* Effect.flip(store.putStep(id("a"), { path: "0", stepId: "s", status: "success", output: "a", attempt: 1 }, { type: "data-result" }, fenceA))
+        expect(result._tag).toBe("StepFencedError")
+        const retry = yield* Effect.flip(store.putStep(id("a"), running("call-a", 2), undefined, fenceA))
+        expect(retry._tag).toBe("StepFencedError")
+        const close = yield* Effect.flip(store.closeStream(id("a"), "", fenceA))
+        expect(close._tag).toBe("StepFencedError")
+        // A batch under a fence that holds and one that does not lands nowhere, naming only the one that does not.
+        const mixed = yield* Effect.flip(store.appendEvents(id("a"), [{ type: "data-x" }], [{ path: "0", stepCallId: "call-b" }, fenceA]))
+        expect(mixed._tag === "StepFencedError" ? mixed.fences : mixed).toEqual([fenceA])
+
+        expect((yield* store.readEvents(id("a"), 0, 0)).size).toBe(before.events)
+        expect(yield* store.getSteps(id("a"))).toEqual(before.steps)
+        expect(yield* store.readChunks(id("a"), "", 0, 10)).toEqual({ chunks: ["a-0"], size: 1, closed: false })
+      }).pipe(Effect.provide(layer)))
+
+    it.effect("accepts writes under the current claim, and its execution's late writes after its result", () =>
+      Effect.gen(function*() {
+        yield* fresh
+        const store = yield* RunStore.RunStore
+        yield* store.createRun(record("a"))
+        const fence = { path: "0", stepCallId: "call-b" }
+        yield* store.claimStep(id("a"), running("call-b", 1), undefined, started("call-b"))
+        expect(yield* store.appendEvents(id("a"), [{ type: "data-1" }, { type: "data-2" }], [fence, fence])).toBe(1)
+        expect(yield* store.appendChunks(id("a"), "", ["b-0", "b-1"], [fence])).toBe(0)
+        // A retry of the same claim keeps its fence.
+        yield* store.putStep(id("a"), running("call-b", 2), undefined, fence)
+        expect(yield* store.appendChunks(id("a"), "logs", ["b-2"], [fence])).toBe(0)
+        yield* store.closeStream(id("a"), "logs", fence)
+        const success: RunStore.StepRecord = { path: "0", stepId: "s", status: "success", output: "b", attempt: 2, stepCallId: "call-b" }
+        const version = yield* store.putStep(id("a"), success, { type: "data-result" }, fence)
+        // Retried after it landed, it answers the same version and writes nothing more.
+        expect(yield* store.putStep(id("a"), success, { type: "data-result" }, fence)).toBe(version)
+        expect((yield* store.readEvents(id("a"), 0, 10)).events.map((e) => e.type))
+          .toEqual(["data-start", "data-1", "data-2", "data-result"])
+        expect((yield* store.readChunks(id("a"), "logs", 0, 10)).closed).toBe(true)
+        // The result keeps the execution's fence: a fiber it left behind still writes; no claim replaces a result.
+        expect(yield* store.appendChunks(id("a"), "", ["late"], [fence])).toBe(2)
+        expect(yield* store.claimStep(id("a"), running("call-c", 3), success)).toBeUndefined()
+        expect((yield* store.readChunks(id("a"), "", 0, 10)).chunks).toEqual(["b-0", "b-1", "late"])
+      }).pipe(Effect.provide(layer)))
+
+    it.live("orders every append a claim fences off before that claim, however they race", () =>
+      Effect.gen(function*() {
+        yield* fresh
+        const store = yield* RunStore.RunStore
+        yield* store.createRun(record("a"))
+        const a = running("call-a", 1)
+        yield* store.claimStep(id("a"), a, undefined)
+        const fenceA = { path: "0", stepCallId: "call-a" }
+        const fenceB = { path: "0", stepCallId: "call-b" }
+        // Six writers keep appending under A's claim while B claims the step, once some of A's appends landed.
+        const appendsA = Effect.forEach(Array.from({ length: 120 }, (_, i) => i), (i) =>
+          Effect.all([
+            Effect.either(store.appendEvents(id("a"), [{ type: "data-a", i }], [fenceA])),
+            Effect.either(store.appendChunks(id("a"), "", [`a-${i}`], [fenceA])),
+            Effect.yieldNow()
+          ]), { concurrency: 6 })
+        const claimB = Effect.gen(function*() {
+          while ((yield* store.readEvents(id("a"), 0, 0)).size < 12) yield* Effect.yieldNow()
+          yield* store.claimStep(id("a"), running("call-b", 2), a, started("call-b"))
+          yield* store.appendChunks(id("a"), "", ["b"], [fenceB])
+        })
+        const [results] = yield* Effect.all([appendsA, claimB], { concurrency: "unbounded" })
+        const events = (yield* store.readEvents(id("a"), 0, 1000)).events
+        const claimed = events.findIndex((e) => e.type === "data-start")
+        expect(claimed).toBeGreaterThanOrEqual(0)
+        expect(events.slice(claimed + 1).filter((e) => e.type === "data-a")).toEqual([])
+        const chunks = (yield* store.readChunks(id("a"), "", 0, 1000)).chunks
+        expect(chunks.slice(chunks.indexOf("b") + 1)).toEqual([])
+        // Every append A made either landed whole (before the claim) or was refused, saying so.
+        const answered = (k: 0 | 1) => results.map((pair) => pair[k])
+        for (const k of [0, 1] as const) {
+          for (const r of answered(k)) if (r._tag === "Left") expect(r.left.message).toContain("claim on path 0 (call call-a)")
+        }
+        const landed = answered(0).filter((r) => r._tag === "Right").length
+        expect(landed).toBeGreaterThanOrEqual(12)
+        expect(landed).toBeLessThan(120)
+        expect(events.filter((e) => e.type === "data-a")).toHaveLength(landed)
+        expect(chunks.filter((c) => c !== "b")).toHaveLength(answered(1).filter((r) => r._tag === "Right").length)
+      }).pipe(Effect.provide(layer)))
+
     it.effect("round-trips bytes, undefined and nested values in chunks and step results", () =>
       Effect.gen(function*() {
         yield* fresh
@@ -290,6 +461,76 @@ runStoreSuite("layerMemory", RunStore.layerMemory)
 runStoreSuite("SQLite", sqliteStore)
 if (postgresEnabled) runStoreSuite("Postgres", postgresStore)
 
+if (postgresEnabled) {
+  describe("RunStore: Postgres claims across processes", () => {
+    it.live("claims, fenced appends and plain writes from separate connection pools never let a fenced write land", () =>
+      Effect.gen(function*() {
+        // Two pools, as two worker processes have, race eight successive claims of one step against writers that
+        // append under whichever claim they last saw, while heartbeats and plain writes of the run go on. Every event
+        // written under a claim must sit between that claim's start and the next claim's.
+        const pools = yield* Effect.all([Layer.build(postgresStore), Layer.build(postgresStore)])
+        const [one, two] = pools.map((context) => Context.get(context, RunStore.RunStore)) as [
+          RunStore.RunStore["Type"],
+          RunStore.RunStore["Type"]
+        ]
+        yield* fresh
+        const runId = id("race")
+        yield* one.createRun({ ...record("race"), owner: id("worker") })
+        let current: RunStore.StepRecord = { path: "0", stepId: "s", status: "running", stepCallId: "c0", attempt: 0 }
+        yield* one.claimStep(runId, current, undefined, { type: "data-start", call: "c0" })
+        const winners: Array<number> = []
+        const refusals: Array<string> = []
+        const claims = Effect.forEach(Array.from({ length: 8 }, (_, i) => i + 1), (k) =>
+          Effect.gen(function*() {
+            const seen = current
+            // Both pools claim from the same record, each with a call id of its own: one of them wins.
+            const mine = (who: string): RunStore.StepRecord => ({ ...seen, stepCallId: `c${k}${who}`, attempt: k, worker: who })
+            const [a, b] = yield* Effect.all([
+              one.claimStep(runId, mine("a"), seen, { type: "data-start", call: `c${k}a` }),
+              two.claimStep(runId, mine("b"), seen, { type: "data-start", call: `c${k}b` })
+            ], { concurrency: 2 })
+            winners.push([a, b].filter((v) => v !== undefined).length)
+            current = mine(a !== undefined ? "a" : "b")
+            yield* Effect.sleep("5 millis")
+          }))
+        const writer = (store: RunStore.RunStore["Type"]) =>
+          Effect.forEach(Array.from({ length: 40 }, (_, i) => i), (i) =>
+            Effect.gen(function*() {
+              const fence = { path: "0", stepCallId: current.stepCallId! }
+              // Both to their end: an interrupted query's cancel can reach the next statement of its connection.
+              const written = yield* Effect.all([
+                Effect.either(store.appendEvents(runId, [{ type: "data-w", call: fence.stepCallId, i }], [fence])),
+                Effect.either(store.appendChunks(runId, i % 2 === 0 ? "" : "n", [fence.stepCallId], [fence]))
+              ], { concurrency: 2 })
+              for (const one of written) if (one._tag === "Left") refusals.push(one.left._tag)
+            }), { concurrency: 3 })
+        const failures: Array<string> = []
+        const others = Effect.forEach(Array.from({ length: 20 }, (_, i) => i), (i) =>
+          Effect.all([
+            two.heartbeat(id("worker"), i),
+            one.putStep(runId, { path: `x${i % 3}`, stepId: "x", status: "success", output: i }),
+            two.appendEvent(runId, { type: "data-plain", i })
+          ].map((write) => Effect.catchAll(write, (e) => Effect.sync(() => failures.push(e.message))))), { concurrency: 2 })
+        yield* Effect.all([claims, writer(one), writer(two), others], { concurrency: "unbounded" })
+
+        const events = (yield* one.readEvents(runId, 0, 10_000)).events as unknown as ReadonlyArray<
+          { readonly type: string; readonly call?: string }
+        >
+        let claim = ""
+        const misplaced = events.filter((e) => {
+          if (e.type === "data-start") claim = e.call!
+          return e.type === "data-w" && e.call !== claim
+        })
+        expect(misplaced).toEqual([])
+        expect(events.filter((e) => e.type === "data-start")).toHaveLength(9)
+        expect(failures).toEqual([])
+        expect(winners).toEqual([1, 1, 1, 1, 1, 1, 1, 1])
+        expect(refusals.length).toBeGreaterThan(0)
+        expect(new Set(refusals)).toEqual(new Set(["StepFencedError"]))
+      }).pipe(Effect.scoped))
+  })
+}
+
 describe("RunStore.layerSql upgrades", () => {
   it.effect("opens a SQLite database an earlier release created: its runs keep their steps and start counting", () =>
     Effect.gen(function*() {
@@ -318,6 +559,31 @@ describe("RunStore.layerSql upgrades", () => {
         expect(read.version).toBe(2)
         expect(read.steps.find((s) => s.path === "0")?.output).toBe(3)
         expect((yield* store.getSteps("old", 1)).steps).toEqual([{ path: "0", stepId: "s", status: "success", output: 3 }])
+      }).pipe(Effect.provide(Sqlite.layer({ filename })), Effect.scoped)
+    }))
+
+  it.effect("opens a SQLite database of a release before claims: a step it left running can be claimed and fenced", () =>
+    Effect.gen(function*() {
+      const filename = tempSqliteFile()
+      const dispatched: RunStore.StepRecord = { path: "0", stepId: "s", status: "running", attempt: 1 }
+      const executing: RunStore.StepRecord = { path: "1", stepId: "t", status: "running", stepCallId: "old-call", attempt: 2 }
+      yield* Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        yield* SqlStore.migrateThrough("4_stepwise_workers")
+        yield* sql`INSERT INTO stepwise_runs (run_id, workflow_id, status, input, created_at, updated_at, steps_version)
+          VALUES ('old', 'wf', 'running', '{"v":1}', 1, 1, 2)`
+        yield* sql`INSERT INTO stepwise_steps (run_id, path, data, version)
+          VALUES ('old', '0', ${JSON.stringify({ v: dispatched })}, 1), ('old', '1', ${JSON.stringify({ v: executing })}, 2)`
+      }).pipe(Effect.provide(SqliteClient.layer({ filename })), Effect.scoped)
+
+      yield* Effect.gen(function*() {
+        const store = yield* RunStore.RunStore
+        // The step still executing under its old call id keeps its fence.
+        expect(yield* store.appendChunks("old", "", ["x"], [{ path: "1", stepCallId: "old-call" }])).toBe(0)
+        const claim: RunStore.StepRecord = { ...dispatched, stepCallId: "new", attempt: 2 }
+        expect(yield* store.claimStep("old", { ...claim, stepCallId: "other" }, { ...dispatched, attempt: 0 })).toBeUndefined()
+        expect(yield* store.claimStep("old", claim, dispatched)).toBe(3)
+        expect(yield* store.claimStep("old", { ...claim, stepCallId: "late" }, dispatched)).toBeUndefined()
       }).pipe(Effect.provide(Sqlite.layer({ filename })), Effect.scoped)
     }))
 

@@ -10,6 +10,7 @@ import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import * as FiberId from "effect/FiberId"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as EventBus from "../../EventBus.js"
@@ -54,6 +55,8 @@ export type WalkResult =
   | { readonly _tag: "Failed"; readonly failure: Executor.StepFailure }
   | { readonly _tag: "Suspended"; readonly suspended: ReadonlyArray<RunStore.SuspendedStep> }
   | { readonly _tag: "Pending"; readonly waitingOnly: boolean }
+  /** A step of the walk is another execution's (another process took the run over): this walk records nothing. */
+  | { readonly _tag: "Fenced" }
 
 /** Why a driver is asked to execute a run. */
 export type LaunchReason = "start" | "resume" | "recover"
@@ -163,6 +166,8 @@ export const classify = (workflow: Workflow.Any, exit: Exit.Exit<unknown, Execut
           return { _tag: "Pending", waitingOnly: halt.value.waitingOnly }
         case "StepFailure":
           return { _tag: "Failed", failure: halt.value }
+        case "StepFenced":
+          return { _tag: "Fenced" }
       }
     }
     // Only a bug of ours (or a store that died) gets here: it fails this run, never the engine.
@@ -195,9 +200,14 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
   const store: RunStore.RunStore["Type"] = cacheSteps
     ? {
       ...retrying,
-      putStep: (runId, record, event) =>
-        Effect.map(retrying.putStep(runId, record, event), (version) => {
+      putStep: (runId, record, event, fence) =>
+        Effect.map(retrying.putStep(runId, record, event, fence), (version) => {
           memos.written(runId, record, version)
+          return version
+        }),
+      claimStep: (runId, record, expected, event) =>
+        Effect.map(retrying.claimStep(runId, record, expected, event), (version) => {
+          if (version !== undefined) memos.written(runId, record, version)
           return version
         })
     }
@@ -354,6 +364,8 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
         return suspendRun(runId, result.suspended)
       case "Pending":
         return Effect.dieMessage(`An inline walk of run ${runId} ended pending`)
+      case "Fenced":
+        return Effect.logDebug(`Run ${runId}: another process executes it now; this walk stops, recording nothing.`)
     }
   }
 
@@ -478,7 +490,8 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
       }
       const suspendedRecord = memo.get(target.path)
       if (suspendedRecord === undefined) return yield* refuse(`the store has no record of path ${target.path}`)
-      yield* Effect.orDie(store.putStep(runId, { ...suspendedRecord, resumeData: data }))
+      // A fresh call id: the token the resumed step's claim compares, unlike that of any earlier resume of it.
+      yield* Effect.orDie(store.putStep(runId, { ...suspendedRecord, resumeData: data, stepCallId: randomId() }))
       yield* setRun(
         runId,
         owns ? { status: "running", suspended: [], owner: workerId, heartbeatAt: wallNow() } : { status: "running", suspended: [] }
@@ -729,7 +742,10 @@ export const makeDefault = (options: DefaultOptions = {}) => Effect.gen(function
           after: parkAfter,
           wakeAt: (path, until) => timers.schedule(runId, path, until)
         }
-        const env = core.makeEnv(runId, registered, memo, { _tag: "Inline", park })
+        // A step's claim lost to another process: that process took the run over (this one was silent past its
+        // lease), so this generation stops, as at an engine's stop, and records nothing more.
+        const fenced = () => entry.fiber?.unsafeInterruptAsFork(FiberId.none)
+        const env = core.makeEnv(runId, registered, memo, { _tag: "Inline", park, fenced })
         let sleeping = 0
         const waits: Interpreter.WaitTracker = {
           enter: Effect.suspend(() => ++sleeping === 1 ? core.setRun(runId, { status: "waiting" }) : Effect.void),

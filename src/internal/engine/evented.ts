@@ -17,11 +17,15 @@
  * went silent is sent again by the run's owner, and a run whose step end never came is walked on (`checkExecutors`);
  * a command for a workflow this instance does not register goes back to the group (`handBack`).
  */
+import * as Cause from "effect/Cause"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
+import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import * as FiberId from "effect/FiberId"
+import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
@@ -57,7 +61,8 @@ const Suspended = Schema.Struct({ step: Schema.String, path: Schema.String, payl
 /** The commands of the `workflows` channel. */
 export const Command = Schema.Union(
   command("workflow.start", {}),
-  command("workflow.step.run", { path: Schema.String }),
+  // `released`: handed back by an instance that stopped while executing the step under this claim (its call id).
+  command("workflow.step.run", { path: Schema.String, released: Schema.optional(Schema.String) }),
   command("workflow.step.end", { path: Schema.String }),
   command("workflow.suspend", { suspended: Schema.Array(Suspended) }),
   command("workflow.resume", { recover: Schema.optional(Schema.Boolean) }),
@@ -275,6 +280,9 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
             // after a resume; the command announces it.
             yield* core.suspendRun(runId, result.suspended)
             return yield* send("workflow.suspend", runId, { suspended: result.suspended })
+          case "Fenced":
+            // A dispatching walk executes no step; a node it met is another execution's, which walks on from it.
+            return
           case "Pending": {
             if (carried.has(runId)) carried.set(runId, wallNow())
             // A run that only sleeps keeps nothing in this process but its timers.
@@ -285,17 +293,37 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
         }
       })
 
-    /** Executes one dispatched node, then reports its end. */
-    const executeNode = (runId: string, path: string) =>
+    /**
+     * Executes one dispatched node, then reports its end. A step is claimed in the store before its code runs: an
+     * execution that does not get the claim (the command came twice, or the step was sent again meanwhile) does
+     * nothing and reports nothing, and one whose claim another execution takes while it runs is stopped (`stop`,
+     * which interrupts this handler and keeps it from handing its command back) and reports nothing either. The
+     * execution that holds the claim reports the end.
+     */
+    const executeNode = (
+      runId: string,
+      path: string,
+      released: string | undefined,
+      stop: () => void,
+      claimed: (record: RunStore.StepRecord) => void
+    ) =>
       Effect.gen(function*() {
         const loaded = yield* load(runId)
         if (loaded === undefined) return
         // Not run: the step's end takes the run to a dispatching walk, which fails it under the run's lock.
         if (loaded._tag === "Undecodable") return yield* send("workflow.step.end", runId, { path })
         const { input, memo, registered } = loaded
-        const env = core.cachedEnv(runId, registered, memo, { _tag: "Execute", path, worker: core.workerId })
+        const env = core.cachedEnv(runId, registered, memo, {
+          _tag: "Execute",
+          path,
+          worker: core.workerId,
+          fenced: stop,
+          claimed,
+          released
+        })
         // Whatever the walk comes to (the node's own outcome is recorded), the dispatching side takes it from here.
-        yield* Effect.exit(Interpreter.runWorkflow(env, Interpreter.noWaits, registered.workflow, input, ""))
+        const exit = yield* Effect.exit(Interpreter.runWorkflow(env, Interpreter.noWaits, registered.workflow, input, ""))
+        if (Exit.isFailure(exit) && Cause.failureOption(exit.cause).pipe(Option.exists((halt) => halt._tag === "StepFenced"))) return
         yield* send("workflow.step.end", runId, { path })
       })
 
@@ -470,8 +498,39 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
     const take = (message: Command): Effect.Effect<void> => {
       const handedOver = (effect: Effect.Effect<void>) => Effect.onInterrupt(effect, () => handOver(message))
       switch (message.type) {
-        case "workflow.step.run":
-          return track(executing, message.runId, handedOver(reported(message, executeNode(message.runId, message.data.path))))
+        case "workflow.step.run": {
+          // Interrupted because another execution claimed its step: the command is done with, not handed back.
+          // Interrupted because this instance stops: the command is handed back naming the claim it gives up, which
+          // only the instance that takes it may take over (lost on the way, the claim still names this instance,
+          // whose silence the run's owner notices after the lease).
+          let fenced = false
+          let held: RunStore.StepRecord | undefined
+          const execution = Effect.withFiberRuntime<void>((fiber) =>
+            reported(
+              message,
+              executeNode(message.runId, message.data.path, message.data.released, () => {
+                fenced = true
+                fiber.unsafeInterruptAsFork(FiberId.none)
+              }, (record) => {
+                held = record
+              })
+            )
+          )
+          return track(
+            executing,
+            message.runId,
+            Effect.onInterrupt(
+              execution,
+              () =>
+                fenced
+                  ? Effect.void
+                  : handOver(held?.stepCallId === undefined ? message : {
+                    ...message,
+                    data: { path: message.data.path, released: held.stepCallId }
+                  })
+            )
+          )
+        }
         case "workflow.step.end": {
           const walk = advanceOnce(message.runId)
           return walk === undefined ? Effect.void : track(walking, message.runId, handedOver(reported(message, walk)))

@@ -12,6 +12,8 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as FiberRef from "effect/FiberRef"
 import * as ParseResult from "effect/ParseResult"
 import type * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
@@ -23,7 +25,7 @@ import type * as RunStore from "../../RunStore.js"
 import type * as Step from "../../Step.js"
 import * as ToolStream from "../../ToolStream.js"
 import type { Node } from "../../Workflow.js"
-import { StreamClosedError } from "../../WorkflowError.js"
+import { StepFencedError, StreamClosedError } from "../../WorkflowError.js"
 import type { SerializedError, WorkflowEvent } from "../../WorkflowEvent.js"
 import * as Codec from "../codec.js"
 import { randomId } from "../ids.js"
@@ -50,8 +52,55 @@ export class Suspension extends Data.TaggedError("Suspension")<{
  */
 export class Pending extends Data.TaggedError("Pending")<{ readonly waitingOnly: boolean }> {}
 
+/**
+ * This execution of a step does not hold the step (any more): another execution claimed it first, or claimed it
+ * since and this one's writes were refused. It stops and reports nothing (the other one reports the step); a walk
+ * that meets it records nothing of the run either.
+ */
+export class StepFenced extends Data.TaggedError("StepFenced")<{
+  readonly runId: string
+  readonly stepId: string
+  readonly path: string
+  /** The attempt this execution ran, or was a copy of (a command delivered twice). */
+  readonly attempt: number
+}> {
+  override get message(): string {
+    return `Run ${this.runId}: step "${this.stepId}" (path ${this.path}) is claimed by another execution; this ` +
+      `execution (attempt ${this.attempt}) stops, and what it writes is refused.`
+  }
+}
+
 /** How a walk of the graph stops short of its end. */
-export type Halt = StepFailure | Suspension | Pending
+export type Halt = StepFailure | Suspension | Pending | StepFenced
+
+/**
+ * An execution's claim on a step, as this process holds it: the fence (path and call id) that what the execution
+ * writes is made under. Once the store refuses a write under it, `fenced` is set and `stop` called, once.
+ */
+export interface Claim extends RunStore.StepFence {
+  readonly runId: string
+  readonly stepId: string
+  attempt: number
+  fenced: boolean
+  readonly stop: (() => void) | undefined
+}
+
+/** Marks a claim fenced off (a write under it was refused) and stops its execution, once. */
+const fenceOff = (claim: Claim): void => {
+  if (claim.fenced) return
+  claim.fenced = true
+  claim.stop?.()
+}
+
+/** What a write of a fenced-off execution does: it dies, so that user code stops there (no retry catches a defect). */
+const refused = (claim: Claim): Effect.Effect<never> =>
+  Effect.die(new StepFenced({ runId: claim.runId, stepId: claim.stepId, path: claim.path, attempt: claim.attempt }))
+
+/**
+ * The claim of the step whose code the current fiber runs (its forks inherit it), so that a run stream's writable
+ * obtained there writes under it.
+ */
+export const currentClaim: FiberRef.FiberRef<Claim | undefined> = FiberRef.unsafeMake<Claim | undefined>(undefined)
 
 /**
  * How a walk treats work that has not happened yet.
@@ -62,7 +111,12 @@ export type Halt = StepFailure | Suspension | Pending
  *   is pending.
  */
 export type Mode =
-  | { readonly _tag: "Inline"; readonly park?: Park }
+  | {
+    readonly _tag: "Inline"
+    readonly park?: Park
+    /** Called when a step's claim is lost to another process, which has taken the run over: this walk must stop. */
+    readonly fenced?: () => void
+  }
   | {
     readonly _tag: "Dispatch"
     readonly dispatch: (path: string) => Effect.Effect<void>
@@ -78,6 +132,12 @@ export type Mode =
     readonly path: string
     /** This engine instance, named in the `running` record of the step it executes. */
     readonly worker: string
+    /** Called when the step's claim is lost to another execution while it runs: this execution must stop. */
+    readonly fenced?: () => void
+    /** Told of the step's record each time this execution claims it (first attempt) or records a retry under it. */
+    readonly claimed?: (record: RunStore.StepRecord) => void
+    /** The call id of a claim on the step that a stopping instance gave up with the command: it may be taken over. */
+    readonly released?: string | undefined
   }
 
 /**
@@ -112,8 +172,25 @@ export interface RunEnv {
    * every event written before it.
    */
   readonly emit: (event: WorkflowEvent, step?: RunStore.StepRecord) => Effect.Effect<void>
-  /** A writer's event: buffered, then recorded and published in order with the others (group commit). */
-  readonly write: (event: WorkflowEvent) => Effect.Effect<void>
+  /**
+   * As `emit`, with the step record written under `claim` (the record's path is the claim's): answers `false`, having
+   * written nothing and marked the claim fenced off, when the store refuses it.
+   */
+  readonly emitUnder: (claim: Claim, step: RunStore.StepRecord, event?: WorkflowEvent) => Effect.Effect<boolean>
+  /**
+   * Claims a step: stores `step` (and records and publishes `event`) only if the record at its path is still
+   * `expected`. Answers whether it did.
+   */
+  readonly claim: (
+    step: RunStore.StepRecord,
+    expected: RunStore.StepRecord | undefined,
+    event?: WorkflowEvent
+  ) => Effect.Effect<boolean>
+  /**
+   * A writer's event: buffered, then recorded and published in order with the others (group commit); with `claim`,
+   * written under it (a write of a fenced-off execution dies).
+   */
+  readonly write: (event: WorkflowEvent, claim?: Claim) => Effect.Effect<void>
   /** Makes every event and chunk written in the run so far durable. */
   readonly flushWrites: Effect.Effect<void>
 }
@@ -165,13 +242,19 @@ export const makeRunEnv = (options: {
   const log = makeEventLog(store, bus, runId)
 
   const writables = new Map<string, BufferedWritable>()
+  /**
+   * A run stream's writable. Asked for in a step's code (`Workflow.getWritable` calls this in the step's fiber), it
+   * writes under the step's claim, whichever fiber later writes through it (a Web stream's, say).
+   */
   const writable = (namespace: string): RunWritable<unknown> => {
     let existing = writables.get(namespace)
     if (existing === undefined) {
       existing = makeBufferedWritable(store, bus, runId, namespace)
       writables.set(namespace, existing)
     }
-    return existing.writable
+    const fiber = Fiber.getCurrentFiber()
+    const claim = fiber._tag === "Some" ? fiber.value.getFiberRef(currentClaim) : undefined
+    return claim === undefined ? existing.writable : existing.under(claim)
   }
   /**
    * Makes every event and chunk written so far in this run durable (user code returning waits for this). Most user
@@ -187,6 +270,8 @@ export const makeRunEnv = (options: {
     ...options,
     failureCause: options.failureCause ?? rebuildCause,
     emit: log.emit,
+    emitUnder: log.emitUnder,
+    claim: log.claim,
     write: log.write,
     flushWrites,
     runContext,
@@ -220,11 +305,16 @@ const highWater = 1000
  * idle producer's item is committed at once, in its own fiber, which spares it the hop to the flusher: the lowest
  * latency for writers that write now and then. The buffer is bounded: at `highWater` the producer waits for the batch.
  *
+ * An item written by a step's code carries the step's claim, and a batch is committed under the claims of its items,
+ * in the same statement (`commit` gets them). When the store refuses a batch because some of those claims no longer
+ * hold, their executions are fenced off (`fenceOff`), their items dropped, and the rest committed at once: one
+ * execution's lost claim never costs another's writes. A fenced-off execution's further writes die (`refused`).
+ *
  * A failed commit stops the flushing; `surface` fails with it (and, when `clearOnSurface`, forgets it, so that a
  * retrying producer may try the store again).
  */
 interface GroupCommit<A, E> {
-  readonly offer: (item: A) => Effect.Effect<void, E>
+  readonly offer: (item: A, claim: Claim | undefined) => Effect.Effect<void, E>
   /** Commits everything buffered (waiting for a batch in flight first), then fails with a failure met meanwhile. */
   readonly flush: Effect.Effect<void, E>
   /** Commits everything buffered, ignoring failures (they are the producer's to surface). */
@@ -238,23 +328,70 @@ interface GroupCommit<A, E> {
 }
 
 const makeGroupCommit = <A, E>(options: {
-  readonly commit: (batch: Array<A>) => Effect.Effect<void, unknown>
+  readonly commit: (batch: Array<A>, fences: ReadonlyArray<Claim> | undefined) => Effect.Effect<void, unknown>
   readonly onFailure: (cause: Cause.Cause<unknown>) => Cause.Cause<E>
   readonly clearOnSurface: boolean
 }): GroupCommit<A, E> => {
   const { clearOnSurface, commit, onFailure } = options
   const buffer: Array<A> = []
+  // The claim each buffered item was written under (`undefined`: none), and whether any item has one.
+  const owners: Array<Claim | undefined> = []
+  let claimed = false
   const lock = Mutex.make()
   let scheduled = false
   // A batch taken from the buffer and not yet committed.
   let inFlight = false
   let failure: Cause.Cause<E> | undefined
 
+  /** Commits a batch under its items' claims; the items of claims the store refuses are dropped, and the rest retried. */
+  const commitUnder = (batch: Array<A>, claims: Array<Claim | undefined> | undefined): Effect.Effect<void, unknown> => {
+    if (claims === undefined) return commit(batch, undefined)
+    let items = batch
+    let itemClaims = claims
+    const attempt: Effect.Effect<void, unknown> = Effect.suspend(() => {
+      let fences: Array<Claim> | undefined
+      let dropped = false
+      for (const claim of itemClaims) {
+        if (claim === undefined) continue
+        if (claim.fenced) dropped = true
+        else if (fences === undefined) fences = [claim]
+        else if (!fences.includes(claim)) fences.push(claim)
+      }
+      if (dropped) {
+        const kept = items.filter((_, i) => itemClaims[i]?.fenced !== true)
+        itemClaims = itemClaims.filter((claim) => claim?.fenced !== true)
+        items = kept
+      }
+      if (items.length === 0) return Effect.void
+      return Effect.catchIf(
+        commit(items, fences),
+        (error): error is StepFencedError => error instanceof StepFencedError,
+        (error) => {
+          let refusedOne = false
+          for (const fence of error.fences) {
+            for (const claim of fences ?? []) {
+              if (claim.stepCallId === fence.stepCallId && claim.path === fence.path && !claim.fenced) {
+                fenceOff(claim)
+                refusedOne = true
+              }
+            }
+          }
+          // A store that refuses a fence the batch was not written under would have this retry for ever.
+          return refusedOne ? attempt : Effect.fail(error)
+        }
+      )
+    })
+    return attempt
+  }
+
   const drain: Effect.Effect<void> = lock.withLock(Effect.gen(function*() {
     while (buffer.length > 0 && failure === undefined) {
       const batch = buffer.splice(0, buffer.length)
+      const claims = claimed ? owners.splice(0, owners.length) : undefined
+      if (claims === undefined) owners.length = 0
+      claimed = false
       inFlight = true
-      const exit = yield* Effect.exit(commit(batch))
+      const exit = yield* Effect.exit(commitUnder(batch, claims))
       inFlight = false
       if (Exit.isFailure(exit)) failure = onFailure(exit.cause)
     }
@@ -293,12 +430,20 @@ const makeGroupCommit = <A, E>(options: {
   }
   const commitNow = Effect.zipRight(Effect.zipRight(drain, Effect.sync(markBusy)), surface)
 
-  const offer = (item: A): Effect.Effect<void, E> =>
+  const offer = (item: A, claim: Claim | undefined): Effect.Effect<void, E> =>
     Effect.suspend(() => {
+      if (claim !== undefined && claim.fenced) return refused(claim)
       if (failure !== undefined) return surface
       const wasIdle = !busy && !scheduled && idle()
       buffer.push(item)
-      if (wasIdle || buffer.length >= highWater) return commitNow
+      owners.push(claim)
+      if (claim !== undefined) claimed = true
+      if (wasIdle || buffer.length >= highWater) {
+        // Committed in the producer's fiber: a refusal of its own claim stops it here.
+        return claim === undefined
+          ? commitNow
+          : Effect.zipRight(commitNow, Effect.suspend(() => claim.fenced ? refused(claim) : Effect.void))
+      }
       markBusy()
       return scheduled ? Effect.void : kick
     })
@@ -318,6 +463,8 @@ const asDefect = (cause: Cause.Cause<unknown>): Cause.Cause<never> => Cause.die(
 
 interface BufferedWritable {
   readonly writable: RunWritable<unknown>
+  /** The same stream, written (and closed) under a step's claim. */
+  readonly under: (claim: Claim) => RunWritable<unknown>
   /** Resolves once everything written so far is durable; dies if a background append failed. */
   readonly flush: Effect.Effect<void>
 }
@@ -325,6 +472,8 @@ interface BufferedWritable {
 /**
  * A run stream in this process, with group commit. A write after `close` fails at once, and user code returning waits
  * for the flush, so a step is recorded done only once its chunks are stored. Once an append fails, every write fails.
+ * What a step's code writes is written under its claim: once that claim is lost, its writes and its close are refused
+ * (and die), and never reach the stream.
  */
 const makeBufferedWritable = (
   store: RunStore.RunStore["Type"],
@@ -335,9 +484,9 @@ const makeBufferedWritable = (
   const channel = EventBus.streamChannel(runId)
   let closed = false
   const group = makeGroupCommit<unknown, StreamClosedError>({
-    commit: (batch) =>
+    commit: (batch, fences) =>
       Effect.flatMap(
-        store.appendChunks(runId, namespace, batch),
+        store.appendChunks(runId, namespace, batch, fences),
         (first) => publishQuietly(bus, channel, { type: "chunk", runId, data: { namespace, index: first + batch.length - 1 } })
       ),
     // Closed meanwhile (by another process): the writer learns it as StreamClosedError.
@@ -348,23 +497,33 @@ const makeBufferedWritable = (
     clearOnSurface: false
   })
 
-  const write = (chunk: unknown): Effect.Effect<void, StreamClosedError> =>
-    Effect.suspend(() => closed ? Effect.fail(new StreamClosedError({ runId, namespace })) : group.offer(chunk))
-
   const flush = Effect.orDie(group.flush)
+  const announceClose = publishQuietly(bus, channel, { type: "close", runId, data: { namespace } })
 
-  const close = Effect.suspend(() => {
-    if (closed) return Effect.void
-    closed = true
-    return flush.pipe(
-      Effect.zipRight(Effect.orDie(store.closeStream(runId, namespace))),
-      Effect.zipRight(publishQuietly(bus, channel, { type: "close", runId, data: { namespace } }))
-    )
-  })
-
-  return {
-    flush,
-    writable: {
+  const view = (claim: Claim | undefined): RunWritable<unknown> => {
+    const write = (chunk: unknown): Effect.Effect<void, StreamClosedError> =>
+      Effect.suspend(() => closed ? Effect.fail(new StreamClosedError({ runId, namespace })) : group.offer(chunk, claim))
+    const close = Effect.suspend(() => {
+      if (closed) return Effect.void
+      if (claim === undefined) {
+        closed = true
+        return flush.pipe(Effect.zipRight(Effect.orDie(store.closeStream(runId, namespace))), Effect.zipRight(announceClose))
+      }
+      if (claim.fenced) return refused(claim)
+      closed = true
+      const refuse = Effect.suspend(() => {
+        // Not closed after all: the stream is the execution's that holds the step now.
+        closed = false
+        fenceOff(claim)
+        return refused(claim)
+      })
+      return flush.pipe(
+        Effect.zipRight(Effect.suspend(() => claim.fenced ? refuse : store.closeStream(runId, namespace, claim))),
+        Effect.catchAll((error) => error instanceof StepFencedError ? refuse : Effect.die(error)),
+        Effect.zipRight(announceClose)
+      )
+    })
+    return {
       namespace,
       write,
       close,
@@ -374,6 +533,20 @@ const makeBufferedWritable = (
           write: (chunk) => Effect.runPromise(write(chunk)),
           close: () => Effect.runPromise(close)
         })
+    }
+  }
+
+  const views = new WeakMap<Claim, RunWritable<unknown>>()
+  return {
+    flush,
+    writable: view(undefined),
+    under: (claim) => {
+      let existing = views.get(claim)
+      if (existing === undefined) {
+        existing = view(claim)
+        views.set(claim, existing)
+      }
+      return existing
     }
   }
 }
@@ -389,8 +562,8 @@ const makeEventLog = (store: RunStore.RunStore["Type"], bus: EventBus.EventBus["
   const channel = EventBus.runChannel(runId)
   const direct = makeEmit(store, bus, runId)
   const group = makeGroupCommit<WorkflowEvent, never>({
-    commit: (batch) =>
-      Effect.flatMap(store.appendEvents(runId, batch), () => {
+    commit: (batch, fences) =>
+      Effect.flatMap(store.appendEvents(runId, batch, fences), () => {
         const envelopes: Array<EventBus.BusEvent> = new Array(batch.length)
         for (let i = 0; i < batch.length; i++) envelopes[i] = { type: "watch", runId, data: batch[i] }
         return Effect.catchAllCause(
@@ -402,11 +575,38 @@ const makeEventLog = (store: RunStore.RunStore["Type"], bus: EventBus.EventBus["
     clearOnSurface: true
   })
 
+  const publish = (event: WorkflowEvent) => publishQuietly(bus, channel, { type: "watch", runId, data: event })
   // A failure of the buffered events is the writing step's (its writer or its end surfaces it), not the log's.
+  const afterBuffered = <A>(effect: Effect.Effect<A>): Effect.Effect<A> =>
+    Effect.suspend(() => group.idle() ? effect : Effect.zipRight(group.drain, effect))
   const emit = (event: WorkflowEvent, step?: RunStore.StepRecord): Effect.Effect<void> =>
-    Effect.suspend(() => group.idle() ? direct(event, step) : Effect.zipRight(group.drain, direct(event, step)))
+    afterBuffered(direct(event, step))
 
-  return { write: group.offer, emit, flush: group.flush, settled: group.settled }
+  const emitUnder = (claim: Claim, step: RunStore.StepRecord, event?: WorkflowEvent): Effect.Effect<boolean> =>
+    afterBuffered(Effect.suspend(() => {
+      if (claim.fenced) return Effect.succeed(false)
+      return Effect.matchEffect(store.putStep(runId, step, event, claim), {
+        onFailure: (error) => {
+          if (!(error instanceof StepFencedError)) return Effect.die(error)
+          fenceOff(claim)
+          return Effect.succeed(false)
+        },
+        onSuccess: () => event === undefined ? Effect.succeed(true) : Effect.as(publish(event), true)
+      })
+    }))
+
+  const claim = (
+    step: RunStore.StepRecord,
+    expected: RunStore.StepRecord | undefined,
+    event?: WorkflowEvent
+  ): Effect.Effect<boolean> =>
+    afterBuffered(Effect.matchEffect(store.claimStep(runId, step, expected, event), {
+      onFailure: Effect.die,
+      onSuccess: (version) =>
+        version === undefined ? Effect.succeed(false) : event === undefined ? Effect.succeed(true) : Effect.as(publish(event), true)
+    }))
+
+  return { write: group.offer, emit, emitUnder, claim, flush: group.flush, settled: group.settled }
 }
 
 /**
@@ -447,7 +647,8 @@ export const makeContext = (
   name: string,
   callId: string,
   inputData: unknown,
-  attempt?: () => number
+  attempt?: () => number,
+  claim?: Claim
 ): Step.BaseContext<never> => ({
   inputData: inputData as never,
   runId: env.runId,
@@ -457,7 +658,7 @@ export const makeContext = (
     scope.results.get(typeof step === "string" ? step : step.id)) as Step.GetStepResult,
   writer: ToolStream.make(
     attempt === undefined ? { callId, name, runId: env.runId } : { callId, name, runId: env.runId, attempt },
-    env.write
+    claim === undefined ? env.write : (event) => env.write(event, claim)
   )
 })
 
@@ -485,12 +686,17 @@ const stepContext = (
  * `env.userContext` once per walk); the evented engine's walks, which mostly run no user code at all, get them here,
  * around the user code alone (providing a context costs a few microseconds, `npm run bench:micro`).
  */
-const runUser = <A>(env: RunEnv, effect: () => Effect.Effect<A, unknown, unknown>): Effect.Effect<Exit.Exit<A, unknown>> => {
+const runUser = <A>(
+  env: RunEnv,
+  effect: () => Effect.Effect<A, unknown, unknown>,
+  claim?: Claim
+): Effect.Effect<Exit.Exit<A, unknown>> => {
   const user = Effect.suspend(effect) as Effect.Effect<A, unknown>
-  return Effect.exit(Effect.ensuring(
-    env.mode._tag === "Inline" ? user : Effect.provide(user, env.userContext),
-    env.flushWrites
-  ))
+  const provided = env.mode._tag === "Inline" ? user : Effect.provide(user, env.userContext)
+  // The claim of the step (none for other user code), for the run streams the code asks for (`currentClaim`). Set,
+  // not scoped with `Effect.locally`, which costs a few fiber operations more on every step: only user code reads it,
+  // and every piece of user code runs through here, which sets it first.
+  return Effect.zipRight(FiberRef.set(currentClaim, claim), Effect.exit(Effect.ensuring(provided, env.flushWrites)))
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -530,16 +736,23 @@ export const execute = (
         return mode.path === path ? run(env, scope, spec, input, path, known) : pending
       case "Dispatch": {
         if (known?.status === "running" && !redispatches(mode, known)) return pending
+        // Recorded only if the record is still the one this walk read, and sent only then: a step that another walk
+        // dispatched meanwhile, or whose executor claimed it or finished it, is not sent a second time. Its call id is
+        // the token its executor claims it by.
         const record: RunStore.StepRecord = {
           path,
           stepId: spec.id,
           status: "running",
+          stepCallId: randomId(),
           ...(known?.resumeData === undefined ? {} : { resumeData: known.resumeData }),
           ...(known?.attempt === undefined ? {} : { attempt: known.attempt })
         }
-        return Effect.orDie(env.store.putStep(env.runId, record)).pipe(
-          Effect.tap(() => env.memo.set(path, record)),
-          Effect.zipRight(mode.dispatch(path)),
+        return env.claim(record, known).pipe(
+          Effect.flatMap((dispatched) => {
+            if (!dispatched) return Effect.void
+            env.memo.set(path, record)
+            return mode.dispatch(path)
+          }),
           Effect.zipRight(pending)
         )
       }
@@ -636,6 +849,22 @@ export const decodeStored = (
         })
     )
 
+/**
+ * A step's record that an execution may claim: none yet, a record its claimer read `running` or resumed. An executing
+ * walk (evented engine) claims only a dispatched record, which names no instance yet, or a claim that a stopping
+ * instance gave up with the command: a step another instance claimed is that instance's, until the run's owner finds
+ * it silent and dispatches the step again (a new record to claim).
+ */
+const claimable = (mode: Mode, known: RunStore.StepRecord | undefined): boolean =>
+  known === undefined || mode._tag !== "Execute" || known.status !== "running" || known.worker === undefined ||
+  (mode.released !== undefined && known.stepCallId === mode.released)
+
+/** This execution lost the step to another one, or never got it: it does nothing more, and says so quietly. */
+const stepFenced = (env: RunEnv, stepId: string, path: string, attempt: number): Effect.Effect<never, StepFenced> => {
+  const fenced = new StepFenced({ runId: env.runId, stepId, path, attempt })
+  return Effect.zipRight(Effect.logDebug(fenced.message), Effect.fail(fenced))
+}
+
 const run = (
   env: RunEnv,
   scope: WorkflowScope,
@@ -645,8 +874,11 @@ const run = (
   known: RunStore.StepRecord | undefined
 ): Effect.Effect<unknown, Halt> =>
   Effect.gen(function*() {
-    const stepCallId = randomId()
+    const mode = env.mode
     const previousAttempts = known?.attempt ?? 0
+    // A copy of the attempt another execution holds.
+    if (!claimable(mode, known)) return yield* stepFenced(env, spec.id, path, previousAttempts)
+    const stepCallId = randomId()
     // Without Effect when the synchronous parser accepts the value; through Effect's parser otherwise, for its error.
     const encodedInput = spec.inputSchema === undefined
       ? Exit.succeed(input)
@@ -656,9 +888,8 @@ const run = (
     let attempt = resumeData === undefined ? known?.attempt ?? 0 : 0
     const firstAttempt = attempt + 1
     // Each attempt is recorded `running` before it starts, so that after a crash the next execution counts on from
-    // it; the first one together with the start event. An executing walk names its instance and the attempt's start
-    // (wall clock), so that the run's owner can tell a step whose executor went silent.
-    const mode = env.mode
+    // it. An executing walk names its instance and the attempt's start (wall clock), so that the run's owner can tell
+    // a step whose executor went silent.
     const running = (n: number): RunStore.StepRecord => ({
       path,
       stepId: spec.id,
@@ -668,8 +899,21 @@ const run = (
       ...(resumeData === undefined ? {} : { resumeData }),
       ...(mode._tag === "Execute" ? { worker: mode.worker, startedAt: wallNow() } : {})
     })
+    // The first attempt's record is the claim (with the start event, in one write): it lands only if the record is
+    // still the one read, so of two executions of one step (a command delivered twice, say) exactly one goes on.
+    // Everything the execution writes from here on is written under the claim, and refused once another execution
+    // has claimed the step since.
+    const claim: Claim = {
+      runId: env.runId,
+      path,
+      stepCallId,
+      stepId: spec.id,
+      attempt: firstAttempt,
+      fenced: false,
+      stop: mode._tag === "Dispatch" ? undefined : mode.fenced
+    }
     const startedAt = yield* Clock.currentTimeMillis
-    yield* env.emit({
+    const claimed = yield* env.claim(running(firstAttempt), known, {
       type: "workflow-step-start",
       runId: env.runId,
       from: "WORKFLOW",
@@ -680,14 +924,20 @@ const run = (
         payload: Exit.isSuccess(encodedInput) ? encodedInput.value : input,
         startedAt
       }
-    }, running(firstAttempt))
+    })
+    if (!claimed) {
+      // Inline, the claim is lost only to another process that took the run over: the whole walk stops.
+      if (mode._tag === "Inline") mode.fenced?.()
+      return yield* stepFenced(env, spec.id, path, firstAttempt)
+    }
+    if (mode._tag === "Execute") mode.claimed?.(running(firstAttempt))
     if (Exit.isFailure(encodedInput)) {
       return yield* fail(env, spec.id, path, stepCallId, previousAttempts, Cause.die(new Error(
         `Step "${spec.id}" received input that does not match its inputSchema: ${parseMessage(encodedInput.cause)}`
-      )))
+      )), claim)
     }
 
-    const base = makeContext(env, scope, spec.id, stepCallId, input, () => attempt)
+    const base = makeContext(env, scope, spec.id, stepCallId, input, () => attempt, claim)
     let suspended: { readonly payload: unknown } | undefined
     const suspend = (payload: unknown): Effect.Effect<never> =>
       Effect.suspend(() => {
@@ -707,16 +957,32 @@ const run = (
       attempt++
       const attemptEffect = spec.run(stepContext(base, resumeData, suspend, attempt))
       const timed = spec.timeout === undefined ? attemptEffect : Effect.timeout(attemptEffect, spec.timeout)
-      return attempt === firstAttempt
-        ? timed
-        : Effect.zipRight(Effect.orDie(env.store.putStep(env.runId, running(attempt))), timed)
+      if (attempt === firstAttempt) return timed
+      claim.attempt = attempt
+      // A retry's record is written under the claim: a fenced-off execution stops here (a defect is not retried).
+      const record = running(attempt)
+      return Effect.flatMap(env.emitUnder(claim, record), (ok) => {
+        if (!ok) return refused(claim)
+        if (mode._tag === "Execute") mode.claimed?.(record)
+        return timed
+      })
     })
-    const exit = yield* runUser(env, () => spec.retry === undefined ? once : Effect.retry(once, spec.retry))
+    const exit = yield* runUser(env, () => spec.retry === undefined ? once : Effect.retry(once, spec.retry), claim)
+    // Another execution claimed the step meanwhile: it reports the step, and this one nothing.
+    if (claim.fenced) return yield* stepFenced(env, spec.id, path, attempt)
 
     if (suspended !== undefined && Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)) {
       const payload = suspended.payload
-      const record: RunStore.StepRecord = { path, stepId: spec.id, status: "suspended", suspendPayload: payload, attempt }
-      yield* env.emit(yield* stepResult(env, spec.id, stepCallId, { status: "suspended" }), record)
+      const record: RunStore.StepRecord = {
+        path,
+        stepId: spec.id,
+        status: "suspended",
+        suspendPayload: payload,
+        attempt,
+        stepCallId
+      }
+      const recorded = yield* env.emitUnder(claim, record, yield* stepResult(env, spec.id, stepCallId, { status: "suspended" }))
+      if (!recorded) return yield* stepFenced(env, spec.id, path, attempt)
       env.memo.set(path, record)
       yield* env.emit({
         type: "workflow-step-suspended",
@@ -726,7 +992,7 @@ const run = (
       })
       return yield* new Suspension({ suspended: [{ step: spec.id, path, payload }] })
     }
-    if (Exit.isFailure(exit)) return yield* fail(env, spec.id, path, stepCallId, attempt, exit.cause)
+    if (Exit.isFailure(exit)) return yield* fail(env, spec.id, path, stepCallId, attempt, exit.cause, claim)
 
     const encodedOutput = spec.outputSchema === undefined
       ? Exit.succeed(exit.value)
@@ -734,12 +1000,15 @@ const run = (
     if (Exit.isFailure(encodedOutput)) {
       return yield* fail(env, spec.id, path, stepCallId, attempt, Cause.die(new Error(
         `Step "${spec.id}" returned output that does not match its outputSchema: ${parseMessage(encodedOutput.cause)}`
-      )))
+      )), claim)
     }
-    return yield* succeed(env, scope, spec.id, path, stepCallId, attempt, exit.value, encodedOutput.value)
+    return yield* succeed(env, scope, spec.id, path, stepCallId, attempt, exit.value, encodedOutput.value, claim)
   })
 
-/** Records a step's success: stored result, `getStepResult`, and the `workflow-step-result` event. */
+/**
+ * Records a step's success: stored result, `getStepResult`, and the `workflow-step-result` event. With `claim`, under
+ * it: refused (the step is another execution's now), nothing is recorded and the walk halts with `StepFenced`.
+ */
 export const succeed = (
   env: RunEnv,
   scope: WorkflowScope,
@@ -748,30 +1017,36 @@ export const succeed = (
   stepCallId: string,
   attempt: number,
   output: unknown,
-  encoded: unknown
-): Effect.Effect<unknown> =>
+  encoded: unknown,
+  claim?: Claim
+): Effect.Effect<unknown, StepFenced> =>
   Effect.gen(function*() {
-    const record: RunStore.StepRecord = { path, stepId, status: "success", output: encoded, attempt }
-    yield* env.emit(yield* stepResult(env, stepId, stepCallId, { status: "success", output: encoded }), record)
+    const record: RunStore.StepRecord = { path, stepId, status: "success", output: encoded, attempt, stepCallId }
+    const event = yield* stepResult(env, stepId, stepCallId, { status: "success", output: encoded })
+    if (claim === undefined) yield* env.emit(event, record)
+    else if (!(yield* env.emitUnder(claim, record, event))) return yield* stepFenced(env, stepId, path, attempt)
     env.memo.set(path, record)
     scope.results.set(stepId, output)
     return output
   })
 
-/** Records a step's failure and halts the walk with it. */
+/** Records a step's failure and halts the walk with it (with `claim`, under it, as `succeed`). */
 export const fail = (
   env: RunEnv,
   stepId: string,
   path: string,
   stepCallId: string,
   attempt: number,
-  cause: Cause.Cause<unknown>
-): Effect.Effect<never, StepFailure> =>
+  cause: Cause.Cause<unknown>,
+  claim?: Claim
+): Effect.Effect<never, StepFailure | StepFenced> =>
   Effect.gen(function*() {
     const error = serializeCause(cause)
-    const record: RunStore.StepRecord = { path, stepId, status: "failed", error, attempt }
+    const record: RunStore.StepRecord = { path, stepId, status: "failed", error, attempt, stepCallId }
     env.onFailure?.(path, cause)
-    yield* env.emit(yield* stepResult(env, stepId, stepCallId, { status: "failed", error }), record)
+    const event = yield* stepResult(env, stepId, stepCallId, { status: "failed", error })
+    if (claim === undefined) yield* env.emit(event, record)
+    else if (!(yield* env.emitUnder(claim, record, event))) return yield* stepFenced(env, stepId, path, attempt)
     env.memo.set(path, record)
     return yield* new StepFailure({ stepId, path, cause })
   })

@@ -351,9 +351,11 @@ const wait = (
     } else if (mode._tag === "Execute" && mode.path !== path) {
       return yield* Executor.notNow
     }
+    // Recorded once: a sleep's wake-up delivered twice (or walked by two instances) ends it once, and either goes on.
     const record: RunStore.StepRecord = { path: done, stepId: id, status: "success" }
-    yield* env.emit(yield* Executor.stepResult(env, id, randomId(), { status: "success" }), record)
-    env.memo.set(done, record)
+    if (yield* env.claim(record, undefined, yield* Executor.stepResult(env, id, randomId(), { status: "success" }))) {
+      env.memo.set(done, record)
+    }
     return input
   })
 
@@ -457,6 +459,7 @@ const all = <K>(
     const outputs: Array<readonly [K, unknown]> = []
     let failure: Executor.StepFailure | undefined
     let pending: Executor.Pending | undefined
+    let fenced: Executor.StepFenced | undefined
     for (const [key, result] of results) {
       if (Either.isRight(result)) {
         outputs.push([key, result.right])
@@ -472,8 +475,13 @@ const all = <K>(
           break
         case "Suspension":
           suspended.push(...halt.suspended)
+          break
+        case "StepFenced":
+          fenced ??= halt
       }
     }
+    // A branch's step is another execution's: this walk records nothing of the whole (that execution's walk does).
+    if (fenced !== undefined) return Effect.fail(fenced)
     if (pending !== undefined) return Effect.fail(pending)
     if (failure !== undefined) return Effect.fail(failure)
     if (suspended.length > 0) return Effect.fail(new Executor.Suspension({ suspended }))

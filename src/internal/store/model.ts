@@ -3,7 +3,7 @@
  * (`sql.ts`) and the service module do not import each other. `RunStore.ts` re-exports all of it.
  */
 import type * as Effect from "effect/Effect"
-import type { RunStoreError, StreamClosedError } from "../../WorkflowError.js"
+import type { RunStoreError, StepFencedError, StreamClosedError } from "../../WorkflowError.js"
 import type { SerializedError, WorkflowEvent } from "../../WorkflowEvent.js"
 
 /**
@@ -104,7 +104,12 @@ export interface StepRecord {
   readonly suspendPayload?: unknown
   /** Set by `resume` on a suspended step: the data its next execution receives. */
   readonly resumeData?: unknown
-  /** The call id of the execution in progress, so its start and result events agree across processes. */
+  /**
+   * The execution the record belongs to. A step's execution claims each attempt with a fresh call id (its start and
+   * result events carry it, so they agree across processes), keeps it in its retries' records and its outcome's, and
+   * what it writes is fenced by it (see `StepFence`). A dispatched step's record, and a resumed one's, carry one too:
+   * the token the step's next execution claims it by.
+   */
   readonly stepCallId?: string
   readonly attempt?: number
   /**
@@ -115,6 +120,45 @@ export interface StepRecord {
   readonly worker?: string
   readonly startedAt?: number
 }
+
+/**
+ * The claim an execution holds on a step: the step's record at `path` carries this `stepCallId` (the execution runs
+ * it, or recorded its outcome: see `fenceOf`). A write made under a fence lands only while the claim holds, checked
+ * atomically with the write; once another execution has claimed the step, the store refuses it with
+ * `StepFencedError`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface StepFence {
+  readonly path: string
+  readonly stepCallId: string
+}
+
+/**
+ * What a claim on a step compares: the record's kind, attempt and call id. `null` for a record that cannot be claimed
+ * (a step that succeeded, failed, or is suspended and not resumed), which no claim replaces. Stores keep it beside the
+ * record, so that a claim is one conditional write.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const claimKey = (record: StepRecord): string | null =>
+  record.status === "running"
+    ? `running:${record.attempt ?? 0}:${record.stepCallId ?? ""}`
+    : record.status === "suspended" && record.resumeData !== undefined
+    ? `resumed:${record.attempt ?? 0}:${record.stepCallId ?? ""}`
+    : null
+
+/**
+ * The call id of the execution whose writes a record admits: its `stepCallId`, that of the execution that holds the
+ * step (`running`) or recorded its outcome (a late write of that execution, from a fiber it left behind, still
+ * lands); `null` for none. Once another execution claims the step, the record carries that one's.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const fenceOf = (record: StepRecord): string | null => record.stepCallId ?? null
 
 /**
  * A run's step records, as of one moment: `version` is the number of step writes they reflect (the run's
@@ -171,16 +215,52 @@ export interface Shape {
   /**
    * Appends several events to the run's log, atomically and in order; answers the index of the first (for an empty
    * batch, the log's size). Writers' events reach the store this way, a batch at a time.
+   *
+   * With `fences` (the claims of the steps whose code wrote the batch), the batch lands only if every one of them
+   * still holds, checked atomically with the append; otherwise nothing is appended and it fails with
+   * `StepFencedError`, naming the fences that no longer hold. A decorator must pass `fences` on.
    */
-  readonly appendEvents: (runId: string, events: ReadonlyArray<WorkflowEvent>) => Effect.Effect<number, RunStoreError>
+  readonly appendEvents: (
+    runId: string,
+    events: ReadonlyArray<WorkflowEvent>,
+    fences?: ReadonlyArray<StepFence>
+  ) => Effect.Effect<number, RunStoreError | StepFencedError>
   readonly readEvents: (runId: string, from: number, max: number) => Effect.Effect<EventPage, RunStoreError>
   /**
    * Stores a step record (replacing the one at its path) and, with `event`, appends that event to the run's log in
    * the same atomic write: a step's result and the event announcing it are never found one without the other. Answers
    * the run's `stepsVersion` after the write, which counts it: of two writes, the higher version is the later one.
    * Fails (writing nothing) when the run does not exist.
+   *
+   * With `fence` (at the record's path), the write is made under that claim: it lands only while the claim holds and
+   * the step is still `running` under it (an outcome, once recorded, is not written over), checked atomically with the
+   * write, and otherwise fails with `StepFencedError`, writing nothing. A write that already landed (the record at
+   * the path is this very record: a retried call) answers that write's version. A decorator must pass `fence` on.
    */
-  readonly putStep: (runId: string, record: StepRecord, event?: WorkflowEvent) => Effect.Effect<number, RunStoreError>
+  readonly putStep: (
+    runId: string,
+    record: StepRecord,
+    event?: WorkflowEvent,
+    fence?: StepFence
+  ) => Effect.Effect<number, RunStoreError | StepFencedError>
+  /**
+   * Claims a step: stores `record` (with `event`, in the same atomic write) only if the record at its path is still
+   * `expected`, the record the claimer read (`undefined`: none yet), as `claimKey` compares them; a record that cannot
+   * be claimed (`claimKey` is `null`: the step succeeded, failed, or is suspended and not resumed) is never replaced.
+   * Of several claimers that read the same record, exactly one wins, in any number of processes. Answers the run's new
+   * `stepsVersion`, or `undefined` when the claim is lost (nothing is written). A claim that already landed (the
+   * record at the path is this very record: a retried call) answers its version.
+   *
+   * The engines claim each attempt of a step this way, with a `running` record naming a fresh `stepCallId` (the
+   * attempt's fence), before its code runs; and a dispatched step's record, and the end of a sleep, so that a
+   * command delivered twice does one thing.
+   */
+  readonly claimStep: (
+    runId: string,
+    record: StepRecord,
+    expected: StepRecord | undefined,
+    event?: WorkflowEvent
+  ) => Effect.Effect<number | undefined, RunStoreError>
   /**
    * The run's step records and the version they reflect, read atomically (no records, version 0, for no run). With
    * `since`, only the records written after the write of that version: applied to the records as of `since`, they
@@ -189,15 +269,24 @@ export interface Shape {
   readonly getSteps: (runId: string, since?: number) => Effect.Effect<StepRecords, RunStoreError>
   /**
    * Appends chunks to a stream (`""` is the default stream), atomically and in order; answers the index of the first.
-   * Fails with `StreamClosedError` (appending nothing) once the stream is closed.
+   * Fails with `StreamClosedError` (appending nothing) once the stream is closed. With `fences`, as `appendEvents`:
+   * the chunks land only while every fence holds, or fail with `StepFencedError`, appending nothing.
    */
   readonly appendChunks: (
     runId: string,
     namespace: string,
-    chunks: ReadonlyArray<unknown>
-  ) => Effect.Effect<number, RunStoreError | StreamClosedError>
-  /** Closes a stream. Closing a closed stream does nothing. */
-  readonly closeStream: (runId: string, namespace: string) => Effect.Effect<void, RunStoreError>
+    chunks: ReadonlyArray<unknown>,
+    fences?: ReadonlyArray<StepFence>
+  ) => Effect.Effect<number, RunStoreError | StreamClosedError | StepFencedError>
+  /**
+   * Closes a stream. Closing a closed stream does nothing. With `fence`, only while that claim holds (else fails with
+   * `StepFencedError`, closing nothing).
+   */
+  readonly closeStream: (
+    runId: string,
+    namespace: string,
+    fence?: StepFence
+  ) => Effect.Effect<void, RunStoreError | StepFencedError>
   readonly readChunks: (
     runId: string,
     namespace: string,

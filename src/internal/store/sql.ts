@@ -6,14 +6,27 @@
  * the stream's `size`) and inserts at the counter's old value, so concurrent writers serialize on that row and never
  * collide or leave holes. SQLite runs one writer at a time, so the statement inserts at `MAX(idx) + 1` (read through
  * the primary key), and sizes are read the same way; its counter columns stay unused.
+ *
+ * Claims and fences. Each step row carries its `claim` key and its fence (`call_id`), so that a claim is one
+ * conditional write of the step row, and a write made under a fence checks the fence in the statement that writes.
+ * SQLite runs one statement (or short transaction) at a time: the check and the write are atomic as they are.
+ * Postgres, under READ COMMITTED, with writers in many processes: every statement that writes a step row holds the
+ * run's row from before it touches the step row until it commits (a claim or a fenced write locks it `FOR UPDATE`
+ * first, a plain step write updates it first), and a fenced append (events, chunks, a stream's close) first locks the
+ * run's row `FOR UPDATE` too, then reads its fences' step rows `FOR SHARE`, which sees their latest committed version
+ * whatever the statement's snapshot. So a claim either commits before the append reads the fence, which then fails,
+ * or waits for the append to commit; and every statement takes the run's row before any step row. (Weaker modes for
+ * appends, `FOR NO KEY UPDATE` and `FOR KEY SHARE`, deadlocked under load: lock upgrades and update chains.)
  */
 import * as Migrator from "@effect/sql/Migrator"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
+import type * as Statement from "@effect/sql/Statement"
 import * as Effect from "effect/Effect"
 import * as Schedule from "effect/Schedule"
 import type * as RunStore from "./model.js"
-import { RunStoreError, StreamClosedError } from "../../WorkflowError.js"
+import { claimKey, fenceOf } from "./model.js"
+import { RunStoreError, StepFencedError, StreamClosedError } from "../../WorkflowError.js"
 import type { WorkflowEvent } from "../../WorkflowEvent.js"
 
 /** How long a store keeps the heartbeat of an engine instance that went silent (the memory store too). */
@@ -101,6 +114,38 @@ const migrations: Record<string, Effect.Effect<void, SqlError, SqlClient.SqlClie
       worker_id TEXT PRIMARY KEY,
       heartbeat_at BIGINT NOT NULL
     )`
+  }),
+  // What claims and fenced writes compare, beside each step record, so that each is one conditional statement:
+  // `claim` (model.ts `claimKey`) and `call_id` (`fenceOf`). The records of unfinished runs are given theirs.
+  "5_stepwise_step_claims": Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    yield* sql`ALTER TABLE stepwise_steps ADD COLUMN claim TEXT`
+    yield* sql`ALTER TABLE stepwise_steps ADD COLUMN call_id TEXT`
+    const unfinished = sql`run_id IN (SELECT run_id FROM stepwise_runs WHERE status NOT IN ('success', 'failed', 'canceled'))`
+    yield* sql.onDialectOrElse({
+      pg: () =>
+        sql`UPDATE stepwise_steps SET
+          claim = CASE
+            WHEN (data::json -> 'v' ->> 'status') = 'running' THEN 'running:' ||
+              COALESCE(data::json -> 'v' ->> 'attempt', '0') || ':' || COALESCE(data::json -> 'v' ->> 'stepCallId', '')
+            WHEN (data::json -> 'v' ->> 'status') = 'suspended' AND (data::json -> 'v' -> 'resumeData') IS NOT NULL
+              THEN 'resumed:' || COALESCE(data::json -> 'v' ->> 'attempt', '0') || ':' ||
+                COALESCE(data::json -> 'v' ->> 'stepCallId', '')
+          END,
+          call_id = data::json -> 'v' ->> 'stepCallId'
+          WHERE ${unfinished}`,
+      orElse: () =>
+        sql`UPDATE stepwise_steps SET
+          claim = CASE
+            WHEN json_extract(data, '$.v.status') = 'running' THEN 'running:' ||
+              COALESCE(json_extract(data, '$.v.attempt'), 0) || ':' || COALESCE(json_extract(data, '$.v.stepCallId'), '')
+            WHEN json_extract(data, '$.v.status') = 'suspended' AND json_type(data, '$.v.resumeData') IS NOT NULL
+              THEN 'resumed:' || COALESCE(json_extract(data, '$.v.attempt'), 0) || ':' ||
+                COALESCE(json_extract(data, '$.v.stepCallId'), '')
+          END,
+          call_id = json_extract(data, '$.v.stepCallId')
+          WHERE ${unfinished}`
+    })
   })
 }
 
@@ -181,8 +226,15 @@ interface RunRow {
   readonly steps_version: number | string
 }
 
+/** A store failure, with the driver's own words (a deadlock, a lost connection) after `@effect/sql`'s. */
 const fail = (operation: string, runId?: string) => (error: SqlError): RunStoreError =>
-  new RunStoreError({ operation, ...(runId === undefined ? {} : { runId }), reason: error.message })
+  new RunStoreError({
+    operation,
+    ...(runId === undefined ? {} : { runId }),
+    reason: error.cause instanceof Error && error.cause.message !== "" && error.cause.message !== error.message
+      ? `${error.message}: ${error.cause.message}`
+      : error.message
+  })
 
 const noSuchRun = (operation: string, runId: string): RunStoreError =>
   new RunStoreError({ operation, runId, reason: "no such run" })
@@ -300,7 +352,12 @@ export const make = Effect.gen(function*() {
     )
   }
 
-  const appendEvents = (runId: string, events: ReadonlyArray<WorkflowEvent>): Effect.Effect<number, RunStoreError> => {
+  const appendEvents = (
+    runId: string,
+    events: ReadonlyArray<WorkflowEvent>,
+    fences?: ReadonlyArray<RunStore.StepFence>
+  ): Effect.Effect<number, RunStoreError | StepFencedError> => {
+    if (fences !== undefined && fences.length > 0 && events.length > 0) return fencedAppendEvents(runId, events, uniqueFences(fences))
     const n = events.length
     if (n === 0) {
       return Effect.flatMap(getRun(runId), (run) =>
@@ -332,6 +389,41 @@ export const make = Effect.gen(function*() {
     )
   }
 
+  /** `appendEvents` under fences: one statement that checks them and appends (see the module's doc). */
+  const fencedAppendEvents = (
+    runId: string,
+    events: ReadonlyArray<WorkflowEvent>,
+    fences: ReadonlyArray<RunStore.StepFence>
+  ): Effect.Effect<number, RunStoreError | StepFencedError> => {
+    const n = events.length
+    const batch = batchJson(events)
+    const appended = isPg
+      ? sql<{ idx: number }>`WITH ${pgFences(runId, fences)}, c AS (
+          UPDATE stepwise_runs SET event_count = event_count + ${n}
+          WHERE run_id = ${runId} AND (SELECT COUNT(*) FROM f) = ${fences.length}
+          RETURNING event_count - ${n} AS first
+        )
+        INSERT INTO stepwise_events (run_id, idx, data)
+        SELECT ${runId}, c.first + t.ord - 1, t.value
+        FROM c, json_array_elements_text(${batch}::json) WITH ORDINALITY AS t(value, ord)
+        RETURNING idx`
+      : sql<{ idx: number }>`INSERT INTO stepwise_events (run_id, idx, data)
+          SELECT ${runId}, base.first + j.key, j.value
+          FROM json_each(${batch}) AS j,
+            (SELECT COALESCE(MAX(idx) + 1, 0) AS first FROM stepwise_events WHERE run_id = ${runId}) AS base
+          WHERE EXISTS (SELECT 1 FROM stepwise_runs WHERE run_id = ${runId}) AND ${sqliteFencesHold(runId, fences)}
+          RETURNING idx`
+    return appended.pipe(
+      Effect.mapError(fail("append events", runId)),
+      Effect.flatMap((rows): Effect.Effect<number, RunStoreError | StepFencedError> =>
+        rows.length > 0 ? Effect.succeed(firstIndex(rows)) : Effect.flatMap(
+          brokenFences(runId, fences, "append events"),
+          (broken): Effect.Effect<never, RunStoreError | StepFencedError> =>
+            Effect.fail(broken.length > 0 ? fenced(runId, broken) : noSuchRun("append events", runId))
+        ))
+    )
+  }
+
   const readEvents = (runId: string, from: number, max: number) =>
     Effect.gen(function*() {
       const counts = isPg
@@ -347,17 +439,33 @@ export const make = Effect.gen(function*() {
     }).pipe(Effect.catchTag("SqlError", (e) => Effect.fail(fail("read events", runId)(e))))
 
   /** Bumps the run's step count, stores the record and appends the event (if any): one commit. */
-  const putStep = (runId: string, record: RunStore.StepRecord, event?: WorkflowEvent) => {
+  const putStep = (runId: string, record: RunStore.StepRecord, event?: WorkflowEvent, fence?: RunStore.StepFence) => {
+    if (fence !== undefined) {
+      if (fence.path !== record.path) {
+        return Effect.dieMessage(`A fenced step write must be at its fence's path (${record.path} under ${fence.path})`)
+      }
+      // Replaced only while the claim is live: an outcome, once recorded, is not written over (a retried write of the
+      // same record finds itself there, below).
+      const live = sql`call_id = ${fence.stepCallId} AND claim LIKE 'running:%'`
+      return Effect.flatMap(conditionalPut(runId, record, event, live), (version) =>
+        version !== undefined ? Effect.succeed(version) : Effect.flatMap(
+          landed(runId, record),
+          (version) => version !== undefined ? Effect.succeed(version) : Effect.fail(fenced(runId, [fence]))
+        ))
+    }
     const stepData = toJson(record)
+    const claim = claimKey(record)
+    const callId = fenceOf(record)
     const written = isPg
       ? (event === undefined
         ? sql<{ version: number | string }>`WITH c AS (
             UPDATE stepwise_runs SET steps_version = steps_version + 1 WHERE run_id = ${runId}
             RETURNING steps_version AS version
           ), s AS (
-            INSERT INTO stepwise_steps (run_id, path, data, version)
-            SELECT ${runId}, ${record.path}, ${stepData}, version FROM c
-            ON CONFLICT (run_id, path) DO UPDATE SET data = excluded.data, version = excluded.version
+            INSERT INTO stepwise_steps (run_id, path, data, version, claim, call_id)
+            SELECT ${runId}, ${record.path}, ${stepData}, version, ${claim}, ${callId} FROM c
+            ON CONFLICT (run_id, path) DO UPDATE SET data = excluded.data, version = excluded.version,
+              claim = excluded.claim, call_id = excluded.call_id
           )
           SELECT version FROM c`
         : sql<{ version: number | string }>`WITH c AS (
@@ -365,18 +473,22 @@ export const make = Effect.gen(function*() {
             WHERE run_id = ${runId}
             RETURNING steps_version AS version, event_count - 1 AS idx
           ), s AS (
-            INSERT INTO stepwise_steps (run_id, path, data, version)
-            SELECT ${runId}, ${record.path}, ${stepData}, version FROM c
-            ON CONFLICT (run_id, path) DO UPDATE SET data = excluded.data, version = excluded.version
+            INSERT INTO stepwise_steps (run_id, path, data, version, claim, call_id)
+            SELECT ${runId}, ${record.path}, ${stepData}, version, ${claim}, ${callId} FROM c
+            ON CONFLICT (run_id, path) DO UPDATE SET data = excluded.data, version = excluded.version,
+              claim = excluded.claim, call_id = excluded.call_id
           ), e AS (
             INSERT INTO stepwise_events (run_id, idx, data) SELECT ${runId}, idx, ${toJson(event)} FROM c
           )
           SELECT version FROM c`)
       : (() => {
         // The trigger of migration 2 sets the run's count to the row's version.
-        const insert = sql<{ version: number | string }>`INSERT INTO stepwise_steps (run_id, path, data, version)
-          SELECT ${runId}, ${record.path}, ${stepData}, steps_version + 1 FROM stepwise_runs WHERE run_id = ${runId}
-          ON CONFLICT (run_id, path) DO UPDATE SET data = excluded.data, version = excluded.version
+        const insert = sql<{ version: number | string }>`INSERT INTO stepwise_steps
+          (run_id, path, data, version, claim, call_id)
+          SELECT ${runId}, ${record.path}, ${stepData}, steps_version + 1, ${claim}, ${callId}
+          FROM stepwise_runs WHERE run_id = ${runId}
+          ON CONFLICT (run_id, path) DO UPDATE SET data = excluded.data, version = excluded.version,
+            claim = excluded.claim, call_id = excluded.call_id
           RETURNING version`
         if (event === undefined) return insert
         return sql.withTransaction(Effect.flatMap(insert, (rows) =>
@@ -387,6 +499,153 @@ export const make = Effect.gen(function*() {
       Effect.flatMap(firstRow("store step result", runId, (row) => row.version))
     )
   }
+
+  /**
+   * Writes a step record (and its event) only if `condition` holds of the step row at its path, or, with no
+   * condition, only if there is no row there yet; answers the new version, or `undefined` when nothing was written.
+   * Fails when the run does not exist. On Postgres, the run's row is locked `FOR UPDATE` before the step row is read
+   * (see the module's doc); on SQLite the statement, or the transaction with the event, runs alone.
+   */
+  const conditionalPut = (
+    runId: string,
+    record: RunStore.StepRecord,
+    event: WorkflowEvent | undefined,
+    condition: Statement.Fragment | undefined
+  ): Effect.Effect<number | undefined, RunStoreError> => {
+    const stepData = toJson(record)
+    const claim = claimKey(record)
+    const callId = fenceOf(record)
+    const { path } = record
+    const written: Effect.Effect<ReadonlyArray<{ version: number | string }>, SqlError> = isPg
+      ? (() => {
+        const step = condition === undefined
+          ? sql`INSERT INTO stepwise_steps (run_id, path, data, version, claim, call_id)
+              SELECT ${runId}, ${path}, ${stepData}, version, ${claim}, ${callId} FROM v
+              ON CONFLICT (run_id, path) DO NOTHING
+              RETURNING version`
+          : sql`UPDATE stepwise_steps SET data = ${stepData}, version = v.version, claim = ${claim}, call_id = ${callId}
+              FROM v WHERE run_id = ${runId} AND path = ${path} AND ${condition}
+              RETURNING v.version`
+        return event === undefined
+          ? sql<{ version: number | string }>`WITH v AS MATERIALIZED (
+              SELECT steps_version + 1 AS version FROM stepwise_runs WHERE run_id = ${runId} FOR UPDATE
+            ), s AS (${step}), c AS (
+              UPDATE stepwise_runs SET steps_version = s.version FROM s WHERE run_id = ${runId} RETURNING s.version
+            )
+            SELECT version FROM c`
+          : sql<{ version: number | string }>`WITH v AS MATERIALIZED (
+              SELECT steps_version + 1 AS version FROM stepwise_runs WHERE run_id = ${runId} FOR UPDATE
+            ), s AS (${step}), c AS (
+              UPDATE stepwise_runs SET steps_version = s.version, event_count = event_count + 1 FROM s
+              WHERE run_id = ${runId}
+              RETURNING s.version, event_count - 1 AS idx
+            ), e AS (
+              INSERT INTO stepwise_events (run_id, idx, data) SELECT ${runId}, idx, ${toJson(event)} FROM c
+            )
+            SELECT version FROM c`
+      })()
+      : (() => {
+        // The triggers of migration 2 set the run's count to the row's version.
+        const write = condition === undefined
+          ? sql<{ version: number | string }>`INSERT INTO stepwise_steps (run_id, path, data, version, claim, call_id)
+              SELECT ${runId}, ${path}, ${stepData}, steps_version + 1, ${claim}, ${callId}
+              FROM stepwise_runs WHERE run_id = ${runId}
+              ON CONFLICT (run_id, path) DO NOTHING
+              RETURNING version`
+          : sql<{ version: number | string }>`UPDATE stepwise_steps SET data = ${stepData},
+              version = (SELECT steps_version + 1 FROM stepwise_runs WHERE run_id = ${runId}),
+              claim = ${claim}, call_id = ${callId}
+              WHERE run_id = ${runId} AND path = ${path} AND ${condition}
+              RETURNING version`
+        if (event === undefined) return write
+        return sql.withTransaction(Effect.flatMap(write, (rows) =>
+          rows.length === 0 ? Effect.succeed(rows) : Effect.as(sqliteAppend(runId, toJson(event)), rows)))
+      })()
+    return written.pipe(
+      Effect.mapError(fail("store step result", runId)),
+      Effect.flatMap((rows) =>
+        rows.length > 0
+          ? Effect.succeed(Number(rows[0]!.version))
+          : Effect.flatMap(getRun(runId), (run) =>
+            run === undefined ? Effect.fail(noSuchRun("store step result", runId)) : Effect.succeed(undefined))
+      )
+    )
+  }
+
+  /**
+   * The version of the write that stored exactly this record at its path, if the row holds it: a conditional write
+   * retried after it landed (its answer lost) finds its own record there.
+   */
+  const landed = (runId: string, record: RunStore.StepRecord) =>
+    sql<{ data: string; version: number | string }>`SELECT data, version FROM stepwise_steps
+      WHERE run_id = ${runId} AND path = ${record.path}`.pipe(
+      Effect.map((rows) => rows.length > 0 && rows[0]!.data === toJson(record) ? Number(rows[0]!.version) : undefined),
+      Effect.mapError(fail("store step result", runId))
+    )
+
+  const claimStep = (
+    runId: string,
+    record: RunStore.StepRecord,
+    expected: RunStore.StepRecord | undefined,
+    event?: WorkflowEvent
+  ): Effect.Effect<number | undefined, RunStoreError> => {
+    const key = expected === undefined ? undefined : claimKey(expected)
+    if (key === null) return Effect.succeed(undefined)
+    return Effect.flatMap(
+      conditionalPut(runId, record, event, key === undefined ? undefined : sql`claim = ${key}`),
+      (version) => version !== undefined ? Effect.succeed(version) : landed(runId, record)
+    )
+  }
+
+  const uniqueFences = (fences: ReadonlyArray<RunStore.StepFence>): ReadonlyArray<RunStore.StepFence> => {
+    if (fences.length <= 1) return fences
+    const seen = new Map<string, RunStore.StepFence>()
+    for (const fence of fences) seen.set(`${fence.stepCallId}\u0000${fence.path}`, fence)
+    return seen.size === fences.length ? fences : Array.from(seen.values())
+  }
+
+  /** A statement's fences, as one JSON array. */
+  const fencesJson = (fences: ReadonlyArray<RunStore.StepFence>) =>
+    JSON.stringify(fences.map(({ path, stepCallId }) => ({ path, stepCallId })))
+
+  const fenced = (runId: string, fences: ReadonlyArray<RunStore.StepFence>) =>
+    new StepFencedError({ runId, fences: fences.map(({ path, stepCallId }) => ({ path, stepCallId })) })
+
+  /**
+   * Postgres: the step rows of the fences that hold, locked `FOR SHARE` (their latest committed version) once the run's
+   * row is locked `FOR UPDATE` (see the module's doc). CTEs: `l` locks the run, `f` lists the fences that hold. The
+   * scalar subquery on `l` is evaluated before `f` scans, so the run's row is always locked first.
+   */
+  const pgFences = (runId: string, fences: ReadonlyArray<RunStore.StepFence>) =>
+    sql`l AS MATERIALIZED (
+        SELECT run_id FROM stepwise_runs WHERE run_id = ${runId} FOR UPDATE
+      ), f AS MATERIALIZED (
+        SELECT s.path FROM stepwise_steps s
+        JOIN json_to_recordset(${fencesJson(fences)}::json) AS x(path text, "stepCallId" text)
+          ON s.path = x.path AND s.call_id = x."stepCallId"
+        WHERE s.run_id = (SELECT run_id FROM l)
+        FOR SHARE OF s
+      )`
+
+  /** SQLite: whether every fence holds (a condition of the statement that writes). */
+  const sqliteFencesHold = (runId: string, fences: ReadonlyArray<RunStore.StepFence>) =>
+    sql`(SELECT COUNT(*) FROM stepwise_steps s, json_each(${fencesJson(fences)}) AS x
+      WHERE s.run_id = ${runId} AND s.path = json_extract(x.value, '$.path')
+        AND s.call_id = json_extract(x.value, '$.stepCallId')) = ${fences.length}`
+
+  /**
+   * After a fenced write wrote nothing: the fences that do not hold now (a fence never holds again once it stopped),
+   * or nothing when they all do (the write failed for another reason).
+   */
+  const brokenFences = (runId: string, fences: ReadonlyArray<RunStore.StepFence>, operation: string) =>
+    sql<{ path: string; call_id: string | null }>`SELECT path, call_id FROM stepwise_steps
+      WHERE run_id = ${runId} AND ${sql.in("path", fences.map((fence) => fence.path))}`.pipe(
+      Effect.map((rows) => {
+        const current = new Map(rows.map((row) => [row.path, row.call_id]))
+        return fences.filter((fence) => current.get(fence.path) !== fence.stepCallId)
+      }),
+      Effect.mapError(fail(operation, runId))
+    )
 
   /** One statement, so the records and the version come from one snapshot. Rows from before migration 2 have 0. */
   const getSteps = (runId: string, since = -1) =>
@@ -410,21 +669,39 @@ export const make = Effect.gen(function*() {
       )
     )
 
-  const appendChunks = (runId: string, namespace: string, chunks: ReadonlyArray<unknown>) => {
+  const appendChunks = (
+    runId: string,
+    namespace: string,
+    chunks: ReadonlyArray<unknown>,
+    given?: ReadonlyArray<RunStore.StepFence>
+  ): Effect.Effect<number, RunStoreError | StreamClosedError | StepFencedError> => {
     if (chunks.length === 0) return Effect.succeed(0)
+    const fences = given === undefined || given.length === 0 ? undefined : uniqueFences(given)
     const batch = batchJson(chunks)
     const n = chunks.length
     const appended = isPg
-      ? sql<{ idx: number }>`WITH s AS (
-          INSERT INTO stepwise_streams (run_id, namespace, size, closed) VALUES (${runId}, ${namespace}, ${n}, 0)
-          ON CONFLICT (run_id, namespace) DO UPDATE SET size = stepwise_streams.size + ${n}
-            WHERE stepwise_streams.closed = 0
-          RETURNING size - ${n} AS first
-        )
-        INSERT INTO stepwise_chunks (run_id, namespace, idx, data)
-        SELECT ${runId}, ${namespace}, s.first + t.ord - 1, t.value
-        FROM s, json_array_elements_text(${batch}::json) WITH ORDINALITY AS t(value, ord)
-        RETURNING idx`
+      ? (fences === undefined
+        ? sql<{ idx: number }>`WITH s AS (
+            INSERT INTO stepwise_streams (run_id, namespace, size, closed) VALUES (${runId}, ${namespace}, ${n}, 0)
+            ON CONFLICT (run_id, namespace) DO UPDATE SET size = stepwise_streams.size + ${n}
+              WHERE stepwise_streams.closed = 0
+            RETURNING size - ${n} AS first
+          )
+          INSERT INTO stepwise_chunks (run_id, namespace, idx, data)
+          SELECT ${runId}, ${namespace}, s.first + t.ord - 1, t.value
+          FROM s, json_array_elements_text(${batch}::json) WITH ORDINALITY AS t(value, ord)
+          RETURNING idx`
+        : sql<{ idx: number }>`WITH ${pgFences(runId, fences)}, s AS (
+            INSERT INTO stepwise_streams (run_id, namespace, size, closed)
+            SELECT ${runId}, ${namespace}, ${n}, 0 WHERE (SELECT COUNT(*) FROM f) = ${fences.length}
+            ON CONFLICT (run_id, namespace) DO UPDATE SET size = stepwise_streams.size + ${n}
+              WHERE stepwise_streams.closed = 0
+            RETURNING size - ${n} AS first
+          )
+          INSERT INTO stepwise_chunks (run_id, namespace, idx, data)
+          SELECT ${runId}, ${namespace}, s.first + t.ord - 1, t.value
+          FROM s, json_array_elements_text(${batch}::json) WITH ORDINALITY AS t(value, ord)
+          RETURNING idx`)
       : sql<{ idx: number }>`INSERT INTO stepwise_chunks (run_id, namespace, idx, data)
           SELECT ${runId}, ${namespace}, base.first + j.key, j.value
           FROM json_each(${batch}) AS j,
@@ -432,23 +709,49 @@ export const make = Effect.gen(function*() {
               WHERE run_id = ${runId} AND namespace = ${namespace}) AS base
           WHERE NOT EXISTS (SELECT 1 FROM stepwise_streams
             WHERE run_id = ${runId} AND namespace = ${namespace} AND closed = 1)
+            ${fences === undefined ? sql.literal("") : sql`AND ${sqliteFencesHold(runId, fences)}`}
           RETURNING idx`
     return appended.pipe(
       Effect.mapError(fail("append chunks", runId)),
-      Effect.flatMap((rows): Effect.Effect<number, StreamClosedError> =>
-        rows.length === 0
-          ? Effect.fail(new StreamClosedError({ runId, namespace }))
-          : Effect.succeed(firstIndex(rows))
-      )
+      Effect.flatMap((rows): Effect.Effect<number, RunStoreError | StreamClosedError | StepFencedError> => {
+        if (rows.length > 0) return Effect.succeed(firstIndex(rows))
+        const closed = new StreamClosedError({ runId, namespace })
+        if (fences === undefined) return Effect.fail(closed)
+        return Effect.flatMap(
+          brokenFences(runId, fences, "append chunks"),
+          (broken) => Effect.fail(broken.length > 0 ? fenced(runId, broken) : closed)
+        )
+      })
     )
   }
 
-  const closeStream = (runId: string, namespace: string) =>
-    sql`INSERT INTO stepwise_streams (run_id, namespace, size, closed) VALUES (${runId}, ${namespace}, 0, 1)
-      ON CONFLICT (run_id, namespace) DO UPDATE SET closed = 1`.pipe(
-      Effect.asVoid,
-      Effect.mapError(fail("close stream", runId))
+  const closeStream = (
+    runId: string,
+    namespace: string,
+    fence?: RunStore.StepFence
+  ): Effect.Effect<void, RunStoreError | StepFencedError> => {
+    if (fence === undefined) {
+      return sql`INSERT INTO stepwise_streams (run_id, namespace, size, closed) VALUES (${runId}, ${namespace}, 0, 1)
+        ON CONFLICT (run_id, namespace) DO UPDATE SET closed = 1`.pipe(
+        Effect.asVoid,
+        Effect.mapError(fail("close stream", runId))
+      )
+    }
+    const closed = isPg
+      ? sql`WITH ${pgFences(runId, [fence])}
+          INSERT INTO stepwise_streams (run_id, namespace, size, closed)
+          SELECT ${runId}, ${namespace}, 0, 1 WHERE EXISTS (SELECT 1 FROM f)
+          ON CONFLICT (run_id, namespace) DO UPDATE SET closed = 1
+          RETURNING run_id`
+      : sql`INSERT INTO stepwise_streams (run_id, namespace, size, closed)
+          SELECT ${runId}, ${namespace}, 0, 1 WHERE ${sqliteFencesHold(runId, [fence])}
+          ON CONFLICT (run_id, namespace) DO UPDATE SET closed = 1
+          RETURNING run_id`
+    return closed.pipe(
+      Effect.mapError(fail("close stream", runId)),
+      Effect.flatMap((rows) => rows.length > 0 ? Effect.void : Effect.fail(fenced(runId, [fence])))
     )
+  }
 
   const readChunks = (runId: string, namespace: string, from: number, max: number) =>
     Effect.gen(function*() {
@@ -504,6 +807,7 @@ export const make = Effect.gen(function*() {
     appendEvents,
     readEvents,
     putStep,
+    claimStep,
     getSteps,
     appendChunks,
     closeStream,
