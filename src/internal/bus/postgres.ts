@@ -579,16 +579,17 @@ export const make = (options: Options): Effect.Effect<
     /** Upserts groups, in one order in every process so that two upserts never wait on each other's rows. */
     const upsertGroups = (pairs: ReadonlyArray<readonly [key: string, group: string]>) => {
       const sorted = [...pairs].sort(([k1, g1], [k2, g2]) => k1 < k2 ? -1 : k1 > k2 ? 1 : g1 < g2 ? -1 : g1 > g2 ? 1 : 0)
+      const keys = sorted.map(([key]) => key)
+      const groups = sorted.map(([, group]) => group)
       return sql`INSERT INTO ${sql(t.groups)} (channel, grp)
-        SELECT g.channel, g.grp FROM unnest(${sorted.map(([key]) => key)}::text[], ${sorted.map(([, group]) => group)}::text[])
-          WITH ORDINALITY AS g(channel, grp, ord)
+        SELECT g.channel, g.grp FROM unnest(${keys}::text[], ${groups}::text[]) WITH ORDINALITY AS g(channel, grp, ord)
         ORDER BY g.ord
         ON CONFLICT (channel, grp) DO UPDATE SET seen_at = now()`
     }
 
     /** Registers a group (of every call since the last statement, in one). */
-    const registerGroup = yield* coalesce((registrations: ReadonlyArray<string>) =>
-      limited(upsertGroups(registrations.map(unpair))).pipe(Effect.asVoid)
+    const registerGroup = yield* coalesce((pairs: ReadonlyArray<string>) =>
+      limited(upsertGroups(pairs.map(unpair))).pipe(Effect.asVoid)
     )
 
     const take = (key: string, group: string, acks: ReadonlyArray<string>) =>
@@ -637,7 +638,10 @@ export const make = (options: Options): Effect.Effect<
           if (yield* Deferred.isDone(member.closed)) return yield* ended
           const acks = member.inflight
           const result = yield* Effect.raceFirst(
-            Effect.map(persist(`taking from channel "${channel}" (group "${member.group}")`, take(key, member.group, acks)), Option.some),
+            Effect.map(
+              persist(`taking from channel "${channel}" (group "${member.group}")`, take(key, member.group, acks)),
+              Option.some
+            ),
             Effect.as(Deferred.await(member.closed), Option.none())
           )
           if (Option.isNone(result)) return yield* ended
