@@ -25,8 +25,9 @@
  *
  * A plain subscription starts at the sequence's last value, read after `subscribe` was called: every event committed
  * before has an id up to it, and every publish that starts once `subscribe` returned takes a larger one. All the
- * subscriptions of a layer share one LISTEN connection (a `pg` client of its own, because `@effect/sql-pg`'s
- * `PgClient.listen` keeps a dead connection after the server drops it and never listens again). A notification marks
+ * subscriptions of a layer share one LISTEN connection, a `pg` client of its own: `@effect/sql-pg`'s `PgClient.listen`
+ * (0.53) swallows the error of its shared connection and keeps it while it has listeners, so that after the server
+ * drops it they hear nothing more, and it offers no hook to read what was missed. A notification marks
  * its channel to be read; a few reader fibers read the marked channels in batches, one statement for many channels,
  * each channel once for all its subscriptions (from their lowest cursor), and hand each subscription the events past
  * its own cursor. When the LISTEN connection is lost the layer connects again (backing off while the database is
