@@ -1,3 +1,8 @@
+/**
+ * The Postgres bus (`Postgres.layerBus`): delivery and order, groups, redelivery, malformed rows, large events,
+ * retention, a lost LISTEN connection, an outage and the layer's failures. Its tables have a prefix of their own, so
+ * that this file runs beside the other suites on the same database.
+ */
 import { PgClient } from "@effect/sql-pg"
 import { afterAll, describe, expect, it } from "@effect/vitest"
 import { Chunk, ConfigProvider, Effect, Exit, Fiber, Layer, Logger, LogLevel, Redacted, Scope, Stream } from "effect"
@@ -8,7 +13,7 @@ import * as Postgres from "stepwise/postgres"
 import * as PgBus from "../src/internal/bus/postgres.js"
 import { databaseUrl, postgresEnabled } from "./backends.js"
 
-// Tables of their own, so that this file runs beside other suites on the same database; dropped at the end.
+// Dropped at the end.
 const prefix = `stepwise_bus_t${crypto.randomUUID().slice(0, 8)}_`
 // Channel names unique to this run of the file.
 const run = crypto.randomUUID().slice(0, 8)
@@ -64,7 +69,14 @@ const capturingLogger = () => {
 }
 
 /** A TCP proxy in front of the database that can play a server that went away and came back. */
-const proxy = (target: URL): Effect.Effect<{ readonly url: string; readonly down: Effect.Effect<void>; readonly up: Effect.Effect<void> }, never, Scope.Scope> =>
+interface Proxy {
+  readonly url: string
+  /** Drops every connection and refuses new ones. */
+  readonly down: Effect.Effect<void>
+  readonly up: Effect.Effect<void>
+}
+
+const proxy = (target: URL): Effect.Effect<Proxy, never, Scope.Scope> =>
   Effect.gen(function*() {
     const sockets = new Set<Socket>()
     let server: Server | undefined
@@ -156,7 +168,10 @@ describe.runIf(postgresEnabled)("Postgres.layerBus", () => {
         events.pipe(Stream.tap(() => Effect.sleep("2 millis")), Stream.map((e) => e.data as number))
       const m1 = yield* collect(work(yield* a.bus.subscribe(c, { group: "workers" })))
       const m2 = yield* collect(work(yield* b.bus.subscribe(c, { group: "workers" })))
-      yield* Effect.forEach(Array.from({ length: 100 }, (_, i) => i), (i) => a.bus.publish(c, event(i)), { concurrency: 4, discard: true })
+      yield* Effect.forEach(Array.from({ length: 100 }, (_, i) => i), (i) => a.bus.publish(c, event(i)), {
+        concurrency: 4,
+        discard: true
+      })
       yield* until("the group handled every event", () => m1.length + m2.length >= 100)
       yield* Effect.sleep("200 millis")
       expect([...m1, ...m2].sort((x, y) => x - y)).toEqual(Array.from({ length: 100 }, (_, i) => i))
@@ -167,16 +182,15 @@ describe.runIf(postgresEnabled)("Postgres.layerBus", () => {
       yield* until("no delivery is left", () => Effect.map(rowsOf(c), (rows) => rows.deliveries === 0))
     }).pipe(Effect.scoped, Effect.provide(Sql)))
 
-  it.live("members of a group in one layer take turns", () =>
+  it.live("members of a group in one layer share the events too", () =>
     Effect.gen(function*() {
       const c = channel("turns")
       const { bus } = yield* makeBus()
       const w1 = yield* bus.subscribe(c, { group: "workers" })
       const w2 = yield* bus.subscribe(c, { group: "workers" })
-      const shared = yield* Effect.fork(Stream.runCollect(Stream.take(
-        Stream.merge(Stream.map(w1, (e) => ["w1", e.data as number] as const), Stream.map(w2, (e) => ["w2", e.data as number] as const)),
-        50
-      )))
+      const tagged = (name: string, events: Stream.Stream<EventBus.BusEvent, EventBus.EventBusError>) =>
+        Stream.map(events, (e) => [name, e.data as number] as const)
+      const shared = yield* Effect.fork(Stream.runCollect(Stream.take(Stream.merge(tagged("w1", w1), tagged("w2", w2)), 50)))
       // One at a time, with both members idle at each publish.
       for (let i = 0; i < 50; i++) yield* Effect.zipRight(bus.publish(c, event(i)), Effect.sleep("5 millis"))
       const got = Chunk.toArray(yield* Fiber.join(shared))
@@ -184,7 +198,7 @@ describe.runIf(postgresEnabled)("Postgres.layerBus", () => {
       expect(new Set(got.map(([worker]) => worker)).size).toBe(2)
     }).pipe(Effect.scoped))
 
-  it.live("events a member took but did not acknowledge go to another member once its scope closed and the lease ran out", () =>
+  it.live("what a member took and did not acknowledge goes to another member once its scope closed and its lease ran out", () =>
     Effect.gen(function*() {
       const c = channel("redeliver")
       const a = yield* makeBus({ redeliverAfter: "300 millis" })
@@ -289,7 +303,7 @@ describe.runIf(postgresEnabled)("Postgres.layerBus", () => {
       expect(yield* introspect).toMatchObject({ channels: 0, groups: 0, pending: 0 })
       yield* until(
         "the janitor removed every row of those channels",
-        () => Effect.map(rowsOf(`${run}.many.%`), (rows) => rows.messages + rows.channels + rows.groups + rows.deliveries === 0),
+        () => Effect.map(rowsOf(`${run}.many.%`), (rows) => Object.values(rows).every((n) => n === 0)),
         10_000
       )
     }).pipe(Effect.scoped, Effect.provide(Sql)), 60_000)
@@ -309,9 +323,9 @@ describe.runIf(postgresEnabled)("Postgres.layerBus", () => {
       yield* publishRange(1, 5)
       yield* until("the first events arrived", () => plain.length === 5 && member.length === 5)
       // Events 6 to 10 are in the tables but nobody was notified (as when the connection drops before their NOTIFY).
+      const missed = [6, 7, 8, 9, 10].map((i) => JSON.stringify(event(i)))
       const rows = yield* sql<{ id: string }>`INSERT INTO ${sql(`${prefix}messages`)} (channel, data)
-        SELECT ${c}, d FROM unnest(${[6, 7, 8, 9, 10].map((i) => JSON.stringify(event(i)))}::text[]) WITH ORDINALITY AS x(d, n)
-        ORDER BY n RETURNING id`
+        SELECT ${c}, d FROM unnest(${missed}::text[]) WITH ORDINALITY AS x(d, n) ORDER BY n RETURNING id`
       yield* sql`INSERT INTO ${sql(`${prefix}deliveries`)} (channel, grp, message_id)
         SELECT ${c}, 'g', unnest(${rows.map((row) => row.id)}::bigint[])`
       yield* Effect.sleep("300 millis")
@@ -319,7 +333,8 @@ describe.runIf(postgresEnabled)("Postgres.layerBus", () => {
       const { listenerPid } = yield* introspect
       expect(listenerPid).toBeDefined()
       yield* sql`SELECT pg_terminate_backend(${listenerPid!})`
-      yield* until("the layer listens again", () => Effect.map(introspect, (i) => i.reconnects === 1 && i.listenerPid !== undefined))
+      yield* until("the layer listens again", () =>
+        Effect.map(introspect, (i) => i.reconnects === 1 && i.listenerPid !== undefined))
       expect((yield* introspect).listenerPid).not.toBe(listenerPid)
       // Listening again, every subscription reads from where it was.
       yield* until("the events nobody was notified of arrived", () => plain.length === 10 && member.length === 10)
@@ -354,7 +369,7 @@ describe.runIf(postgresEnabled)("Postgres.layerBus", () => {
       yield* until("an event published after it arrived", () => plain.length >= 4 && member.length >= 4)
       yield* Effect.sleep("300 millis")
       expect(plain).toEqual([1, 2, 3, 4])
-      expect([...member].sort()).toEqual([1, 2, 3, 4])
+      expect([...member].sort((x, y) => x - y)).toEqual([1, 2, 3, 4])
     }).pipe(Effect.scoped, Effect.provide(Sql), Effect.provide(Logger.minimumLogLevel(LogLevel.Error))))
 
   it.live("an unreachable database fails the layer at once, with an EventBusError naming the URL but not its password", () =>
@@ -367,7 +382,18 @@ describe.runIf(postgresEnabled)("Postgres.layerBus", () => {
       expect(failure.message).not.toContain("s3cret")
     }).pipe(Effect.scoped))
 
-  it.live("layerBus and layerBusConfig provide the bus on the configured database", () =>
+  it.live("layerBusConfig reads the database's URL from DATABASE_URL", () =>
+    Effect.gen(function*() {
+      const failure = yield* Effect.flip(Layer.build(Postgres.layerBusConfig))
+      expect(failure.message).toContain("postgres://config@127.0.0.1:1/elsewhere")
+    }).pipe(
+      Effect.scoped,
+      Effect.withConfigProvider(
+        ConfigProvider.fromMap(new Map([["DATABASE_URL", "postgres://config@127.0.0.1:1/elsewhere"]]))
+      )
+    ))
+
+  it.live("layerBus provides the bus, in the tables it creates", () =>
     Effect.gen(function*() {
       const c = channel("public")
       const bus = yield* EventBus.EventBus
@@ -375,9 +401,18 @@ describe.runIf(postgresEnabled)("Postgres.layerBus", () => {
       yield* bus.publish(c, event("hello"))
       yield* until("the event arrived", () => got.length === 1)
       expect(got).toEqual([event("hello")])
-    }).pipe(
-      Effect.scoped,
-      Effect.provide(Postgres.layerBusConfig),
-      Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["DATABASE_URL", databaseUrl]])))
-    ))
+      const sql = yield* PgClient.PgClient
+      const rows = yield* sql`SELECT 1 FROM stepwise_bus_messages WHERE channel = ${c}`
+      expect(rows.length).toBe(1)
+    }).pipe(Effect.scoped, Effect.provide(Postgres.layerBus({ url: databaseUrl })), Effect.provide(Sql)))
+
+  it.live("a publish that fails says which channel and why", () =>
+    Effect.gen(function*() {
+      const c = channel("unpublishable")
+      const { bus } = yield* makeBus()
+      const failure = yield* Effect.flip(bus.publish(c, event({ big: 1n })))
+      expect(failure._tag).toBe("EventBusError")
+      expect(failure.message).toContain(`on channel "${c}"`)
+      expect(failure.message).toContain("not JSON-serializable")
+    }).pipe(Effect.scoped))
 })

@@ -25,8 +25,9 @@
  *
  * A plain subscription starts at the sequence's last value, read after `subscribe` was called: every event committed
  * before has an id up to it, and every publish that starts once `subscribe` returned takes a larger one. All the
- * subscriptions of a layer share one LISTEN connection (a `pg` client of its own, because `@effect/sql-pg`'s
- * `PgClient.listen` keeps a dead connection after the server drops it and never listens again). A notification marks
+ * subscriptions of a layer share one LISTEN connection, a `pg` client of its own: `@effect/sql-pg`'s `PgClient.listen`
+ * (0.53) swallows the error of its shared connection and keeps it while it has listeners, so that after the server
+ * drops it they hear nothing more, and it offers no hook to read what was missed. A notification marks
  * its channel to be read; a few reader fibers read the marked channels in batches, one statement for many channels,
  * each channel once for all its subscriptions (from their lowest cursor), and hand each subscription the events past
  * its own cursor. When the LISTEN connection is lost the layer connects again (backing off while the database is
@@ -579,16 +580,17 @@ export const make = (options: Options): Effect.Effect<
     /** Upserts groups, in one order in every process so that two upserts never wait on each other's rows. */
     const upsertGroups = (pairs: ReadonlyArray<readonly [key: string, group: string]>) => {
       const sorted = [...pairs].sort(([k1, g1], [k2, g2]) => k1 < k2 ? -1 : k1 > k2 ? 1 : g1 < g2 ? -1 : g1 > g2 ? 1 : 0)
+      const keys = sorted.map(([key]) => key)
+      const groups = sorted.map(([, group]) => group)
       return sql`INSERT INTO ${sql(t.groups)} (channel, grp)
-        SELECT g.channel, g.grp FROM unnest(${sorted.map(([key]) => key)}::text[], ${sorted.map(([, group]) => group)}::text[])
-          WITH ORDINALITY AS g(channel, grp, ord)
+        SELECT g.channel, g.grp FROM unnest(${keys}::text[], ${groups}::text[]) WITH ORDINALITY AS g(channel, grp, ord)
         ORDER BY g.ord
         ON CONFLICT (channel, grp) DO UPDATE SET seen_at = now()`
     }
 
     /** Registers a group (of every call since the last statement, in one). */
-    const registerGroup = yield* coalesce((registrations: ReadonlyArray<string>) =>
-      limited(upsertGroups(registrations.map(unpair))).pipe(Effect.asVoid)
+    const registerGroup = yield* coalesce((pairs: ReadonlyArray<string>) =>
+      limited(upsertGroups(pairs.map(unpair))).pipe(Effect.asVoid)
     )
 
     const take = (key: string, group: string, acks: ReadonlyArray<string>) =>
@@ -637,7 +639,10 @@ export const make = (options: Options): Effect.Effect<
           if (yield* Deferred.isDone(member.closed)) return yield* ended
           const acks = member.inflight
           const result = yield* Effect.raceFirst(
-            Effect.map(persist(`taking from channel "${channel}" (group "${member.group}")`, take(key, member.group, acks)), Option.some),
+            Effect.map(
+              persist(`taking from channel "${channel}" (group "${member.group}")`, take(key, member.group, acks)),
+              Option.some
+            ),
             Effect.as(Deferred.await(member.closed), Option.none())
           )
           if (Option.isNone(result)) return yield* ended

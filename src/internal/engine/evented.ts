@@ -217,9 +217,10 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
 
     /**
      * Which of a run's steps recorded `running` lost their executor: claimed by an instance that has been silent for
-     * the lease (and claimed longer ago than that), or claimed under this instance's `workerId` before this instance
-     * started (a former process of the same name). With `unclaimed`, also those no instance claimed: after the owner
-     * died, the command may have died with it. A step claimed by an instance that is alive is never sent again.
+     * the lease (and claimed longer ago than that), claimed under this instance's `workerId` before this instance
+     * started (a former process of the same name), or sent longer than the lease ago and claimed by nobody. With
+     * `unclaimed`, also every step no instance claimed: after the owner died, the command may have died with it. A
+     * step claimed by an instance that is alive is never sent again.
      */
     const lostSteps = (memo: Memo.Memo, unclaimed: boolean) =>
       Effect.gen(function*() {
@@ -233,7 +234,10 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
         const staleBefore = wallNow() - core.leaseMillis
         return (record: RunStore.StepRecord): boolean => {
           const { startedAt = 0, worker } = record
-          if (worker === undefined) return unclaimed
+          // Sent, and claimed by nobody for the lease: the instance that took its command may have died before it
+          // claimed the step (a broker counts a command handled once it is handed to the engine). Sent again, the
+          // step is still executed once: of two copies, one wins the claim.
+          if (worker === undefined) return unclaimed || (record.dispatchedAt !== undefined && record.dispatchedAt < staleBefore)
           if (worker === core.workerId) return startedAt < core.startedAt
           // An instance claimed after the heartbeats were read counts as alive: its claim is recent.
           return Math.max(beats.get(worker) ?? 0, startedAt) < staleBefore

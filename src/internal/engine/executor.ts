@@ -744,6 +744,7 @@ export const execute = (
           stepId: spec.id,
           status: "running",
           stepCallId: randomId(),
+          dispatchedAt: wallNow(),
           ...(known?.resumeData === undefined ? {} : { resumeData: known.resumeData }),
           ...(known?.attempt === undefined ? {} : { attempt: known.attempt })
         }

@@ -119,6 +119,12 @@ export interface StepRecord {
    */
   readonly worker?: string
   readonly startedAt?: number
+  /**
+   * On a `running` record a dispatching walk of the evented engine wrote: when it sent the step (wall-clock
+   * milliseconds). A step that no instance claimed within the lease is sent again (its command may have died with
+   * the instance that took it off the bus).
+   */
+  readonly dispatchedAt?: number
 }
 
 /**
