@@ -21,20 +21,22 @@ const fixture = fileURLToPath(new URL("./fixtures/cluster.ts", import.meta.url))
 const runs = 200
 
 /** A database of its own for one deployment (store and bus tables), dropped at the end. */
-const freshDatabase = Effect.acquireRelease(
-  Effect.gen(function*() {
-    const name = `stepwise_cluster_${process.pid}_${Date.now()}`
-    const sql = yield* SqlClient.SqlClient
-    yield* sql.unsafe(`CREATE DATABASE ${name}`)
-    const url = new URL(databaseUrl)
-    url.pathname = `/${name}`
-    return { name, url: url.toString() }
-  }),
-  ({ name }) =>
-    Effect.flatMap(SqlClient.SqlClient, (sql) => sql.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)).pipe(
-      Effect.ignore
-    )
-).pipe(Effect.provide(PgClient.layer({ url: Redacted.make(databaseUrl), maxConnections: 1 })))
+const freshDatabase = Effect.gen(function*() {
+  // The admin connection lives as long as the test's scope, so that the drop can use it.
+  const admin = yield* Layer.build(PgClient.layer({ url: Redacted.make(databaseUrl), maxConnections: 1 }))
+  const sql = yield* Effect.provide(SqlClient.SqlClient, admin)
+  const name = `stepwise_cluster_${process.pid}_${Date.now()}`
+  yield* Effect.acquireRelease(
+    sql.unsafe(`CREATE DATABASE ${name}`),
+    () =>
+      sql.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).pipe(
+        Effect.catchAll((error) => Effect.logWarning(`Could not drop the test database ${name}`, error))
+      )
+  )
+  const url = new URL(databaseUrl)
+  url.pathname = `/${name}`
+  return { name, url: url.toString() }
+})
 
 interface Proc {
   readonly child: ChildProcess
