@@ -24,7 +24,8 @@
  * SIGKILL); they also exit when this process's end of their stdin closes, so none outlives the bench.
  *
  * Report on stdout (markdown), progress on stderr, numbers in bench/results/cluster.json (cluster-quick.json with
- * `--quick`). `--cpu-prof` runs the workers with `node --cpu-prof`, profiles in bench/results/.
+ * `--quick`, cluster-partial.json with `--figures`). `--cpu-prof` runs the workers with `node --cpu-prof`, profiles in
+ * bench/results/profiles/.
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { SqlClient } from "@effect/sql"
@@ -32,7 +33,7 @@ import { PgClient } from "@effect/sql-pg"
 import { Effect, Layer, Redacted, Stream } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
 import { mkdirSync, writeFileSync } from "node:fs"
-import { cpus, platform, release, totalmem } from "node:os"
+import { cpus, loadavg, platform, release, totalmem } from "node:os"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { Redis as RedisClient } from "ioredis"
@@ -56,8 +57,9 @@ const help = `npm run bench:cluster [-- options]
 
   --quick               small sizes, 2 repetitions (a smoke run, about a minute)
   --buses=redis,postgres  the cross-process deployments to measure (default both; postgres needs Postgres.layerBus)
-  --reps=N              repetitions (default 5, quick 2)
-  --cpu-prof            run the workers under node --cpu-prof (profiles in bench/results/)
+  --reps=N              repetitions (default 3, quick 2)
+  --figures=steps,chunks,latency  the figures to measure (default all; one alone is for profiling)
+  --cpu-prof            run the workers under node --cpu-prof (profiles in bench/results/profiles/<worker>/)
 
 env: REDIS_URL (default ${Redis.defaultUrl}), DATABASE_URL (default ${Postgres.defaultUrl}; the bench creates and drops
      databases of its own beside it)`
@@ -70,20 +72,25 @@ if (args.includes("--help")) {
 const option = (name: string) => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3)
 const quick = args.includes("--quick")
 const cpuProf = args.includes("--cpu-prof")
-const reps = Number(option("reps") ?? (quick ? 2 : 5))
+const reps = Number(option("reps") ?? (quick ? 2 : 3))
 const requestedBuses = (option("buses") ?? "redis,postgres").split(",").filter((b) => b !== "")
 for (const bus of requestedBuses) {
   if (bus !== "redis" && bus !== "postgres") throw new Error(`--buses: unknown bus "${bus}" (redis, postgres)`)
 }
+const figures = new Set((option("figures") ?? "steps,chunks,latency").split(","))
+for (const figure of figures) {
+  if (!["steps", "chunks", "latency"].includes(figure)) throw new Error(`--figures: unknown figure "${figure}"`)
+}
 
 const sizes = {
   /** Runs of figure 1 per measurement, and how many are in flight at once. */
-  runs: quick ? 50 : 100,
+  runs: quick ? 30 : 60,
   inFlight: 10,
   warmUpRuns: 20,
   chunks: quick ? 10_000 : 100_000,
   ticks: quick ? 200 : 1_000,
-  tickEveryMs: 5
+  tickEveryMs: 5,
+  floorCommits: quick ? 100 : 300
 }
 const databaseUrl = process.env["DATABASE_URL"] ?? Postgres.defaultUrl
 const redisUrl = process.env["REDIS_URL"] ?? Redis.defaultUrl
@@ -179,7 +186,9 @@ interface Worker {
 const spawnWorker = (env: Record<string, string>, name: string) =>
   Effect.acquireRelease(
     Effect.sync((): Worker => {
-      const flags = cpuProf ? ["--cpu-prof", `--cpu-prof-dir=${join(benchDir, "results")}`, `--cpu-prof-name=${name}.cpuprofile`] : []
+      // A directory per worker, names left to Node: a fixed name would be shared with tsx's loader thread, whose
+      // profile Node writes last (the main thread's is CPU.<date>.<time>.<pid>.0.<n>.cpuprofile).
+      const flags = cpuProf ? ["--cpu-prof", `--cpu-prof-dir=${join(benchDir, "results", "profiles", name)}`] : []
       const child = spawn(process.execPath, [...flags, "--import", "tsx", workerScript], {
         env: { ...process.env, ...env },
         stdio: ["pipe", "pipe", "pipe"]
@@ -299,6 +308,25 @@ const latencyFigure = (engine: Engine) =>
     return { p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99), max: sorted.at(-1)! }
   })
 
+/**
+ * The floor under figure 3 on a Postgres store: a one-row INSERT committed on its own (what an idle writer's chunk
+ * costs before any reader can see it), as often as the ticks come. p50 and p99 of the commit's round trip, in ms.
+ */
+const commitFloor = (url: string) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    yield* sql`CREATE TABLE IF NOT EXISTS bench_commit_floor (id SERIAL PRIMARY KEY, at DOUBLE PRECISION NOT NULL)`
+    const samples: Array<number> = []
+    for (let i = 0; i < sizes.floorCommits; i++) {
+      const t = performance.now()
+      yield* sql`INSERT INTO bench_commit_floor (at) VALUES (${wallMs()})`
+      samples.push(performance.now() - t)
+      yield* Effect.sleep(sizes.tickEveryMs)
+    }
+    const sorted = samples.sort((a, b) => a - b)
+    return { p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99) }
+  }).pipe(Effect.provide(PgClient.layer({ url: Redacted.make(url), maxConnections: 1 })))
+
 interface Sample {
   readonly usPerStep: number
   readonly chunks: { readonly endToEnd: number; readonly writer: number }
@@ -347,10 +375,11 @@ const measure = (deployment: Deployment, rep: number, databases: Record<string, 
     // Warm-up, on both sides of the bus (the workers are new each repetition).
     yield* linearRuns(engine, sizes.warmUpRuns)
     yield* chunkFigure(engine, Math.min(5_000, sizes.chunks))
-    const usPerStep = yield* stepFigure(engine)
-    const chunkRates = yield* chunkFigure(engine, sizes.chunks)
-    const latency = yield* latencyFigure(engine)
-    return { sample: { usPerStep, chunks: chunkRates, latency } satisfies Sample, setupMs }
+    // A figure left out (--figures) is NaN: "–" in the table, null in the JSON.
+    const usPerStep = figures.has("steps") ? yield* stepFigure(engine) : NaN
+    const chunkRates = figures.has("chunks") ? yield* chunkFigure(engine, sizes.chunks) : { endToEnd: NaN, writer: NaN }
+    const latency = figures.has("latency") ? yield* latencyFigure(engine) : { p50: NaN, p99: NaN, max: NaN }
+    return { sample: { usPerStep, chunks: chunkRates, latency } satisfies Sample, setupMs, doneAt: performance.now() }
   }).pipe(Effect.scoped)
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -362,23 +391,52 @@ const median = (xs: ReadonlyArray<number>) => {
   return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
 }
 const stats = (xs: ReadonlyArray<number>) => ({ median: median(xs), min: Math.min(...xs), max: Math.max(...xs), samples: xs })
-const int = (x: number) => Math.round(x).toLocaleString("en-US")
-const ms = (x: number) => x.toFixed(2)
+const int = (x: number) => Number.isNaN(x) ? "–" : Math.round(x).toLocaleString("en-US")
+const ms = (x: number) => Number.isNaN(x) ? "–" : x.toFixed(2)
+const ratio = (x: number) => Number.isNaN(x) ? "–" : `${x.toFixed(2)}×`
 
 interface Aim {
   readonly deployment: string
   readonly figure: "steps" | "chunks" | "latency"
   readonly text: string
-  readonly met: (s: ReturnType<typeof summarize>) => boolean
+  /** The measured quantity the aim is about (NaN: not measured). */
+  readonly value: (s: Summary) => number
+  readonly met: (value: number) => boolean
+  readonly show: (s: Summary) => string
 }
 
+const stepAim = { figure: "steps", value: (s: Summary) => s.stepRatio ?? NaN, met: (x: number) => x <= 3 } as const
+const showRatio = (s: Summary) => `${ratio(s.stepRatio ?? NaN)} (${int(s.steps.median)} µs)`
 const aims: ReadonlyArray<Aim> = [
-  { deployment: "redis", figure: "steps", text: "µs per step ≤ 3× the in-process evented engine on the same store", met: (s) => (s.stepRatio ?? Infinity) <= 3 },
-  { deployment: "redis", figure: "chunks", text: "≥ 100,000 chunks/s", met: (s) => s.chunks.median >= 100_000 },
-  { deployment: "redis", figure: "latency", text: "p99 < 5 ms", met: (s) => s.p99.median < 5 },
-  { deployment: "postgres", figure: "chunks", text: "≥ 20,000 chunks/s", met: (s) => s.chunks.median >= 20_000 },
-  { deployment: "postgres", figure: "latency", text: "p99 < 20 ms", met: (s) => s.p99.median < 20 }
+  { deployment: "redis", ...stepAim, text: "µs per step ≤ 3× the in-process evented engine on the same store", show: showRatio },
+  ...(["redis", "postgres"] as const).flatMap((bus) => {
+    const chunkAim = bus === "redis" ? 100_000 : 20_000
+    const latencyAim = bus === "redis" ? 5 : 20
+    return [{
+      deployment: bus,
+      figure: "chunks",
+      text: `≥ ${int(chunkAim)} chunks/s`,
+      value: (s: Summary) => s.chunks.median,
+      met: (x: number) => x >= chunkAim,
+      show: (s: Summary) => int(s.chunks.median)
+    }, {
+      deployment: bus,
+      figure: "latency",
+      text: `p99 < ${latencyAim} ms`,
+      value: (s: Summary) => s.p99.median,
+      met: (x: number) => x < latencyAim,
+      show: (s: Summary) => Number.isNaN(s.p99.median) ? "–" : `${ms(s.p99.median)} ms`
+    }] as const
+  })
 ]
+
+/** Where an aim stands: met, not met, or not measured (its deployment or figure left out). */
+const verdict = (aim: Aim, s: Summary | undefined) => {
+  const value = s === undefined ? NaN : aim.value(s)
+  return Number.isNaN(value) ? "not measured" : aim.met(value) ? "met" : "not met"
+}
+
+type Summary = ReturnType<typeof summarize>
 
 const summarize = (deployment: Deployment, samples: ReadonlyArray<Sample>, reference: ReadonlyArray<Sample> | undefined) => {
   const steps = stats(samples.map((s) => s.usPerStep))
@@ -397,6 +455,8 @@ const summarize = (deployment: Deployment, samples: ReadonlyArray<Sample>, refer
 
 const program = Effect.gen(function*() {
   const t0 = performance.now()
+  // The machine is shared: how busy it was says how far to trust absolute numbers (ratios within a run hold better).
+  const loadAtStart = loadavg()[0]!
   const admin = yield* Effect.provide(
     SqlClient.SqlClient,
     yield* Layer.build(PgClient.layer({ url: Redacted.make(databaseUrl), maxConnections: 1 }))
@@ -409,17 +469,24 @@ const program = Effect.gen(function*() {
   for (const u of unavailable) console.error(`${u.id}: not available (${u.reason})`)
 
   const samples: Record<string, Array<Sample>> = {}
+  const floors: Array<{ readonly p50: number; readonly p99: number }> = []
+  const floorUrl = databases["memory-postgres"]
   for (let rep = 0; rep < reps; rep++) {
+    if (figures.has("latency") && floorUrl !== undefined) {
+      const floor = yield* commitFloor(floorUrl)
+      floors.push(floor)
+      console.error(`rep ${rep + 1}/${reps} Postgres commit floor: p50 ${ms(floor.p50)} ms, p99 ${ms(floor.p99)} ms`)
+    }
     const order = measured.map((_, i) => measured[(i + rep) % measured.length]!)
     for (const deployment of order) {
       // The previous measurement's garbage is not this one's to collect (node --expose-gc, set by the npm script).
       ;(globalThis as { gc?: () => void }).gc?.()
-      const { sample, setupMs } = yield* measure(deployment, rep, databases)
+      const { doneAt, sample, setupMs } = yield* measure(deployment, rep, databases)
       ;(samples[deployment.id] ??= []).push(sample)
       console.error(
-        `rep ${rep + 1}/${reps} ${deployment.id}: ${sample.usPerStep.toFixed(0)} µs/step, ` +
+        `rep ${rep + 1}/${reps} ${deployment.id}: ${int(sample.usPerStep)} µs/step, ` +
           `${int(sample.chunks.endToEnd)} chunks/s, p50 ${ms(sample.latency.p50)} ms, p99 ${ms(sample.latency.p99)} ms ` +
-          `(set-up ${(setupMs / 1000).toFixed(1)} s; ${((performance.now() - t0) / 1000).toFixed(0)} s in all)`
+          `(set-up ${(setupMs / 1000).toFixed(1)} s, tear-down ${((performance.now() - doneAt) / 1000).toFixed(1)} s; ${((performance.now() - t0) / 1000).toFixed(0)} s in all)`
       )
     }
   }
@@ -438,45 +505,50 @@ const program = Effect.gen(function*() {
     cpus: `${cpus().length} × ${cpus()[0]?.model ?? "?"}`,
     memory: `${Math.round(totalmem() / 2 ** 30)} GiB RAM`,
     buses: requestedBuses,
+    loadAverage: { start: loadAtStart, end: loadavg()[0]! },
+    figures: [...figures],
     totalSeconds
   }
 
   const lines = [
     `# stepwise across processes (${meta.mode} mode, ${meta.date})`,
     "",
-    `Node ${meta.node}, ${meta.cpus}, ${meta.platform}; medians of ${reps} interleaved repetitions (min–max in ` +
+    `Node ${meta.node}, ${meta.cpus}, ${meta.platform}; load average ${meta.loadAverage.start.toFixed(1)} at the start, ` +
+    `${meta.loadAverage.end.toFixed(1)} at the end; medians of ${reps} interleaved repetitions (min–max in ` +
     `bench/results/); ${sizes.runs} runs of 10 no-op steps, ${sizes.inFlight} in flight; ` +
     `${int(sizes.chunks)} chunks of 64 bytes; ${int(sizes.ticks)} chunks ${sizes.tickEveryMs} ms apart; ${totalSeconds.toFixed(0)} s.`,
     "",
     "| deployment | µs per step | ÷ in process, same store | chunks/s, first write → last read | writer alone, chunks/s | latency p50 ms | p99 ms |",
     "|---|---:|---:|---:|---:|---:|---:|",
     ...summaries.map(({ deployment: d, summary: s }) =>
-      `| ${d.label} | ${s.steps.median.toFixed(0)} | ${s.stepRatio === undefined ? "" : `${s.stepRatio.toFixed(2)}×`} | ` +
+      `| ${d.label} | ${int(s.steps.median)} | ${s.stepRatio === undefined ? "" : ratio(s.stepRatio)} | ` +
       `${int(s.chunks.median)} | ${int(s.writer.median)} | ${ms(s.p50.median)} | ${ms(s.p99.median)} |`
     ),
-    ...unavailable.map((u) => `| 2 workers + client: ${u.id} | not available: ${u.reason} | | | | | |`),
+    ...unavailable.map((u) =>
+      `| ${deployments.find((d) => d.id === u.id)?.label ?? u.id} | not available: ${u.reason} | | | | | |`
+    ),
+    ...(floors.length === 0 ? [] : [
+      "",
+      `Floor of the latency figure on this Postgres: a one-row INSERT committed on its own, ${sizes.tickEveryMs} ms apart ` +
+      `(${sizes.floorCommits} per repetition): p50 ${ms(median(floors.map((f) => f.p50)))} ms, ` +
+      `p99 ${ms(median(floors.map((f) => f.p99)))} ms.`
+    ]),
     "",
     "| aim | measured | |",
     "|---|---:|---|",
-    ...aims.flatMap((aim) => {
-      const found = summaries.find((s) => s.deployment.id === aim.deployment)
+    ...aims.map((aim) => {
+      const s = summaries.find((x) => x.deployment.id === aim.deployment)?.summary
       const label = `${aim.deployment === "redis" ? "Redis" : "Postgres alone"}: ${aim.text}`
-      if (found === undefined) return [`| ${label} | not measured | |`]
-      const s = found.summary
-      const value = aim.figure === "steps"
-        ? `${s.stepRatio?.toFixed(2)}× (${s.steps.median.toFixed(0)} µs)`
-        : aim.figure === "chunks"
-        ? int(s.chunks.median)
-        : `${ms(s.p99.median)} ms`
-      return [`| ${label} | ${value} | ${aim.met(s) ? "met" : "**not met**"} |`]
+      const stands = verdict(aim, s)
+      return `| ${label} | ${s === undefined ? "–" : aim.show(s)} | ${stands === "not met" ? "**not met**" : stands} |`
     })
   ]
   console.log(lines.join("\n"))
 
-  const entries = summaries.flatMap(({ deployment: d, summary: s }) => {
+  const entries: Array<object> = summaries.flatMap(({ deployment: d, summary: s }) => {
     const aimOf = (figure: Aim["figure"]) => {
       const aim = aims.find((a) => a.deployment === d.id && a.figure === figure)
-      return aim === undefined ? null : { text: aim.text, met: aim.met(s) }
+      return aim === undefined ? null : { text: aim.text, stands: verdict(aim, s) }
     }
     const common = { deployment: d.id, label: d.label, bus: d.bus, store: d.store, crossProcess: d.crossProcess }
     return [
@@ -492,8 +564,18 @@ const program = Effect.gen(function*() {
       { ...common, figure: "latency", unit: "ms", p50: s.p50, p99: s.p99, max: s.maxLatency, aim: aimOf("latency") }
     ]
   })
+  if (floors.length > 0) {
+    entries.push({
+      deployment: "floor-postgres-commit",
+      label: "a one-row INSERT committed on its own, on the Postgres of the store",
+      figure: "latency",
+      unit: "ms",
+      p50: stats(floors.map((f) => f.p50)),
+      p99: stats(floors.map((f) => f.p99))
+    })
+  }
   mkdirSync(join(benchDir, "results"), { recursive: true })
-  const out = join(benchDir, "results", quick ? "cluster-quick.json" : "cluster.json")
+  const out = join(benchDir, "results", quick ? "cluster-quick.json" : figures.size < 3 ? "cluster-partial.json" : "cluster.json")
   writeFileSync(out, `${JSON.stringify({ meta, unavailable, entries }, null, 2)}\n`)
   console.error(`wrote ${out}`)
 }).pipe(Effect.scoped)
