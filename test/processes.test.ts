@@ -115,7 +115,8 @@ describe.skipIf(deployments.length === 0)("the evented engine in separate proces
         // Killed once about a third of the user code has run: steps of it are executing, others are queued.
         const expectedEffects = runs * 5
         while (true) {
-          const [{ count }] = yield* sql<{ count: number }>`SELECT count(*)::int AS count FROM cluster_effects`
+          const [row] = yield* sql<{ count: number }>`SELECT count(*)::int AS count FROM cluster_effects`
+          const count = row?.count ?? 0
           if (count >= expectedEffects / 3) break
           if (client.child.exitCode !== null) break
           yield* Effect.sleep("20 millis")

@@ -317,3 +317,42 @@ describe("runs the memory store no longer keeps", () => {
       }).pipe(Effect.provide(noneKept(engine))))
   }
 })
+
+describe("a reader in a process the bus does not reach", () => {
+  it.scopedLive("polls the store, backing off while the run is idle, and catches up at once when it moves", () =>
+    Effect.gen(function*() {
+      const store = yield* RunStore.makeMemory()
+      let reads = 0
+      const counted = RunStore.RunStore.of({
+        ...store,
+        readEvents: (runId, from, max) => Effect.zipRight(Effect.sync(() => reads++), store.readEvents(runId, from, max))
+      })
+      // Two engines over one store, each with a memory bus of its own: as two processes with one SQL store.
+      const engine = (bus: Layer.Layer<EventBus.EventBus>) =>
+        Layer.build(WorkflowEngine.layerDefault.pipe(Layer.provide(Layer.merge(bus, Layer.succeed(RunStore.RunStore, counted)))))
+      const executing = yield* engine(EventBus.layerMemory)
+      const reading = yield* engine(EventBus.layerMemory)
+      let release: (() => void) | undefined
+      const gate = Effect.async<void>((resume) => {
+        release = () => resume(Effect.void)
+      })
+      const wf = Workflow.make({ id: "idle-then-busy", inputSchema: N, outputSchema: N }).pipe(
+        Workflow.then(step("wait", (n) => Effect.as(gate, n))),
+        Workflow.commit
+      )
+      const run = yield* Effect.flatMap(WorkflowEngine.WorkflowEngine, (e) => e.start(wf, 1)).pipe(Effect.provide(executing))
+      const remote = yield* Effect.flatMap(WorkflowEngine.WorkflowEngine, (e) => e.getRun(run.runId)).pipe(
+        Effect.provide(reading)
+      )
+      const events = yield* Effect.fork(Stream.runCollect(remote.events()))
+      yield* Effect.sleep("3 seconds")
+      const idleReads = reads
+      // 100 ms apart, 30 reads; backing off from 100 ms to a second, about 6.
+      expect(idleReads).toBeLessThanOrEqual(10)
+      release!()
+      const started = Date.now()
+      const all = yield* Fiber.join(events)
+      expect(Chunk.toArray(all).at(-1)?.type).toBe("workflow-finish")
+      expect(Date.now() - started).toBeLessThan(1500)
+    }))
+})

@@ -5,6 +5,7 @@
  * duplicate.
  */
 import * as Chunk from "effect/Chunk"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
@@ -16,7 +17,8 @@ import type { WorkflowEvent } from "../../WorkflowEvent.js"
 import { wallSleep } from "../wallClock.js"
 
 const pageSize = 4096
-const pollInterval = "100 millis"
+const minPollMillis = 100
+const maxPollMillis = 1000
 
 interface Page<A> {
   readonly items: ReadonlyArray<A>
@@ -46,12 +48,16 @@ const follow = <A>(
   Stream.unwrapScoped(Effect.gen(function*() {
     const scope = yield* Effect.scope
     /**
-     * Listens, and answers how to wait for the next wake-up. The bus wakes readers in this process (a batch of events
-     * is one wake-up); a run executed by another process is followed by polling, one wall-clock ticker per reader (a
-     * timer per wait would cost every wake-up a race). At most one wake-up is pending: whatever arrived meanwhile, the
-     * reader reads the store once. On the memory bus the wake-up is offered inside the writer's publish, so the reader
-     * is one fiber hop from the write (a subscription consumed in a fiber of its own put a second hop, and a Stream
-     * pull, in between: a third of a chunk's write-to-read latency).
+     * Listens, and answers how to wait for the next wake-up (and what to tell it after each read). The bus wakes
+     * readers: in this process always, and in others too when it is a broker (Redis, Postgres). A run executed by
+     * another process over a bus that does not reach this one (each process its own memory bus, one SQL store) is
+     * followed by polling, one wall-clock ticker per reader (a timer per wait would cost every wake-up a race). The
+     * poll starts every 100 ms and backs off to once a second while its reads find nothing the bus had not announced,
+     * so readers of idle runs, and every reader over a broker, cost the store little; a poll that finds something
+     * new brings it back to 100 ms. At most one wake-up is pending: whatever arrived meanwhile, the reader reads the
+     * store once. On the memory bus the wake-up is offered inside the writer's publish, so the reader is one fiber
+     * hop from the write (a subscription consumed in a fiber of its own put a second hop, and a Stream pull, in
+     * between: a third of a chunk's write-to-read latency).
      */
     const listen = Effect.gen(function*() {
       // At most one wake-up pending, and at most one waiter (the reader): a resume callback, not a queue.
@@ -66,15 +72,24 @@ const follow = <A>(
         waiter = undefined
         resume(Effect.void)
       }
+      // Whether the bus announced something since the reader last woke: then a read that finds items owes nothing
+      // to the poll.
+      let announced = false
+      let pollMillis = minPollMillis
       let busFailure: RunStreamError | undefined
       yield* EventBus.listen(bus, channel, {
-        events: wakeUp,
+        events: () => {
+          announced = true
+          wakeUp()
+        },
         failure: (error) => {
           busFailure = storeOrBus(runId)(error)
           wakeUp()
         }
       }).pipe(Effect.mapError(storeOrBus(runId)))
-      yield* Effect.forever(Effect.zipRight(wallSleep(pollInterval), Effect.sync(wakeUp))).pipe(Effect.forkScoped)
+      yield* Effect.forever(
+        Effect.zipRight(Effect.suspend(() => wallSleep(Duration.millis(pollMillis))), Effect.sync(wakeUp))
+      ).pipe(Effect.forkScoped)
       const woken = Effect.suspend(() => busFailure === undefined ? Effect.void : Effect.fail(busFailure))
       const sleep = Effect.async<void>((resume) => {
         waiter = resume
@@ -82,20 +97,28 @@ const follow = <A>(
           waiter = undefined
         })
       })
-      return Effect.suspend(() => {
+      const wait = Effect.suspend(() => {
         if (!pending) return Effect.zipRight(sleep, woken)
         pending = false
         return woken
       })
+      /** After a read that followed a wake-up: did it find items? */
+      const read = (found: boolean) => {
+        if (found && !announced) pollMillis = minPollMillis
+        else if (!found) pollMillis = Math.min(maxPollMillis, pollMillis * 2)
+        announced = false
+      }
+      return { wait, read }
     }).pipe(Scope.extend(scope))
     let cursor = yield* resolveStart(runId, startIndex, Effect.map(read(0), (p) => p.size))
     let ended = false
-    let next: Effect.Effect<void, RunStreamError> | undefined
+    let next: Effect.Effect.Success<typeof listen> | undefined
     const pull: Effect.Effect<Chunk.Chunk<A>, Option.Option<RunStreamError>> = Effect.gen(function*() {
       while (!ended) {
         const page = yield* read(cursor)
         cursor += page.items.length
         ended = page.ended
+        next?.read(page.items.length > 0)
         if (page.items.length > 0) return Chunk.unsafeFromArray(page.items as Array<A>)
         if (ended) break
         if (next === undefined) {
@@ -104,7 +127,7 @@ const follow = <A>(
           next = yield* listen
           continue
         }
-        yield* next
+        yield* next.wait
       }
       return yield* Effect.fail(Option.none())
     }).pipe(Effect.mapError((e) => Option.isOption(e) ? e : Option.some(e)))
