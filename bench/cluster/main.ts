@@ -32,7 +32,7 @@ import { SqlClient } from "@effect/sql"
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Layer, Redacted, Stream } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
-import { mkdirSync, writeFileSync } from "node:fs"
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import { cpus, loadavg, platform, release, totalmem } from "node:os"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -238,6 +238,36 @@ const ready = (worker: Worker, name: string) =>
   })
 
 // ---------------------------------------------------------------------------------------------------------------
+// CPU time: wall time on a shared 2-core machine says little about cost; CPU time says what each side spent
+
+/** CPU ms (user + system) a process has used, from /proc (Linux; NaN elsewhere). Clock ticks: 10 ms resolution. */
+const processCpuMs = (pid: number | undefined): number => {
+  try {
+    // Fields after the command name (which may hold spaces), from "state": utime and stime are the 12th and 13th.
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100
+  } catch {
+    return NaN
+  }
+}
+
+const ownCpuMs = () => {
+  const { system, user } = process.cpuUsage()
+  return (user + system) / 1000
+}
+
+/** CPU ms spent meanwhile by the workers (summed) and by this process (the client, or the whole in-process engine). */
+const cpuDuring = <A, E, R>(workers: ReadonlyArray<ChildProcess>, effect: Effect.Effect<A, E, R>) =>
+  Effect.gen(function*() {
+    const workersCpu = () => workers.reduce((sum, w) => sum + processCpuMs(w.pid), 0)
+    const w0 = workersCpu()
+    const c0 = ownCpuMs()
+    const value = yield* effect
+    return { value, cpu: { workers: workers.length === 0 ? NaN : workersCpu() - w0, here: ownCpuMs() - c0 } }
+  })
+
+// ---------------------------------------------------------------------------------------------------------------
 // Figures
 
 type Engine = WorkflowEngine.WorkflowEngine["Type"]
@@ -327,11 +357,20 @@ const commitFloor = (url: string) =>
     return { p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99) }
   }).pipe(Effect.provide(PgClient.layer({ url: Redacted.make(url), maxConnections: 1 })))
 
+/** CPU ms of one figure's measurement: the workers' (summed; NaN in process) and this process's. */
+interface Cpu {
+  readonly workers: number
+  readonly here: number
+}
+
 interface Sample {
   readonly usPerStep: number
   readonly chunks: { readonly endToEnd: number; readonly writer: number }
   readonly latency: { readonly p50: number; readonly p99: number; readonly max: number }
+  readonly cpu: { readonly steps: Cpu; readonly chunks: Cpu; readonly latency: Cpu }
 }
+
+const noCpu: Cpu = { workers: NaN, here: NaN }
 
 const storeLayer = (deployment: Deployment, url: string): Layer.Layer<RunStore.RunStore, unknown> =>
   deployment.store === "memory" ? RunStore.layerMemory : Postgres.layer({ url })
@@ -343,6 +382,7 @@ const measure = (deployment: Deployment, rep: number, databases: Record<string, 
     const url = databases[deployment.id] ?? ""
     const brokers: Brokers = { databaseUrl: url, redisUrl, redisPrefix: `${redisPrefix}${rep}:` }
     let engineLayer: Layer.Layer<WorkflowEngine.WorkflowEngine, unknown>
+    const workers: Array<ChildProcess> = []
     if (deployment.crossProcess) {
       const started = []
       for (const n of [1, 2]) {
@@ -356,7 +396,10 @@ const measure = (deployment: Deployment, rep: number, databases: Record<string, 
         }
         started.push({ name, worker: yield* spawnWorker(env, name) })
       }
-      for (const { name, worker } of started) yield* ready(worker, name)
+      for (const { name, worker } of started) {
+        yield* ready(worker, name)
+        workers.push(worker.child)
+      }
       engineLayer = WorkflowEngine.register(...workflows).pipe(
         Layer.provideMerge(WorkflowEngine.layerClient),
         Layer.provide(busLayer(deployment.bus, brokers)),
@@ -376,10 +419,22 @@ const measure = (deployment: Deployment, rep: number, databases: Record<string, 
     yield* linearRuns(engine, sizes.warmUpRuns)
     yield* chunkFigure(engine, Math.min(5_000, sizes.chunks))
     // A figure left out (--figures) is NaN: "–" in the table, null in the JSON.
-    const usPerStep = figures.has("steps") ? yield* stepFigure(engine) : NaN
-    const chunkRates = figures.has("chunks") ? yield* chunkFigure(engine, sizes.chunks) : { endToEnd: NaN, writer: NaN }
-    const latency = figures.has("latency") ? yield* latencyFigure(engine) : { p50: NaN, p99: NaN, max: NaN }
-    return { sample: { usPerStep, chunks: chunkRates, latency } satisfies Sample, setupMs, doneAt: performance.now() }
+    const steps = figures.has("steps")
+      ? yield* cpuDuring(workers, stepFigure(engine))
+      : { value: NaN, cpu: noCpu }
+    const chunkRates = figures.has("chunks")
+      ? yield* cpuDuring(workers, chunkFigure(engine, sizes.chunks))
+      : { value: { endToEnd: NaN, writer: NaN }, cpu: noCpu }
+    const latency = figures.has("latency")
+      ? yield* cpuDuring(workers, latencyFigure(engine))
+      : { value: { p50: NaN, p99: NaN, max: NaN }, cpu: noCpu }
+    const sample: Sample = {
+      usPerStep: steps.value,
+      chunks: chunkRates.value,
+      latency: latency.value,
+      cpu: { steps: steps.cpu, chunks: chunkRates.cpu, latency: latency.cpu }
+    }
+    return { sample, setupMs, doneAt: performance.now() }
   }).pipe(Effect.scoped)
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -438,6 +493,11 @@ const verdict = (aim: Aim, s: Summary | undefined) => {
 
 type Summary = ReturnType<typeof summarize>
 
+const perUnit = (cpu: ReadonlyArray<Cpu>, units: number) => ({
+  workers: median(cpu.map((c) => (c.workers * 1000) / units)),
+  here: median(cpu.map((c) => (c.here * 1000) / units))
+})
+
 const summarize = (deployment: Deployment, samples: ReadonlyArray<Sample>, reference: ReadonlyArray<Sample> | undefined) => {
   const steps = stats(samples.map((s) => s.usPerStep))
   return {
@@ -449,7 +509,13 @@ const summarize = (deployment: Deployment, samples: ReadonlyArray<Sample>, refer
     writer: stats(samples.map((s) => s.chunks.writer)),
     p50: stats(samples.map((s) => s.latency.p50)),
     p99: stats(samples.map((s) => s.latency.p99)),
-    maxLatency: stats(samples.map((s) => s.latency.max))
+    maxLatency: stats(samples.map((s) => s.latency.max)),
+    /** CPU µs per unit of each figure: per step, per chunk, per tick; the workers' (summed) and this process's. */
+    cpuUs: {
+      steps: perUnit(samples.map((s) => s.cpu.steps), sizes.runs * 10),
+      chunks: perUnit(samples.map((s) => s.cpu.chunks), sizes.chunks),
+      latency: perUnit(samples.map((s) => s.cpu.latency), sizes.ticks)
+    }
   }
 }
 
@@ -534,6 +600,16 @@ const program = Effect.gen(function*() {
       `p99 ${ms(median(floors.map((f) => f.p99)))} ms.`
     ]),
     "",
+    "CPU time per unit (µs; medians): the two workers' together, and this process's (the client; in process, the whole " +
+    "engine). 10 ms clock ticks: small counts are coarse.",
+    "",
+    "| deployment | per step, workers | per step, here | per chunk, workers | per chunk, here | per tick, workers | per tick, here |",
+    "|---|---:|---:|---:|---:|---:|---:|",
+    ...summaries.map(({ deployment: d, summary: { cpuUs: c } }) =>
+      `| ${d.label} | ${int(c.steps.workers)} | ${int(c.steps.here)} | ${ms(c.chunks.workers)} | ${ms(c.chunks.here)} | ` +
+      `${int(c.latency.workers)} | ${int(c.latency.here)} |`
+    ),
+    "",
     "| aim | measured | |",
     "|---|---:|---|",
     ...aims.map((aim) => {
@@ -558,10 +634,28 @@ const program = Effect.gen(function*() {
         unit: "µs per step",
         ...s.steps,
         ratio: s.stepRatio === undefined ? null : { to: "memory-postgres", value: s.stepRatio },
+        cpuMicrosPerStep: s.cpuUs.steps,
         aim: aimOf("steps")
       },
-      { ...common, figure: "chunks", unit: "chunks/s", ...s.chunks, writerAlone: s.writer, aim: aimOf("chunks") },
-      { ...common, figure: "latency", unit: "ms", p50: s.p50, p99: s.p99, max: s.maxLatency, aim: aimOf("latency") }
+      {
+        ...common,
+        figure: "chunks",
+        unit: "chunks/s",
+        ...s.chunks,
+        writerAlone: s.writer,
+        cpuMicrosPerChunk: s.cpuUs.chunks,
+        aim: aimOf("chunks")
+      },
+      {
+        ...common,
+        figure: "latency",
+        unit: "ms",
+        p50: s.p50,
+        p99: s.p99,
+        max: s.maxLatency,
+        cpuMicrosPerTick: s.cpuUs.latency,
+        aim: aimOf("latency")
+      }
     ]
   })
   if (floors.length > 0) {
