@@ -49,10 +49,15 @@ export const chunks = Workflow.make({ id: "bench-cluster-chunks", inputSchema: S
   Workflow.commit
 )
 
-/** A chunk of figure 3: its index and when it was written (`wallMs`). */
+/**
+ * A chunk of figure 3: its index, when it was written (`wallMs`), and which execution wrote it (the process and the
+ * step's attempt), so that a stream holding two executions' writes says so.
+ */
 export interface Tick {
   readonly i: number
   readonly at: number
+  readonly pid: number
+  readonly attempt: number
 }
 
 /** How long the writer of figure 3 waits before its first write, so that the reader is following by then. */
@@ -68,12 +73,12 @@ export const ticks = Workflow.make({
     id: "tick",
     inputSchema: Schema.Struct({ count: Schema.Number, everyMs: Schema.Number }),
     outputSchema: Schema.Number,
-    execute: ({ inputData: { count, everyMs } }) =>
+    execute: ({ attempt, inputData: { count, everyMs } }) =>
       Effect.gen(function*() {
         const out = yield* Workflow.getWritable<Tick>()
         yield* Effect.sleep(tickLeadMs)
         for (let i = 0; i < count; i++) {
-          yield* out.write({ i, at: wallMs() })
+          yield* out.write({ i, at: wallMs(), pid: process.pid, attempt })
           yield* Effect.sleep(everyMs)
         }
         yield* out.close

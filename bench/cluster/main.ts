@@ -37,7 +37,7 @@ import { cpus, loadavg, platform, release, totalmem } from "node:os"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { Redis as RedisClient } from "ioredis"
-import { RunStore, WorkflowEngine } from "stepwise"
+import { type Run, RunStore, WorkflowEngine } from "stepwise"
 import * as Postgres from "stepwise/postgres"
 import * as Redis from "stepwise/redis"
 import {
@@ -316,24 +316,45 @@ const chunkFigure = (engine: Engine, count: number) =>
 const percentile = (sorted: ReadonlyArray<number>, p: number) =>
   sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!
 
+/** What went wrong with a stream of ticks: what the reader got, what the store holds, and the run's events. */
+const streamReport = (run: Run.Run<unknown, unknown>, received: ReadonlyArray<Tick>) =>
+  Effect.gen(function*() {
+    const show = (ticks: ReadonlyArray<Tick>) => {
+      const firstBreak = ticks.findIndex((tick, i) => tick.i !== i)
+      const writers = [...new Set(ticks.map((t) => `pid ${t.pid} attempt ${t.attempt}`))]
+      const around = firstBreak < 0 ? [] : ticks.slice(Math.max(0, firstBreak - 3), firstBreak + 5)
+      return `${ticks.length} ticks, ${new Set(ticks.map((t) => t.i)).size} distinct, from ${writers.join(" and ")}` +
+        (firstBreak < 0 ? "" : `; first out of order at ${firstBreak}: ${around.map((t) => `${t.i} (${t.pid}/${t.attempt})`).join(", ")}`)
+    }
+    const stored = Array.from(yield* Stream.runCollect(run.readable<Tick>()).pipe(Effect.orDie))
+    const events = Array.from(yield* Stream.runCollect(run.events()).pipe(Effect.orDie))
+    return new Error(
+      `run ${run.runId}: the reader got ${show(received)}; the store holds ${show(stored)}; events: ` +
+        events.map((e) => `${e.type}${"payload" in e && typeof e.payload === "object" ? ` ${JSON.stringify(e.payload).slice(0, 120)}` : ""}`)
+          .join(" | ")
+    )
+  })
+
 /** Figure 3: write→read latency, p50 and p99 in ms. */
 const latencyFigure = (engine: Engine) =>
   Effect.gen(function*() {
     const run = yield* engine.start(ticks, { count: sizes.ticks, everyMs: sizes.tickEveryMs })
     const samples: Array<number> = []
-    let next = 0
+    const received: Array<Tick> = []
     yield* Effect.all([
       run.result,
       Stream.runForEachChunk(run.readable<Tick>(), (chunk) =>
         Effect.sync(() => {
           const now = wallMs()
           for (const tick of chunk) {
-            if (tick.i !== next++) throw new Error(`tick ${tick.i} arrived in place of ${next - 1}`)
+            received.push(tick)
             samples.push(now - tick.at)
           }
         }))
     ], { concurrency: 2 })
-    if (samples.length !== sizes.ticks) return yield* Effect.dieMessage(`the reader got ${samples.length} ticks of ${sizes.ticks}`)
+    if (received.some((tick, i) => tick.i !== i) || received.length !== sizes.ticks) {
+      return yield* Effect.die(yield* streamReport(run, received))
+    }
     const sorted = samples.sort((a, b) => a - b)
     return { p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99), max: sorted.at(-1)! }
   })
@@ -510,6 +531,10 @@ const summarize = (deployment: Deployment, samples: ReadonlyArray<Sample>, refer
     p50: stats(samples.map((s) => s.latency.p50)),
     p99: stats(samples.map((s) => s.latency.p99)),
     maxLatency: stats(samples.map((s) => s.latency.max)),
+    /** CPU per step, all processes of the deployment together, ÷ the in-process engine's on the same store. */
+    cpuStepRatio: deployment.crossProcess && reference !== undefined
+      ? median(samples.map((s) => s.cpu.steps.workers + s.cpu.steps.here)) / median(reference.map((s) => s.cpu.steps.here))
+      : undefined,
     /** CPU µs per unit of each figure: per step, per chunk, per tick; the workers' (summed) and this process's. */
     cpuUs: {
       steps: perUnit(samples.map((s) => s.cpu.steps), sizes.runs * 10),
@@ -603,11 +628,12 @@ const program = Effect.gen(function*() {
     "CPU time per unit (µs; medians): the two workers' together, and this process's (the client; in process, the whole " +
     "engine). 10 ms clock ticks: small counts are coarse.",
     "",
-    "| deployment | per step, workers | per step, here | per chunk, workers | per chunk, here | per tick, workers | per tick, here |",
-    "|---|---:|---:|---:|---:|---:|---:|",
-    ...summaries.map(({ deployment: d, summary: { cpuUs: c } }) =>
-      `| ${d.label} | ${int(c.steps.workers)} | ${int(c.steps.here)} | ${ms(c.chunks.workers)} | ${ms(c.chunks.here)} | ` +
-      `${int(c.latency.workers)} | ${int(c.latency.here)} |`
+    "| deployment | per step, workers | per step, here | all ÷ in process, same store | per chunk, workers | " +
+    "per chunk, here | per tick, workers | per tick, here |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ...summaries.map(({ deployment: d, summary: { cpuStepRatio, cpuUs: c } }) =>
+      `| ${d.label} | ${int(c.steps.workers)} | ${int(c.steps.here)} | ${cpuStepRatio === undefined ? "" : ratio(cpuStepRatio)} | ` +
+      `${ms(c.chunks.workers)} | ${ms(c.chunks.here)} | ${int(c.latency.workers)} | ${int(c.latency.here)} |`
     ),
     "",
     "| aim | measured | |",
@@ -635,6 +661,7 @@ const program = Effect.gen(function*() {
         ...s.steps,
         ratio: s.stepRatio === undefined ? null : { to: "memory-postgres", value: s.stepRatio },
         cpuMicrosPerStep: s.cpuUs.steps,
+        cpuRatio: s.cpuStepRatio === undefined ? null : { to: "memory-postgres", value: s.cpuStepRatio },
         aim: aimOf("steps")
       },
       {
