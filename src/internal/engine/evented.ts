@@ -33,6 +33,7 @@ import * as EventBus from "../../EventBus.js"
 import * as RunStore from "../../RunStore.js"
 import { SerializedError } from "../../WorkflowEvent.js"
 import * as Codec from "../codec.js"
+import { randomId } from "../ids.js"
 import * as Consume from "../bus/consume.js"
 import { classify, type EngineOptions, type LaunchReason, makeCore, type Registered } from "./core.js"
 import * as Executor from "./executor.js"
@@ -43,6 +44,9 @@ import * as Timers from "./timers.js"
 import { wallNow, wallSleep } from "../wallClock.js"
 
 const noBeats: ReadonlyMap<string, number> = new Map()
+
+/** The path of the record that claims a run's settlement: no node of a graph has it (paths are digits and marks). */
+const settlementPath = "$settled"
 
 /**
  * A command. `handBacks`: how many times instances that do not register the run's workflow took it and published it
@@ -429,6 +433,35 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
         Effect.catchAllCause((cause) => Effect.logError(`Handling ${message.type} for run ${message.runId} failed`, cause))
       )
 
+    /**
+     * Settles a run once, across instances. The run's lock is per process: two instances handling the run's end (a
+     * command delivered twice, a walk on each side coming to the same end, a cancel meeting the end) each found the
+     * run unsettled and each recorded its outcome and emitted a second \`workflow-finish\`. Now each first claims the
+     * run's settlement in the store (a record at a path no node has); of several, one wins and settles. Should the
+     * winner die between its claim and its records (a window of a few statements), the run would wait for ever: an
+     * instance that lost the claim looks again after a lease and settles a run that is still unsettled.
+     */
+    const settleOnce = (runId: string, outcome: string, settle: Effect.Effect<void>) =>
+      Effect.gen(function*() {
+        const claim: RunStore.StepRecord = {
+          path: settlementPath,
+          stepId: settlementPath,
+          status: "success",
+          output: outcome,
+          stepCallId: randomId()
+        }
+        const won = yield* Effect.orDie(store.claimStep(runId, claim, undefined))
+        if (won !== undefined) return yield* settle
+        yield* Effect.logDebug(`Run ${runId}: another instance settles it; this one's ${outcome} is dropped.`)
+        yield* Effect.forkIn(
+          Effect.zipRight(
+            wallSleep(Duration.millis(core.leaseMillis)),
+            withLock(runId, Effect.flatMap(settled(runId), (done) => done ? Effect.void : settle))
+          ),
+          handlers
+        )
+      })
+
     /** A control command's handler (it runs in a fiber of its own; see `take` for the step commands). */
     const handle = (message: Exclude<Command, { readonly type: "workflow.step.run" | "workflow.step.end" }>) => {
       const { runId } = message
@@ -459,8 +492,10 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
             Effect.gen(function*() {
               const record = yield* Effect.orDie(store.getRun(runId))
               if (record === undefined || RunStore.isTerminal(record.status)) return
-              yield* core.completeRun(runId, message.data.output)
-              yield* announce(runId, "success")
+              yield* settleOnce(runId, "success", Effect.zipRight(
+                core.completeRun(runId, message.data.output),
+                announce(runId, "success")
+              ))
             })
           )
         case "workflow.fail":
@@ -471,8 +506,10 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
               const { error, path, stepId } = message.data
               const cause = core.causeAt(runId, path) ??
                 Executor.rebuildCause(path, { path, stepId, status: "failed", error })
-              yield* core.failRun(runId, new Executor.StepFailure({ stepId, path, cause }))
-              yield* announce(runId, "failed")
+              yield* settleOnce(runId, "failed", Effect.zipRight(
+                core.failRun(runId, new Executor.StepFailure({ stepId, path, cause })),
+                announce(runId, "failed")
+              ))
             })
           )
         case "workflow.suspend":
@@ -486,8 +523,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
               Effect.gen(function*() {
                 if (yield* settled(runId)) return
                 yield* stopLocal(runId)
-                yield* core.cancelRun(runId)
-                yield* announce(runId, "canceled")
+                yield* settleOnce(runId, "canceled", Effect.zipRight(core.cancelRun(runId), announce(runId, "canceled")))
               })
             )
           )
