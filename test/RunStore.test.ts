@@ -562,7 +562,7 @@ describe("RunStore.layerSql upgrades", () => {
       }).pipe(Effect.provide(Sqlite.layer({ filename })), Effect.scoped)
     }))
 
-  it.effect("opens a SQLite database of a release before claims: a step it left running can be claimed and fenced", () =>
+  it.effect("opens a SQLite database of a release before claims: a step it left running can be claimed and fenced, a corrupt row notwithstanding", () =>
     Effect.gen(function*() {
       const filename = tempSqliteFile()
       const dispatched: RunStore.StepRecord = { path: "0", stepId: "s", status: "running", attempt: 1 }
@@ -573,7 +573,8 @@ describe("RunStore.layerSql upgrades", () => {
         yield* sql`INSERT INTO stepwise_runs (run_id, workflow_id, status, input, created_at, updated_at, steps_version)
           VALUES ('old', 'wf', 'running', '{"v":1}', 1, 1, 2)`
         yield* sql`INSERT INTO stepwise_steps (run_id, path, data, version)
-          VALUES ('old', '0', ${JSON.stringify({ v: dispatched })}, 1), ('old', '1', ${JSON.stringify({ v: executing })}, 2)`
+          VALUES ('old', '0', ${JSON.stringify({ v: dispatched })}, 1), ('old', '1', ${JSON.stringify({ v: executing })}, 2),
+            ('old', '2', '{"v":{"path":"2", not json', 2)`
       }).pipe(Effect.provide(SqliteClient.layer({ filename })), Effect.scoped)
 
       yield* Effect.gen(function*() {
@@ -584,6 +585,9 @@ describe("RunStore.layerSql upgrades", () => {
         expect(yield* store.claimStep("old", { ...claim, stepCallId: "other" }, { ...dispatched, attempt: 0 })).toBeUndefined()
         expect(yield* store.claimStep("old", claim, dispatched)).toBe(3)
         expect(yield* store.claimStep("old", { ...claim, stepCallId: "late" }, dispatched)).toBeUndefined()
+        // The corrupt row still fails its run's reads, saying which row, as before the migration.
+        const corrupt = yield* Effect.flip(store.getSteps("old"))
+        expect(corrupt.message).toContain("the step result at path 2 of run old is corrupt")
       }).pipe(Effect.provide(Sqlite.layer({ filename })), Effect.scoped)
     }))
 

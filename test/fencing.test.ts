@@ -135,6 +135,50 @@ for (const backend of storeBackends) {
       )
     })
 
+    it.live("a nested workflow that two walks finish at once reports its result once", () =>
+      Effect.gen(function*() {
+        // The walk executing the nested workflow's last step comes to the nested workflow's end; so does the walk
+        // after a sibling's end, which comes while the first is recording it (held up here by the store).
+        const lastInnerDone = yield* Deferred.make<void>()
+        const add = (id: string) =>
+          Step.make({ id, inputSchema: N, outputSchema: N, execute: ({ inputData }) => Effect.succeed(inputData + 1) })
+        const inner = Workflow.make({ id: "inner", inputSchema: N, outputSchema: N }).pipe(
+          Workflow.then(add("i1")),
+          Workflow.then(add("i2")),
+          Workflow.commit
+        )
+        const sibling = Step.make({
+          id: "sibling",
+          inputSchema: N,
+          outputSchema: N,
+          execute: ({ inputData }) => Effect.as(Deferred.await(lastInnerDone), inputData)
+        })
+        const wf = Workflow.make({ id: `nested-${crypto.randomUUID()}`, inputSchema: N, outputSchema: N }).pipe(
+          Workflow.parallel([inner, sibling]),
+          Workflow.map(({ inputData }) => Effect.succeed(inputData["inner"]! + inputData["sibling"]!)),
+          Workflow.commit
+        )
+        const base = yield* sharedStore(backend.layer)
+        const nestedEnd = (record: RunStore.StepRecord) => record.path === "0:inner" && record.status !== "running"
+        const store = RunStore.RunStore.of({
+          ...base,
+          putStep: (runId, record, event, fence) =>
+            Effect.zipRight(
+              nestedEnd(record) ? Effect.sleep("150 millis") : Effect.void,
+              Effect.tap(base.putStep(runId, record, event, fence), () =>
+                record.path === "0:inner/1" && record.status === "success" ? Deferred.succeed(lastInnerDone, undefined) : Effect.void)
+            ),
+          claimStep: (runId, record, expected, event) =>
+            Effect.zipRight(nestedEnd(record) ? Effect.sleep("150 millis") : Effect.void, base.claimStep(runId, record, expected, event))
+        })
+        const { bus } = yield* EventBus.makeMemory
+        const a = yield* worker(WorkflowEngine.layerEventedWith({ workerId: "nested-a" }), bus, store, wf)
+        const run = yield* a.start(wf, 1)
+        expect(yield* within(run.result, "the run")).toBe(4)
+        const results = (yield* allEvents(run)).filter(WorkflowEvent.is("workflow-step-result"))
+        expect(results.map((e) => e.payload.id).sort()).toEqual(["i1", "i2", "inner", "map-1", "sibling"])
+      }).pipe(Effect.scoped))
+
     it.live("an execution fenced off while it runs has its late result, events and stream writes refused", () =>
       Effect.gen(function*() {
         // worker-a starts the run and executes "long" (attempt 1), then stops reading commands and never heartbeats:

@@ -1007,9 +1007,31 @@ const run = (
   })
 
 /**
- * Records a step's success: stored result, `getStepResult`, and the `workflow-step-result` event. With `claim`, under
- * it: refused (the step is another execution's now), nothing is recorded and the walk halts with `StepFenced`.
+ * How an outcome is recorded: under a step execution's claim (refused once another execution claimed the step: then
+ * nothing is recorded and the walk halts with `StepFenced`), or, for a nested workflow, only if its record is still
+ * the `running` one the walk read (two walks of a run may both come to its end; the one that records it emits its
+ * result, and the other goes on from the same outcome).
  */
+export type Under = Claim | { readonly expected: RunStore.StepRecord }
+
+/** Records an outcome (with its event) as `under` says; answers whether to go on (false: this execution is fenced off). */
+const recordOutcome = (
+  env: RunEnv,
+  under: Under,
+  record: RunStore.StepRecord,
+  event: WorkflowEvent
+): Effect.Effect<boolean> =>
+  "expected" in under
+    ? Effect.map(env.claim(record, under.expected, event), (recorded) => {
+      if (recorded) env.memo.set(record.path, record)
+      return true
+    })
+    : Effect.map(env.emitUnder(under, record, event), (recorded) => {
+      if (recorded) env.memo.set(record.path, record)
+      return recorded
+    })
+
+/** Records a step's (or nested workflow's) success: stored result, `getStepResult`, and the `workflow-step-result` event. */
 export const succeed = (
   env: RunEnv,
   scope: WorkflowScope,
@@ -1019,19 +1041,17 @@ export const succeed = (
   attempt: number,
   output: unknown,
   encoded: unknown,
-  claim?: Claim
+  under: Under
 ): Effect.Effect<unknown, StepFenced> =>
   Effect.gen(function*() {
     const record: RunStore.StepRecord = { path, stepId, status: "success", output: encoded, attempt, stepCallId }
     const event = yield* stepResult(env, stepId, stepCallId, { status: "success", output: encoded })
-    if (claim === undefined) yield* env.emit(event, record)
-    else if (!(yield* env.emitUnder(claim, record, event))) return yield* stepFenced(env, stepId, path, attempt)
-    env.memo.set(path, record)
+    if (!(yield* recordOutcome(env, under, record, event))) return yield* stepFenced(env, stepId, path, attempt)
     scope.results.set(stepId, output)
     return output
   })
 
-/** Records a step's failure and halts the walk with it (with `claim`, under it, as `succeed`). */
+/** Records a step's (or nested workflow's) failure, as `succeed`, and halts the walk with it. */
 export const fail = (
   env: RunEnv,
   stepId: string,
@@ -1039,16 +1059,14 @@ export const fail = (
   stepCallId: string,
   attempt: number,
   cause: Cause.Cause<unknown>,
-  claim?: Claim
+  under: Under
 ): Effect.Effect<never, StepFailure | StepFenced> =>
   Effect.gen(function*() {
     const error = serializeCause(cause)
     const record: RunStore.StepRecord = { path, stepId, status: "failed", error, attempt, stepCallId }
     env.onFailure?.(path, cause)
     const event = yield* stepResult(env, stepId, stepCallId, { status: "failed", error })
-    if (claim === undefined) yield* env.emit(event, record)
-    else if (!(yield* env.emitUnder(claim, record, event))) return yield* stepFenced(env, stepId, path, attempt)
-    env.memo.set(path, record)
+    if (!(yield* recordOutcome(env, under, record, event))) return yield* stepFenced(env, stepId, path, attempt)
     return yield* new StepFailure({ stepId, path, cause })
   })
 

@@ -300,10 +300,11 @@ const runNested = (
           `Nested workflow "${workflow.id}" received input that does not match its inputSchema: ${
             Executor.parseMessage(encodedInput.cause)
           }`
-        )))
+        )), { expected: known })
       }
     }
-    const stepCallId = known.stepCallId ?? randomId()
+    const started = known
+    const stepCallId = started.stepCallId ?? randomId()
     const output = yield* runWorkflow(env, waits, workflow, input, `${path}/`)
     const encoded = yield* Effect.exit(Codec.encode(workflow.outputSchema, output))
     if (Exit.isFailure(encoded)) {
@@ -311,9 +312,9 @@ const runNested = (
         `Nested workflow "${workflow.id}" produced output that does not match its outputSchema: ${
           Executor.parseMessage(encoded.cause)
         }`
-      )))
+      )), { expected: started })
     }
-    return yield* Executor.succeed(env, scope, workflow.id, path, stepCallId, 1, output, encoded.value)
+    return yield* Executor.succeed(env, scope, workflow.id, path, stepCallId, 1, output, encoded.value, { expected: started })
   })
 
 /**

@@ -116,35 +116,40 @@ const migrations: Record<string, Effect.Effect<void, SqlError, SqlClient.SqlClie
     )`
   }),
   // What claims and fenced writes compare, beside each step record, so that each is one conditional statement:
-  // `claim` (model.ts `claimKey`) and `call_id` (`fenceOf`). The records of unfinished runs are given theirs.
+  // `claim` (model.ts `claimKey`) and `call_id` (`fenceOf`). The records of unfinished runs are given theirs, computed
+  // by those same functions; a row that does not parse is left without (reading it fails its run, as before).
   "5_stepwise_step_claims": Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     yield* sql`ALTER TABLE stepwise_steps ADD COLUMN claim TEXT`
     yield* sql`ALTER TABLE stepwise_steps ADD COLUMN call_id TEXT`
-    const unfinished = sql`run_id IN (SELECT run_id FROM stepwise_runs WHERE status NOT IN ('success', 'failed', 'canceled'))`
+    const rows = yield* sql<{ run_id: string; path: string; data: string }>`SELECT s.run_id, s.path, s.data
+      FROM stepwise_steps s JOIN stepwise_runs r ON r.run_id = s.run_id
+      WHERE r.status NOT IN ('success', 'failed', 'canceled')`
+    const keys: Array<{ run_id: string; path: string; claim: string | null; call_id: string | null }> = []
+    for (const row of rows) {
+      let record: RunStore.StepRecord | undefined
+      try {
+        record = (JSON.parse(row.data) as { readonly v?: RunStore.StepRecord }).v
+      } catch {
+        continue
+      }
+      if (typeof record !== "object" || record === null) continue
+      const claim = claimKey(record)
+      const callId = fenceOf(record)
+      if (claim !== null || callId !== null) keys.push({ run_id: row.run_id, path: row.path, claim, call_id: callId })
+    }
+    // Postgres: 500 rows a statement; SQLite (in process): a statement a row, by its primary key.
     yield* sql.onDialectOrElse({
       pg: () =>
-        sql`UPDATE stepwise_steps SET
-          claim = CASE
-            WHEN (data::json -> 'v' ->> 'status') = 'running' THEN 'running:' ||
-              COALESCE(data::json -> 'v' ->> 'attempt', '0') || ':' || COALESCE(data::json -> 'v' ->> 'stepCallId', '')
-            WHEN (data::json -> 'v' ->> 'status') = 'suspended' AND (data::json -> 'v' -> 'resumeData') IS NOT NULL
-              THEN 'resumed:' || COALESCE(data::json -> 'v' ->> 'attempt', '0') || ':' ||
-                COALESCE(data::json -> 'v' ->> 'stepCallId', '')
-          END,
-          call_id = data::json -> 'v' ->> 'stepCallId'
-          WHERE ${unfinished}`,
+        Effect.forEach(Array.from({ length: Math.ceil(keys.length / 500) }, (_, i) => i), (i) =>
+          sql`UPDATE stepwise_steps s SET claim = x.claim, call_id = x.call_id
+            FROM json_to_recordset(${JSON.stringify(keys.slice(i * 500, (i + 1) * 500))}::json)
+              AS x(run_id text, path text, claim text, call_id text)
+            WHERE s.run_id = x.run_id AND s.path = x.path`, { discard: true }),
       orElse: () =>
-        sql`UPDATE stepwise_steps SET
-          claim = CASE
-            WHEN json_extract(data, '$.v.status') = 'running' THEN 'running:' ||
-              COALESCE(json_extract(data, '$.v.attempt'), 0) || ':' || COALESCE(json_extract(data, '$.v.stepCallId'), '')
-            WHEN json_extract(data, '$.v.status') = 'suspended' AND json_type(data, '$.v.resumeData') IS NOT NULL
-              THEN 'resumed:' || COALESCE(json_extract(data, '$.v.attempt'), 0) || ':' ||
-                COALESCE(json_extract(data, '$.v.stepCallId'), '')
-          END,
-          call_id = json_extract(data, '$.v.stepCallId')
-          WHERE ${unfinished}`
+        Effect.forEach(keys, (key) =>
+          sql`UPDATE stepwise_steps SET claim = ${key.claim}, call_id = ${key.call_id}
+            WHERE run_id = ${key.run_id} AND path = ${key.path}`, { discard: true })
     })
   })
 }
