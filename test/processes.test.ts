@@ -136,8 +136,17 @@ describe.skipIf(deployments.length === 0)("the evented engine in separate proces
             for (const run of unfinished.slice(0, 5)) {
               const steps = (yield* storeService.getSteps(run.runId)).steps
               console.error(run.runId, run.status, run.owner, JSON.stringify(steps.map((s) => [s.path, s.status, s.worker, s.attempt])))
+              for (const w of workers) {
+                for (const line of [...w.lines, ...w.stderr.split("\n")]) {
+                  if (line.includes(run.runId)) console.error("LOG", line.slice(0, 400))
+                }
+              }
             }
             console.error(`${unfinished.length} runs unfinished`)
+            const activity = yield* sql<{ state: string; wait: string; age: string; query: string }>`SELECT state,
+              coalesce(wait_event_type || ':' || wait_event, '') AS wait, (now() - xact_start)::text AS age,
+              left(query, 160) AS query FROM pg_stat_activity WHERE datname = ${db.name} AND pid <> pg_backend_pid()`
+            for (const a of activity) console.error("PG", a.state, a.wait, a.age, a.query.replace(/\s+/g, " "))
           }).pipe(Effect.ignore)
         ))
         const followed = client.lines.filter((l) => l.startsWith("{")).map((l) =>
@@ -182,6 +191,7 @@ describe.skipIf(deployments.length === 0)("the evented engine in separate proces
           expect(run.chunks, run.runId).toEqual(stored.chunks)
           const log = yield* storeService.readEvents(run.runId, 0, 10_000)
           if (run.events.length !== log.events.length) {
+            for (const w of workers) console.error(w.stderr.split("\n").filter((l) => l.includes(run.runId)).join("\n"))
             console.error(run.runId, JSON.stringify(log.events.slice(run.events.length - 3).map((e) => [e.type, e.payload])))
           }
           expect(run.events, run.runId).toEqual(log.events.map((e) => e.type))

@@ -437,9 +437,10 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
      * Settles a run once, across instances. The run's lock is per process: two instances handling the run's end (a
      * command delivered twice, a walk on each side coming to the same end, a cancel meeting the end) each found the
      * run unsettled and each recorded its outcome and emitted a second \`workflow-finish\`. Now each first claims the
-     * run's settlement in the store (a record at a path no node has); of several, one wins and settles. Should the
-     * winner die between its claim and its records (a window of a few statements), the run would wait for ever: an
-     * instance that lost the claim looks again after a lease and settles a run that is still unsettled.
+     * run's settlement in the store (a record at a path no node has, naming the claiming instance); of several, one
+     * wins and settles. Should the winner die between its claim and its records (a window of a few statements), the
+     * run would wait for ever: an instance that lost the claim looks again every lease, and settles a run that is
+     * still unsettled once the winner has been silent for the lease (a winner that is only slow is left to finish).
      */
     const settleOnce = (runId: string, outcome: string, settle: Effect.Effect<void>) =>
       Effect.gen(function*() {
@@ -448,18 +449,36 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
           stepId: settlementPath,
           status: "success",
           output: outcome,
-          stepCallId: randomId()
+          stepCallId: randomId(),
+          worker: core.workerId,
+          startedAt: wallNow()
         }
         const won = yield* Effect.orDie(store.claimStep(runId, claim, undefined))
         if (won !== undefined) return yield* settle
         yield* Effect.logDebug(`Run ${runId}: another instance settles it; this one's ${outcome} is dropped.`)
-        yield* Effect.forkIn(
-          Effect.zipRight(
-            wallSleep(Duration.millis(core.leaseMillis)),
-            withLock(runId, Effect.flatMap(settled(runId), (done) => done ? Effect.void : settle))
-          ),
-          handlers
+        const winnerGone = Effect.gen(function*() {
+          if (yield* settled(runId)) return undefined
+          const steps = yield* Effect.orDie(store.getSteps(runId))
+          const winner = steps.steps.find((step) => step.path === settlementPath)
+          if (winner?.worker === undefined) return false
+          const beats = yield* Effect.orDie(store.workerHeartbeats([winner.worker]))
+          const staleBefore = wallNow() - core.leaseMillis
+          return Math.max(beats.get(winner.worker) ?? 0, winner.startedAt ?? 0) < staleBefore
+        })
+        const watch: Effect.Effect<void> = Effect.zipRight(
+          wallSleep(Duration.millis(core.leaseMillis)),
+          Effect.flatMap(withLock(runId, Effect.flatMap(winnerGone, (gone) =>
+            gone === true
+              ? Effect.as(
+                Effect.zipRight(
+                  Effect.logWarning(`Run ${runId}: the instance that claimed its settlement went silent; settling it here.`),
+                  settle
+                ),
+                true
+              )
+              : Effect.succeed(gone === undefined))), (done) => done ? Effect.void : watch)
         )
+        yield* Effect.forkIn(watch, handlers)
       })
 
     /** A control command's handler (it runs in a fiber of its own; see `take` for the step commands). */
