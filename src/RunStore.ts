@@ -263,6 +263,8 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
       updateRun: (runId, patch) =>
         Effect.flatMap(Clock.currentTimeMillis, (now) =>
           withRun("update run", runId, (run) => {
+            // A finished run stays as it is (see `updateRun`).
+            if (isTerminal(run.record.status)) return
             run.record = { ...run.record, ...patch, updatedAt: now }
             if (patch.status !== undefined && isTerminal(patch.status)) {
               finished.delete(runId)

@@ -50,6 +50,17 @@ export const runStoreSuite = (name: string, layer: Layer.Layer<RunStore.RunStore
         expect(failure.message).toContain(`run ${id("nope")}`)
       }).pipe(Effect.provide(layer)))
 
+    it.effect("leaves a finished run as it is: a late patch does not set it running again", () =>
+      Effect.gen(function*() {
+        yield* fresh
+        const store = yield* RunStore.RunStore
+        yield* store.createRun(record("settled"))
+        yield* store.updateRun(id("settled"), { status: "success", output: 1 })
+        yield* store.updateRun(id("settled"), { status: "running" })
+        yield* store.updateRun(id("settled"), { status: "waiting", output: 2 })
+        expect(yield* store.getRun(id("settled"))).toMatchObject({ status: "success", output: 1 })
+      }).pipe(Effect.provide(layer)))
+
     it.effect("lists runs oldest first by default, or newest first, up to a limit", () =>
       Effect.gen(function*() {
         yield* fresh

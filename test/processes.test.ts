@@ -107,7 +107,7 @@ describe.skipIf(deployments.length === 0)("the evented engine in separate proces
           REDIS_PREFIX: `stepwise-cluster:${db.name}:`,
           RUN_PREFIX: "run"
         }
-        const workers = []
+        const workers: Array<Proc> = []
         for (const id of ["worker-1", "worker-2", "worker-3"]) {
           workers.push(yield* start({ ...env, ROLE: "worker", WORKER_ID: id }))
         }
@@ -138,7 +138,7 @@ describe.skipIf(deployments.length === 0)("the evented engine in separate proces
               console.error(run.runId, run.status, run.owner, JSON.stringify(steps.map((s) => [s.path, s.status, s.worker, s.attempt])))
               for (const w of workers) {
                 for (const line of [...w.lines, ...w.stderr.split("\n")]) {
-                  if (line.includes(run.runId)) console.error("LOG", line.slice(0, 400))
+                  if (line.includes(run.runId + " ")) console.error("LOG", line.slice(0, 400))
                 }
               }
             }

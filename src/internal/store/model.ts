@@ -213,6 +213,11 @@ export interface Shape {
   /** Creates a run; answers `false` (and changes nothing) when the id is taken. */
   readonly createRun: (record: RunRecord) => Effect.Effect<boolean, RunStoreError>
   readonly getRun: (runId: string) => Effect.Effect<RunRecord | undefined, RunStoreError>
+  /**
+   * Applies `patch` to the run. A finished run (`success`, `failed`, `canceled`) stays as it is: the patch changes
+   * nothing, atomically with the check, so that a walk that read the run before another process finished it cannot
+   * set it running again. Fails when the run does not exist.
+   */
   readonly updateRun: (runId: string, patch: RunPatch) => Effect.Effect<void, RunStoreError>
   /** The runs that match `filter`, by creation time: oldest first unless it says otherwise. */
   readonly listRuns: (filter: RunFilter) => Effect.Effect<ReadonlyArray<RunRecord>, RunStoreError>

@@ -314,10 +314,17 @@ export const make = Effect.gen(function*() {
       if (patch.suspended !== undefined) set["suspended"] = toJson(patch.suspended)
       if (patch.owner !== undefined) set["owner"] = patch.owner
       if (patch.heartbeatAt !== undefined) set["heartbeat_at"] = patch.heartbeatAt
+      // A finished run stays as it is: a walk in another process that read the run before it finished must not
+      // set it running again.
       const rows = yield* sql<{ run_id: string }>`UPDATE stepwise_runs SET ${sql.update(set)}
-        WHERE run_id = ${runId} RETURNING run_id`.pipe(Effect.mapError(fail("update run", runId)))
+        WHERE run_id = ${runId} AND status NOT IN ('success', 'failed', 'canceled') RETURNING run_id`.pipe(
+        Effect.mapError(fail("update run", runId))
+      )
       if (rows.length === 0) {
-        return yield* noSuchRun("update run", runId)
+        const existing = yield* sql<{ run_id: string }>`SELECT run_id FROM stepwise_runs WHERE run_id = ${runId}`.pipe(
+          Effect.mapError(fail("update run", runId))
+        )
+        if (existing.length === 0) return yield* noSuchRun("update run", runId)
       }
     })
 
