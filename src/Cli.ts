@@ -38,6 +38,7 @@ import * as RunStore from "./RunStore.js"
 import * as Sqlite from "./Sqlite.js"
 import * as Workflow from "./Workflow.js"
 import type { WorkflowEvent } from "./WorkflowEvent.js"
+import { redactUrl } from "./internal/url.js"
 
 /**
  * Why the command could not do what it was asked: an unknown run, a store it cannot open, a module or export it
@@ -94,19 +95,8 @@ const chooseStore = (flags: StoreFlags): Effect.Effect<StoreChoice, CliError> =>
     return { _tag: "Sqlite", filename } as const
   })
 
-/** A URL without its password, for messages. */
-const redact = (url: string): string => {
-  try {
-    const parsed = new URL(url)
-    if (parsed.password !== "") parsed.password = "***"
-    return parsed.toString()
-  } catch {
-    return url
-  }
-}
-
 const describeStore = (choice: StoreChoice): string =>
-  choice._tag === "Sqlite" ? `the SQLite store at ${choice.filename}` : `the Postgres store at ${redact(choice.url)}`
+  choice._tag === "Sqlite" ? `the SQLite store at ${choice.filename}` : `the Postgres store at ${redactUrl(choice.url)}`
 
 /** The message of a failure, with the message of what caused it when that says more (a driver's error). */
 const reasonOf = (cause: Cause.Cause<unknown>): string => {

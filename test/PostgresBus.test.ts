@@ -261,7 +261,7 @@ describe.runIf(postgresEnabled)("Postgres.layerBus", () => {
       yield* until("both got the good event", () => plain.length === 1 && member.length === 1)
       expect(plain).toEqual([event("good")])
       expect(member).toEqual([event("good")])
-      const warnings = logs.filter((line) => line.includes(`Skipping malformed event on channel "${c}"`))
+      const warnings = logs.filter((line) => line.includes(`Event bus failure on channel "${c}": skipping a malformed message`))
       expect(warnings.length).toBe(5) // two rows for the subscriber; two and a missing message for the member
       expect(logs.join("\n")).toContain("not JSON")
       // The member acknowledged the malformed deliveries too.

@@ -157,6 +157,7 @@ describe.skipIf(deployments.length === 0)("the evented engine in separate proces
         const effects = yield* sql<{ run_id: string; step: string; item: number; attempt: number; worker: string }>`
           SELECT run_id, step, item, attempt, worker FROM cluster_effects`
         let reruns = 0
+        let suspected = 0
         for (const run of followed) {
           const n = Number(run.runId.split("-")[1])
           // the right result
@@ -179,10 +180,12 @@ describe.skipIf(deployments.length === 0)("the evented engine in separate proces
             expect(committed?.status, `${run.runId} ${path}`).toBe("success")
             const attempts = mine.filter((e) => e.step === step && e.item === item)
             expect(attempts.filter((e) => e.attempt === committed!.attempt), `${run.runId} ${path}`).toHaveLength(1)
+            // Other attempts are earlier ones that the committed one superseded: the dead worker's, or (on a machine
+            // so loaded that a live worker's heartbeat came later than the lease) one taken for dead, fenced off.
             for (const other of attempts.filter((e) => e.attempt !== committed!.attempt)) {
-              expect(other.worker, `${run.runId} ${path} attempt ${other.attempt}`).toBe("worker-1")
-              expect(other.attempt).toBeLessThan(committed!.attempt!)
+              expect(other.attempt, `${run.runId} ${path} attempt ${other.attempt}`).toBeLessThan(committed!.attempt!)
               reruns++
+              if (other.worker !== "worker-1") suspected++
             }
           }
 
@@ -205,7 +208,8 @@ describe.skipIf(deployments.length === 0)("the evented engine in separate proces
           }
         }
         console.log(
-          `${deployment.name}: ${runs} runs, ${effects.length} executions of user code (${reruns} again after the kill), ` +
+          `${deployment.name}: ${runs} runs, ${effects.length} executions of user code (${reruns} again after the kill, ` +
+            `${suspected} of them attempts of live workers taken for dead), ` +
             `done ${((Date.now() - killedAt) / 1000).toFixed(1)} s after the kill`
         )
       }), 180_000)

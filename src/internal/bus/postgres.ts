@@ -72,8 +72,9 @@ import * as Stream from "effect/Stream"
 import { createHash } from "node:crypto"
 import { createRequire } from "node:module"
 import type { BusEvent, SubscribeOptions } from "../../EventBus.js"
-import { decodeIncoming, EventBus } from "../../EventBus.js"
+import { decodeIncoming, EventBus, skipMalformed } from "../../EventBus.js"
 import { EventBusError } from "../../WorkflowError.js"
+import { redactUrl } from "../url.js"
 import { wallClock, wallSleep } from "../wallClock.js"
 
 // -----------------------------------------------------------------------------------------------------------------
@@ -152,18 +153,6 @@ const connectTimeoutMillis = 3000
  * with a timer, which fires before the pool hands over a connection if the process was busy for that long.
  */
 const poolTimeoutMillis = 15_000
-
-/** The URL with its password taken out, for messages. */
-export const redactUrl = (url: string): string => {
-  try {
-    const parsed = new URL(url)
-    if (parsed.password === "") return url
-    parsed.password = ""
-    return parsed.toString()
-  } catch {
-    return "(an unparseable URL)"
-  }
-}
 
 /** The key a channel is stored and notified under: its name, or a hash when the name is long or could be mistaken. */
 export const channelKey = (channel: string): string =>
@@ -434,23 +423,12 @@ export const make = (options: Options): Effect.Effect<
       })
 
     const decode = (channel: string, row: Row): Effect.Effect<BusEvent | undefined> => {
-      if (row.data === null) {
-        return Effect.as(
-          Effect.logWarning(
-            `Skipping malformed event on channel "${channel}"`,
-            `the message of delivery ${row.id} is gone`
-          ),
-          undefined
-        )
-      }
+      if (row.data === null) return skipMalformed(channel, `the message of delivery ${row.id} is gone`)
       let parsed: unknown
       try {
         parsed = JSON.parse(row.data)
       } catch (error) {
-        return Effect.as(
-          Effect.logWarning(`Skipping malformed event on channel "${channel}"`, `not JSON: ${describeUnknown(error)}`),
-          undefined
-        )
+        return skipMalformed(channel, `not JSON: ${describeUnknown(error)}`)
       }
       return decodeIncoming(channel, parsed)
     }

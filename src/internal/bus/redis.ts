@@ -30,6 +30,7 @@ import { hostname } from "node:os"
 import * as EventBus from "../../EventBus.js"
 import { EventBusError } from "../../WorkflowError.js"
 import { randomId } from "../ids.js"
+import { redactUrl } from "../url.js"
 
 /** Options of the Redis bus. */
 export interface Options {
@@ -48,17 +49,6 @@ export interface Options {
   readonly maxLength?: number
   /** How long building the layer waits for the first connection. Default 5 seconds. */
   readonly connectTimeout?: Duration.DurationInput
-}
-
-/** The URL without its password, for messages. */
-export const redact = (url: string): string => {
-  try {
-    const parsed = new URL(url)
-    if (parsed.password !== "") parsed.password = "***"
-    return parsed.toString()
-  } catch {
-    return url
-  }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -135,7 +125,7 @@ export const make = (options: Options): Effect.Effect<EventBus.EventBus["Type"],
     const ttlMillis = Duration.toMillis(options.channelTtl ?? "1 hour")
     const maxLength = options.maxLength ?? 10_000
     const connectMillis = Duration.toMillis(options.connectTimeout ?? "5 seconds")
-    const where = redact(options.url)
+    const where = redactUrl(options.url)
     const key = (channel: string) => prefix + channel
 
     /** A connection, closed with the scope. Fails when the server does not answer within `connectTimeout`. */
