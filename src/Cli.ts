@@ -233,7 +233,9 @@ const showCommand = Command.make("show", { ...storeFlags, runId: runIdArg }, (fl
   withStore(flags, (store, where) =>
     Effect.gen(function*() {
       const run = yield* findRun(store, where, flags.runId)
-      const steps = yield* store.getSteps(run.runId)
+      const recorded = yield* store.getSteps(run.runId)
+      // Records of the engine's own bookkeeping (a run's settlement, `$settled`) are no nodes of the graph.
+      const steps = { ...recorded, steps: recorded.steps.filter((step) => !step.path.startsWith("$")) }
       const events = yield* allEvents(store, run.runId)
       const s = style()
       const field = (name: string, text: string) => print(`${Format.bold(s, name.padEnd(10))} ${text}`)
