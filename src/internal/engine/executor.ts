@@ -1134,10 +1134,25 @@ const evaluate = <A>(
       return yield* new StepFailure({ stepId: nodeId, path, cause: Cause.die(new TypeError(checked)) })
     }
     const record: RunStore.StepRecord = { path, stepId: nodeId, status: "success", output: checked }
-    yield* Effect.orDie(env.store.putStep(env.runId, record))
+    // Recorded once: a walk in another process that read the run before this answer was stored evaluates it again,
+    // and its answer must not replace the one the run went on with (nor, for a sleep, announce a second wait).
+    if (!(yield* env.claim(record, undefined))) {
+      const stored = (yield* Effect.orDie(env.store.getSteps(env.runId))).steps.find((step) => step.path === path)
+      if (stored?.status === "success") {
+        env.memo.set(path, stored)
+        return stored.output as A
+      }
+    }
+    recordedNow.add(record)
     env.memo.set(path, record)
     return checked
   })
+
+/**
+ * The records of conditions' answers and sleeps' wake-up times that the walk holding them stored itself (it was the
+ * first to evaluate them), as opposed to records another walk stored first. A sleep announces its wait only then.
+ */
+export const recordedNow = new WeakSet<RunStore.StepRecord>()
 
 /** Entry point 2: a branch or loop condition. */
 export const evaluateCondition = (

@@ -337,7 +337,8 @@ const wait = (
     const resolvedBefore = env.memo.has(path)
     const until = yield* resolve
     const now = yield* Clock.currentTimeMillis
-    if (!resolvedBefore) {
+    const resolved = env.memo.get(path)
+    if (!resolvedBefore && resolved !== undefined && Executor.recordedNow.has(resolved)) {
       yield* env.emit({ type: "workflow-step-waiting", runId: env.runId, from: "WORKFLOW", payload: { id, startedAt: now, until } })
     }
     const mode = env.mode
