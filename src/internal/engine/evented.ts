@@ -45,6 +45,13 @@ import { wallNow, wallSleep } from "../wallClock.js"
 
 const noBeats: ReadonlyMap<string, number> = new Map()
 
+/**
+ * Whether an instance that claimed something at `claimedAt` has been silent since before `staleBefore`: neither its
+ * last heartbeat nor its claim is that recent.
+ */
+const silent = (beats: ReadonlyMap<string, number>, worker: string, claimedAt: number, staleBefore: number): boolean =>
+  Math.max(beats.get(worker) ?? 0, claimedAt) < staleBefore
+
 /** The path of the record that claims a run's settlement: no node of a graph has it (paths are digits and marks). */
 const settlementPath = "$settled"
 
@@ -244,7 +251,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
           if (worker === undefined) return unclaimed || (record.dispatchedAt !== undefined && record.dispatchedAt < staleBefore)
           if (worker === core.workerId) return startedAt < core.startedAt
           // An instance claimed after the heartbeats were read counts as alive: its claim is recent.
-          return Math.max(beats.get(worker) ?? 0, startedAt) < staleBefore
+          return silent(beats, worker, startedAt, staleBefore)
         }
       })
 
@@ -462,8 +469,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
           const winner = steps.steps.find((step) => step.path === settlementPath)
           if (winner?.worker === undefined) return false
           const beats = yield* Effect.orDie(store.workerHeartbeats([winner.worker]))
-          const staleBefore = wallNow() - core.leaseMillis
-          return Math.max(beats.get(winner.worker) ?? 0, winner.startedAt ?? 0) < staleBefore
+          return silent(beats, winner.worker, winner.startedAt ?? 0, wallNow() - core.leaseMillis)
         })
         const watch: Effect.Effect<void> = Effect.zipRight(
           wallSleep(Duration.millis(core.leaseMillis)),
