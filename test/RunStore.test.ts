@@ -2,7 +2,7 @@ import { SqlClient } from "@effect/sql"
 import { SqliteClient } from "@effect/sql-sqlite-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Cause, Context, Effect, Exit, Layer, TestClock } from "effect"
-import { RunStore } from "stepwise"
+import { RunStore, type WorkflowEvent } from "stepwise"
 import * as Sqlite from "stepwise/sqlite"
 import * as SqlStore from "../src/internal/store/sql.js"
 import { postgresEnabled, postgresStore, sqliteStore, tempSqliteFile } from "./backends.js"
@@ -599,6 +599,31 @@ describe("RunStore.layerSql upgrades", () => {
         // The corrupt row still fails its run's reads, saying which row, as before the migration.
         const corrupt = yield* Effect.flip(store.getSteps("old"))
         expect(corrupt.message).toContain("the step result at path 2 of run old is corrupt")
+      }).pipe(Effect.provide(Sqlite.layer({ filename })), Effect.scoped)
+    }))
+
+  it.effect("writes a SQLite step record and its event in one statement, leaving the event in the log only", () =>
+    Effect.gen(function*() {
+      const filename = tempSqliteFile()
+      yield* Effect.gen(function*() {
+        const store = yield* RunStore.RunStore
+        const sql = yield* SqlClient.SqlClient
+        const started = { type: "data-start", i: 0 } as unknown as WorkflowEvent.WorkflowEvent
+        const ended = { type: "data-end", i: 1 } as unknown as WorkflowEvent.WorkflowEvent
+        yield* store.createRun({ runId: "r", workflowId: "wf", status: "running", input: 1, createdAt: 1, updatedAt: 1 })
+        yield* store.appendEvent("r", { type: "data-before" } as unknown as WorkflowEvent.WorkflowEvent)
+        const running: RunStore.StepRecord = { path: "0", stepId: "s", status: "running", stepCallId: "c", attempt: 1 }
+        expect(yield* store.claimStep("r", running, undefined, started)).toBe(1)
+        // A lost claim and a fenced-off write append nothing.
+        expect(yield* store.claimStep("r", { ...running, stepCallId: "d" }, undefined, started)).toBeUndefined()
+        yield* Effect.flip(store.putStep("r", { ...running, status: "success", output: 2 }, ended, { path: "0", stepCallId: "d" }))
+        expect(yield* store.putStep("r", { ...running, status: "success", output: 2 }, ended, { path: "0", stepCallId: "c" }))
+          .toBe(2)
+        expect((yield* store.readEvents("r", 0, 10)).events.map((e) => e.type)).toEqual(["data-before", "data-start", "data-end"])
+        expect(yield* sql`SELECT event FROM stepwise_steps WHERE run_id = 'r'`).toEqual([{ event: null }])
+        // No run, no step row and no event.
+        yield* Effect.flip(store.putStep("none", running, started))
+        expect(yield* sql`SELECT COUNT(*) AS n FROM stepwise_events WHERE run_id = 'none'`).toEqual([{ n: 0 }])
       }).pipe(Effect.provide(Sqlite.layer({ filename })), Effect.scoped)
     }))
 

@@ -151,6 +151,32 @@ const migrations: Record<string, Effect.Effect<void, SqlError, SqlClient.SqlClie
           sql`UPDATE stepwise_steps SET claim = ${key.claim}, call_id = ${key.call_id}
             WHERE run_id = ${key.run_id} AND path = ${key.path}`, { discard: true })
     })
+  }),
+  // SQLite: a step's record and the event announcing it in one statement. The statement that writes the step row
+  // carries the event in `event`; a trigger appends it to the log after the log's last and clears the column, within
+  // that statement. Before, the pair was a transaction of four statements (BEGIN, the step row, the event, COMMIT).
+  // Postgres writes both in one statement already (CTEs).
+  "6_stepwise_step_events": Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    yield* sql.onDialectOrElse({
+      pg: () => Effect.void,
+      orElse: () =>
+        Effect.all([
+          sql`ALTER TABLE stepwise_steps ADD COLUMN event TEXT`,
+          sql`CREATE TRIGGER stepwise_step_event_inserted AFTER INSERT ON stepwise_steps
+            WHEN NEW.event IS NOT NULL BEGIN
+              INSERT INTO stepwise_events (run_id, idx, data) VALUES (NEW.run_id,
+                (SELECT COALESCE(MAX(idx) + 1, 0) FROM stepwise_events WHERE run_id = NEW.run_id), NEW.event);
+              UPDATE stepwise_steps SET event = NULL WHERE run_id = NEW.run_id AND path = NEW.path;
+            END`,
+          sql`CREATE TRIGGER stepwise_step_event_updated AFTER UPDATE OF event ON stepwise_steps
+            WHEN NEW.event IS NOT NULL BEGIN
+              INSERT INTO stepwise_events (run_id, idx, data) VALUES (NEW.run_id,
+                (SELECT COALESCE(MAX(idx) + 1, 0) FROM stepwise_events WHERE run_id = NEW.run_id), NEW.event);
+              UPDATE stepwise_steps SET event = NULL WHERE run_id = NEW.run_id AND path = NEW.path;
+            END`
+        ], { discard: true })
+    })
   })
 }
 
@@ -193,6 +219,9 @@ const reviver = (_key: string, value: unknown): unknown => {
 }
 
 const toJson = (value: unknown): string => JSON.stringify({ v: value }, replacer)
+
+/** An event for the `event` column of a SQLite step write (migration 6), or NULL for none. */
+const eventJson = (event: WorkflowEvent | undefined): string | null => event === undefined ? null : toJson(event)
 
 const fromJson = (text: unknown, what: string, runId: string): Effect.Effect<unknown, RunStoreError> =>
   Effect.try({
@@ -493,19 +522,14 @@ export const make = Effect.gen(function*() {
             INSERT INTO stepwise_events (run_id, idx, data) SELECT ${runId}, idx, ${toJson(event)} FROM c
           )
           SELECT version FROM c`)
-      : (() => {
-        // The trigger of migration 2 sets the run's count to the row's version.
-        const insert = sql<{ version: number | string }>`INSERT INTO stepwise_steps
-          (run_id, path, data, version, claim, call_id)
-          SELECT ${runId}, ${record.path}, ${stepData}, steps_version + 1, ${claim}, ${callId}
+      // The triggers of migrations 2 and 6 set the run's count to the row's version and append the event.
+      : sql<{ version: number | string }>`INSERT INTO stepwise_steps
+          (run_id, path, data, version, claim, call_id, event)
+          SELECT ${runId}, ${record.path}, ${stepData}, steps_version + 1, ${claim}, ${callId}, ${eventJson(event)}
           FROM stepwise_runs WHERE run_id = ${runId}
           ON CONFLICT (run_id, path) DO UPDATE SET data = excluded.data, version = excluded.version,
-            claim = excluded.claim, call_id = excluded.call_id
+            claim = excluded.claim, call_id = excluded.call_id, event = excluded.event
           RETURNING version`
-        if (event === undefined) return insert
-        return sql.withTransaction(Effect.flatMap(insert, (rows) =>
-          rows.length === 0 ? Effect.succeed(rows) : Effect.as(sqliteAppend(runId, toJson(event)), rows)))
-      })()
     return written.pipe(
       Effect.mapError(fail("store step result", runId)),
       Effect.flatMap(firstRow("store step result", runId, (row) => row.version))
@@ -556,23 +580,18 @@ export const make = Effect.gen(function*() {
             )
             SELECT version FROM c`
       })()
-      : (() => {
-        // The triggers of migration 2 set the run's count to the row's version.
-        const write = condition === undefined
-          ? sql<{ version: number | string }>`INSERT INTO stepwise_steps (run_id, path, data, version, claim, call_id)
-              SELECT ${runId}, ${path}, ${stepData}, steps_version + 1, ${claim}, ${callId}
-              FROM stepwise_runs WHERE run_id = ${runId}
-              ON CONFLICT (run_id, path) DO NOTHING
-              RETURNING version`
-          : sql<{ version: number | string }>`UPDATE stepwise_steps SET data = ${stepData},
-              version = (SELECT steps_version + 1 FROM stepwise_runs WHERE run_id = ${runId}),
-              claim = ${claim}, call_id = ${callId}
-              WHERE run_id = ${runId} AND path = ${path} AND ${condition}
-              RETURNING version`
-        if (event === undefined) return write
-        return sql.withTransaction(Effect.flatMap(write, (rows) =>
-          rows.length === 0 ? Effect.succeed(rows) : Effect.as(sqliteAppend(runId, toJson(event)), rows)))
-      })()
+      // The triggers of migrations 2 and 6 set the run's count to the row's version and append the event.
+      : condition === undefined
+      ? sql<{ version: number | string }>`INSERT INTO stepwise_steps (run_id, path, data, version, claim, call_id, event)
+          SELECT ${runId}, ${path}, ${stepData}, steps_version + 1, ${claim}, ${callId}, ${eventJson(event)}
+          FROM stepwise_runs WHERE run_id = ${runId}
+          ON CONFLICT (run_id, path) DO NOTHING
+          RETURNING version`
+      : sql<{ version: number | string }>`UPDATE stepwise_steps SET data = ${stepData},
+          version = (SELECT steps_version + 1 FROM stepwise_runs WHERE run_id = ${runId}),
+          claim = ${claim}, call_id = ${callId}, event = ${eventJson(event)}
+          WHERE run_id = ${runId} AND path = ${path} AND ${condition}
+          RETURNING version`
     return written.pipe(
       Effect.mapError(fail("store step result", runId)),
       Effect.flatMap((rows) =>
