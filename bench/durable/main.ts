@@ -16,13 +16,14 @@
  */
 import { Effect, Layer, Schema } from "effect"
 import { spawn } from "node:child_process"
-import { mkdtempSync } from "node:fs"
-import { tmpdir } from "node:os"
-import { join } from "node:path"
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs"
+import { cpus, loadavg, platform, release, tmpdir, totalmem } from "node:os"
+import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { EventBus, RunStore, Step, Workflow, WorkflowEngine } from "stepwise"
 import * as Postgres from "stepwise/postgres"
 import * as Sqlite from "stepwise/sqlite"
+import { spread as summarize } from "../src/measure.js"
 
 const quick = process.argv.includes("--quick")
 const runs = quick ? 50 : 300
@@ -169,7 +170,42 @@ const foreachRun = (name: StoreName, file: string, engine: EngineName, workers: 
     return performance.now() - t0
   }).pipe(Effect.provide(engineOn(name, file, engine)), Effect.scoped)
 
+/** A case of results/durable.json, in the shape of results/latest.json (`npm run bench`). */
+interface Metric {
+  readonly key: string
+  readonly label: string
+  readonly better: "lower" | "higher"
+  readonly digits: number
+}
+const durableCase = (
+  id: string,
+  figure: string,
+  title: string,
+  floor: string,
+  metrics: ReadonlyArray<Metric>,
+  values: Record<string, Record<string, ReadonlyArray<number>>>
+) => ({
+  id,
+  figure,
+  title,
+  floor,
+  primary: metrics[0]!.key,
+  metrics,
+  results: Object.fromEntries(Object.entries(values).map(([contender, byMetric]) => [contender, {
+    summary: Object.fromEntries(Object.entries(byMetric).map(([key, xs]) => [key, summarize(xs)])),
+    values: byMetric,
+    samples: []
+  }]))
+})
+
+const usPerStep: Metric = { key: "usPerStep", label: "µs/step", better: "lower", digits: 0 }
+
+/** The aims of issue 18 for the durable stores: µs per step of the default engine. */
+const aims = { sqlite: 300, postgres: 1000 } as const
+
 const program = Effect.gen(function*() {
+  const started = performance.now()
+  const loadAtStart = loadavg()[0]!
   const dir = mkdtempSync(join(tmpdir(), "stepwise-bench-"))
   const stores: ReadonlyArray<StoreName> = ["memory", "sqlite", "postgres"]
   const perStep: Record<string, Array<number>> = { memory: [], sqlite: [], postgres: [] }
@@ -246,6 +282,94 @@ const program = Effect.gen(function*() {
   const d = median(foreachMs["postgres default"]!)
   const e2 = median(foreachMs["postgres evented 2"]!)
   console.log(`| postgres, 2 evented workers | ${foreachItems.postgres} | ${d.toFixed(0)} | ${e2.toFixed(0)} | ${(e2 / d).toFixed(1)} |`)
+
+  const aimRows = durable.map((name) => {
+    const measured = median(perStep[name]!)
+    return { aim: `${name}: default engine < ${aims[name]} µs per step`, measured, met: measured < aims[name] }
+  })
+  console.log("\n| aim (issue 18) | measured µs per step | |\n|---|---:|---|")
+  for (const a of aimRows) console.log(`| ${a.aim} | ${a.measured.toFixed(0)} | ${a.met ? "met" : "**not met**"} |`)
+
+  const contenders = [
+    ...stores.map((name) => ({ id: `default-${name}`, label: `stepwise default engine, ${name} store`, kind: "stepwise" })),
+    ...stores.map((name) => ({ id: `evented-${name}`, label: `stepwise evented engine, ${name} store`, kind: "stepwise" })),
+    { id: "evented-postgres-2", label: "stepwise evented engine, 2 instances over one bus and Postgres store", kind: "stepwise" }
+  ]
+  const byStoreEngine = (pick: (x: { usPerStep: number; msPerFanOut: number }) => number, key: string) =>
+    Object.fromEntries(Object.entries(byEngine).map(([k, xs]) => [k.split(" ").reverse().join("-"), { [key]: xs.map(pick) }]))
+  const results = {
+    meta: {
+      date: new Date().toISOString(),
+      mode: quick ? "quick" : "full",
+      command: `npm run bench:durable${quick ? " -- --quick" : ""}`,
+      reps,
+      sizes: { runs, eventedRuns, chunkCount, foreachItems },
+      node: process.version,
+      platform: `${platform()} ${release()} ${process.arch}`,
+      cpus: `${cpus().length} × ${cpus()[0]?.model.trim() ?? "?"}`,
+      memory: `${Math.round(totalmem() / 2 ** 30)} GiB RAM`,
+      loadAverage: { start: loadAtStart, end: loadavg()[0]! },
+      totalSeconds: (performance.now() - started) / 1000
+    },
+    unavailable: [],
+    contenders,
+    cases: [
+      durableCase(
+        "durable.steps",
+        "1. Durable step cost",
+        `10-step linear workflow of no-op steps, ${runs} runs one after another, default engine`,
+        "default-memory",
+        [usPerStep],
+        Object.fromEntries(stores.map((name) => [`default-${name}`, { usPerStep: perStep[name]! }]))
+      ),
+      durableCase(
+        "durable.chunks",
+        "2. Chunks to a reader in another process",
+        `one step writes ${chunkCount.toLocaleString("en-US")} chunks of 64 bytes; a reader in another process reads them`,
+        "default-sqlite",
+        [
+          { key: "chunksPerSec", label: "chunks/s end to end", better: "higher", digits: 0 },
+          { key: "writerChunksPerSec", label: "chunks/s, writer alone", better: "higher", digits: 0 }
+        ],
+        Object.fromEntries((["sqlite", "postgres"] as const).map((name) => [`default-${name}`, {
+          chunksPerSec: chunks[name]!.map((c) => c.endToEnd),
+          writerChunksPerSec: chunks[name]!.map((c) => c.write)
+        }]))
+      ),
+      durableCase(
+        "durable.engines.steps",
+        "3. Both engines on the durable stores",
+        `10-step linear workflow of no-op steps, ${eventedRuns} runs one after another`,
+        "default-sqlite",
+        [usPerStep],
+        byStoreEngine((x) => x.usPerStep, "usPerStep")
+      ),
+      durableCase(
+        "durable.engines.fanout",
+        "3. Both engines on the durable stores",
+        `parallel of 10 no-op steps, ${eventedRuns} runs one after another`,
+        "default-sqlite",
+        [{ key: "msPerRun", label: "ms/run", better: "lower", digits: 1 }],
+        byStoreEngine((x) => x.msPerFanOut, "msPerRun")
+      ),
+      durableCase(
+        "durable.foreach",
+        "4. A large foreach",
+        `a foreach of every item at once, one run (memory ${foreachItems.memory} items, SQLite and Postgres ${foreachItems.postgres})`,
+        "default-memory",
+        [{ key: "msPerRun", label: "ms/run", better: "lower", digits: 0 }],
+        Object.fromEntries(Object.entries(foreachMs).map(([k, xs]) => [
+          k === "postgres evented 2" ? "evented-postgres-2" : k.split(" ").reverse().join("-"),
+          { msPerRun: xs }
+        ]))
+      )
+    ],
+    aims: aimRows
+  }
+  const out = fileURLToPath(new URL("../results/durable.json", import.meta.url))
+  mkdirSync(dirname(out), { recursive: true })
+  writeFileSync(out, `${JSON.stringify(results, null, 2)}\n`)
+  console.error(`\nwrote ${out}`)
 })
 
 Effect.runPromise(program).catch((error) => {
