@@ -28,6 +28,13 @@ export interface Case {
   readonly primary: string
   /** Runs the measurement; `undefined` when the contender cannot do this figure. */
   readonly measure: (contender: Contender) => Promise<Measured | undefined>
+  /**
+   * A point of a cost curve whose later points are extrapolated from it (main.ts skips a point that would take too
+   * long): steps per run, runs in flight or waiting runs at `x`, doing `work` units (steps, or waiting runs) in all.
+   */
+  readonly curve?: { readonly name: "steps" | "flight" | "waiting"; readonly x: number; readonly work: number }
+  /** Memory cases: how many runs wait. */
+  readonly waiting?: number
   /** A smaller run to warm code paths before the repetitions (none for memory: adapters warm up themselves). */
   readonly warm?: (contender: Contender) => Promise<unknown>
 }
@@ -49,15 +56,31 @@ export interface Sizes {
   readonly branchRuns: number
   readonly concurrencies: ReadonlyArray<number>
   readonly readers: ReadonlyArray<number>
+  /** Cost curves: steps per run (each point runs `curveTotalSteps` steps in all), runs in flight, waiting runs. */
+  readonly curveSteps: ReadonlyArray<number>
+  readonly curveTotalSteps: number
+  readonly curveConcurrencies: ReadonlyArray<number>
+  readonly curveWaiting: ReadonlyArray<number>
 }
 
 const fmt = (n: number): string => n.toLocaleString("en-US")
 
-const stepsCase = (sizes: Sizes, concurrency: number): Case => ({
-  id: `steps.c${concurrency}`,
-  figure: concurrency === 1 ? "1. Step overhead" : "6a. Scaling: concurrent runs",
-  title: `${LINEAR_STEPS}-step linear workflow of no-op steps, ${fmt(sizes.stepRuns)} runs, ${concurrency} in flight`,
+const stepsCase = (sizes: Sizes, concurrency: number, steps = LINEAR_STEPS): Case => {
+  const runs = steps === LINEAR_STEPS
+    ? Math.max(sizes.stepRuns, concurrency)
+    : Math.max(1, Math.round(sizes.curveTotalSteps / steps))
+  return {
+  id: steps === LINEAR_STEPS ? `steps.c${concurrency}` : `curve.steps.s${steps}`,
+  figure: steps !== LINEAR_STEPS
+    ? "8a. Cost curve: steps per run"
+    : concurrency === 1
+    ? "1. Step overhead"
+    : "6a. Scaling: concurrent runs",
+  title: `${steps}-step linear workflow of no-op steps, ${fmt(runs)} runs, ${concurrency} in flight`,
   group: "steps",
+  curve: concurrency === 1
+    ? { name: "steps", x: steps, work: runs * steps }
+    : { name: "flight", x: concurrency, work: runs * steps },
   floor: "floor-loop",
   metrics: [
     { key: "usPerStep", label: "µs/step", better: "lower", digits: 2 },
@@ -65,15 +88,21 @@ const stepsCase = (sizes: Sizes, concurrency: number): Case => ({
   ],
   primary: "usPerStep",
   measure: async (c) => {
-    const t = await c.stepOverhead(sizes.stepRuns, concurrency)
+    const t = await c.stepOverhead(runs, concurrency, steps)
     if (t === undefined) return undefined
     return {
       raw: t,
-      values: { usPerStep: (t.ms * 1000) / (sizes.stepRuns * LINEAR_STEPS), runsPerSec: sizes.stepRuns / (t.ms / 1000) }
+      values: { usPerStep: (t.ms * 1000) / (runs * steps), runsPerSec: runs / (t.ms / 1000) }
     }
   },
-  warm: (c) => c.stepOverhead(Math.max(10, Math.round(sizes.stepRuns / 10)), concurrency)
-})
+  // A curve point's warm-up is one run of at most 100 steps: it warms the same code, and 1,000-step runs of the
+  // engines whose cost per step grows with the run's length take seconds each.
+  warm: (c) =>
+    steps === LINEAR_STEPS
+      ? c.stepOverhead(Math.max(10, Math.round(runs / 10)), concurrency, steps)
+      : c.stepOverhead(1, concurrency, Math.min(steps, 100))
+  }
+}
 
 const fanOutCase = (sizes: Sizes): Case => ({
   id: "fanout",
@@ -140,10 +169,12 @@ const latencyCase = (sizes: Sizes): Case => ({
   warm: (c) => c.latency(Math.max(100, Math.round(sizes.latencyWrites / 10)), sizes.latencySpacingUs)
 })
 
-const memoryCase = (sizes: Sizes): Case => ({
-  id: "memory",
-  figure: "5. Memory of waiting runs",
-  title: `${fmt(sizes.memoryRuns)} runs started and left waiting in a 1-hour sleep, then all canceled (heap after forced GC)`,
+const memoryCase = (sizes: Sizes, n = sizes.memoryRuns): Case => ({
+  id: n === sizes.memoryRuns ? "memory" : `curve.heap.n${n}`,
+  figure: n === sizes.memoryRuns ? "5. Memory of waiting runs" : "8c. Cost curve: waiting runs",
+  waiting: n,
+  curve: { name: "waiting", x: n, work: n },
+  title: `${fmt(n)} runs started and left waiting in a 1-hour sleep, then all canceled (heap after forced GC)`,
   group: "memory",
   legend: "bytes/waiting run: (heap with the runs waiting − baseline) ÷ n, handles held; residual: heap after " +
     "canceling all and dropping the handles − baseline, engine still alive; timers left: active process timers " +
@@ -162,7 +193,7 @@ const memoryCase = (sizes: Sizes): Case => ({
   ],
   primary: "bytesPerRun",
   measure: async (c) => {
-    const s = await c.memoryWaiting(sizes.memoryRuns)
+    const s = await c.memoryWaiting(n)
     if (s === undefined) return undefined
     const values: Record<string, number> = {
       bytesPerRun: (s.waitingBytes - s.baselineBytes) / s.n,
@@ -205,7 +236,7 @@ const branchCase = (sizes: Sizes): Case => ({
 })
 
 /** Figure groups selectable on the command line. */
-export const figureNames = ["steps", "fanout", "writer", "latency", "memory", "scaling", "branch"] as const
+export const figureNames = ["steps", "fanout", "writer", "latency", "memory", "scaling", "branch", "curves"] as const
 export type FigureName = (typeof figureNames)[number]
 
 export const buildCases = (sizes: Sizes, figures: ReadonlySet<FigureName>): ReadonlyArray<Case> => {
@@ -224,6 +255,12 @@ export const buildCases = (sizes: Sizes, figures: ReadonlySet<FigureName>): Read
     }
   }
   if (figures.has("branch")) cases.push(branchCase(sizes))
+  if (figures.has("curves")) {
+    // Each curve's 10-step, 1-in-flight and figure-5 points are figures 1 and 5 (the chart reads them there).
+    for (const steps of sizes.curveSteps) if (steps !== LINEAR_STEPS) cases.push(stepsCase(sizes, 1, steps))
+    for (const c of sizes.curveConcurrencies) cases.push({ ...stepsCase(sizes, c), figure: "8b. Cost curve: runs in flight" })
+    for (const n of sizes.curveWaiting) if (n !== sizes.memoryRuns) cases.push(memoryCase(sizes, n))
+  }
   // a "steps.c1" row may appear twice (figure 1 and the scaling group): keep the first
   return cases.filter((c, i) => cases.findIndex((d) => d.id === c.id) === i)
 }

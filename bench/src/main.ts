@@ -15,19 +15,20 @@ import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { buildCases, figureNames, type Case, type FigureName, type Sizes } from "./cases.ts"
 import { canForceGc, collectGarbage, withTimeout } from "./measure.ts"
+import { curvesSvg, type CurvesDocument } from "./chart.ts"
 import { json, markdown, type Outcome, type Results } from "./report.ts"
 import type { Contender, Loaded, Unavailable } from "./types.ts"
 
 const benchDir = resolve(dirname(fileURLToPath(import.meta.url)), "..")
 
 const usage = `usage: node bench/run.mjs [options]
-  --quick                 small sizes and 2 repetitions (a smoke run, ~1 minute)
+  --quick                 small sizes and 2 repetitions (under 4 minutes)
   --figures=a,b           any of ${figureNames.join(", ")} (default: all)
   --contenders=a,b        ids or id prefixes: stepwise, stepwise-default, stepwise-evented, mastra,
                           mastra-default, mastra-evented, effect-workflow, floor, floor-loop, floor-effect
                           (default: all)
   --reps=N                repetitions per case (default: 5, quick: 2)
-  --out=PATH              JSON output (default: results/latest.json, quick: results/latest-quick.json)
+  --out=PATH              JSON output (default: results/latest.json and results/full.json, quick: results/quick.json)
   --help`
 
 /** A bad command line: printed without a stack trace. */
@@ -92,20 +93,28 @@ const fullSizes: Sizes = {
   memoryRuns: 10_000,
   branchRuns: 300,
   concurrencies: [1, 10, 100],
-  readers: [1, 10, 100]
+  readers: [1, 10, 100],
+  curveSteps: [10, 100, 1_000],
+  curveTotalSteps: 20_000,
+  curveConcurrencies: [1, 10, 100, 1_000],
+  curveWaiting: [1_000, 10_000, 100_000]
 }
 
 const quickSizes: Sizes = {
-  stepRuns: 200,
-  fanOutRuns: 100,
+  stepRuns: 100,
+  fanOutRuns: 50,
   writerChunks: 10_000,
   scaleChunks: 1_000,
   latencyWrites: 1_000,
   latencySpacingUs: 100,
   memoryRuns: 1_000,
-  branchRuns: 100,
+  branchRuns: 50,
   concurrencies: [1, 10, 100],
-  readers: [1, 10, 100]
+  readers: [1, 10, 100],
+  curveSteps: [10, 100, 1_000],
+  curveTotalSteps: 1_000,
+  curveConcurrencies: [1, 10, 100, 1_000],
+  curveWaiting: [100, 300, 1_000]
 }
 
 /** Adapter modules; each is imported on its own so one that fails to load leaves the others running. */
@@ -117,7 +126,7 @@ const adapters: ReadonlyArray<{ readonly id: string; readonly label: string; rea
 ]
 
 /**
- * Full mode keeps under 10 minutes on 2 cores: a contender stops repeating a case once its
+ * Full mode keeps under 30 minutes on 2 cores: a contender stops repeating a case once its
  * repetitions of it took CASE_BUDGET_MS (after at least MIN_REPS), or CASE_CAP_MS whatever the
  * count (one memory measurement of a slow peer can take a minute). Cheap contenders get all reps.
  */
@@ -126,18 +135,24 @@ const CASE_CAP_MS = 20_000
 const MIN_REPS = 2
 /**
  * Past this much total time, remaining cases get MIN_REPS repetitions, or one when that took over CASE_BUDGET_MS.
- * The memory figure runs last and takes about 3 minutes even so (one repetition of Mastra's evented engine alone
- * takes 80 s), so 6 minutes keeps a run under 10: on a slow day, full runs took 561-593 s with an 8-minute mark and
- * 600 s with a 7-minute one.
+ * The memory cases run last and take about 6 minutes even so (figure 5 and the waiting-runs curve: one repetition of
+ * Mastra's evented engine at 10,000 runs takes 80 s, stepwise's evented engine at 100,000 about 65 s), so 20 minutes
+ * keeps a run under 30.
  */
-const RUN_DEADLINE_MS = 360_000
+const RUN_DEADLINE_MS = 1_200_000
 /**
- * The case that runs last (memory) has nothing after it to keep time for. There, CASE_BUDGET_MS and CASE_CAP_MS
- * apply to a contender's mean repetition instead of its total, and past RUN_DEADLINE_MS a repetition beyond
- * MIN_REPS still runs when the mean says it ends before this mark. Fast contenders (a few seconds per repetition)
- * so get all their repetitions; a slow peer (50-80 s per repetition) gets one.
+ * The memory cases (figure 5 and the waiting-runs curve) run last and have nothing after them to keep time for.
+ * There, CASE_BUDGET_MS and CASE_CAP_MS apply to a contender's mean repetition instead of its total, and past
+ * RUN_DEADLINE_MS a repetition beyond MIN_REPS still runs when the mean says it ends before this mark. Fast
+ * contenders (a few seconds per repetition) so get all their repetitions; a slow peer (50-80 s per repetition) gets one.
  */
-const RUN_END_MS = 540_000
+const RUN_END_MS = 1_620_000
+/**
+ * A point of a cost curve past its first two is measured for a contender only if its time per repetition,
+ * extrapolated from the contender's two previous points, stays under this (Mastra's engines snapshot the whole run
+ * at every step, and its evented engine cancels waiting runs in O(n²): their last points would take many minutes).
+ */
+const CURVE_POINT_MS = { full: 120_000, quick: 20_000 } as const
 
 const selected = (id: string, filter: ReadonlyArray<string> | undefined): boolean =>
   filter === undefined || filter.some((f) => id === f || id.startsWith(`${f}-`))
@@ -172,6 +187,7 @@ const main = async (): Promise<void> => {
   const options = parseArgs(process.argv.slice(2))
   if (!canForceGc) throw new Error("run the bench with node --expose-gc (bench/run.mjs does)")
   const started = performance.now()
+  const loadAtStart = os.loadavg()[0] ?? 0
   const sizes = options.quick ? quickSizes : fullSizes
   const reps = options.reps ?? (options.quick ? 2 : 5)
   const timeoutMs = options.quick ? 60_000 : 180_000
@@ -202,21 +218,47 @@ const main = async (): Promise<void> => {
 
   const cases: ReadonlyArray<Case> = buildCases(sizes, options.figures)
   const outcomes: Record<string, Record<string, Outcome>> = {}
+  for (const c of cases) {
+    outcomes[c.id] = Object.fromEntries(contenders.map((contender) => [contender.id, { samples: [], values: {} }]))
+  }
   // memory runs last: some engines leave canceled runs' timers (and so their heap) behind, which
-  // would slow every later GC; reported in figure order all the same
-  const runOrder = [...cases.filter((c) => c.group !== "memory"), ...cases.filter((c) => c.group === "memory")]
+  // would slow every later GC; reported in figure order all the same. The memory cases run from the fewest waiting
+  // runs to the most, so that each point of the curve can be extrapolated from the two before it.
+  const memoryCases = cases.filter((c) => c.group === "memory").sort((a, b) => (a.waiting ?? 0) - (b.waiting ?? 0))
+  const runOrder = [...cases.filter((c) => c.group !== "memory"), ...memoryCases]
+  /** Per contender and curve, the x, work and mean milliseconds per repetition of the curve's points it ran. */
+  const curvePoints: Record<string, Array<{ readonly x: number; readonly work: number; readonly ms: number }>> = {}
+  const pointLimitMs = options.quick ? CURVE_POINT_MS.quick : CURVE_POINT_MS.full
 
   for (const c of runOrder) {
-    const last = c === runOrder[runOrder.length - 1]
-    const byContender: Record<string, Outcome> = {}
-    outcomes[c.id] = byContender
-    for (const contender of contenders) byContender[contender.id] = { samples: [], values: {} }
+    const last = c.group === "memory"
+    if (c.curve !== undefined) {
+      const { name, x, work } = c.curve
+      for (const contender of contenders) {
+        const [a, b] = (curvePoints[`${contender.id} ${name}`] ?? []).slice(-2)
+        const outcome = outcomes[c.id]?.[contender.id]
+        if (a === undefined || b === undefined || outcome === undefined) continue
+        // The time per unit of work (a step, a waiting run) grows with x as it did between the two points before,
+        // and is taken never to shrink.
+        const perUnitA = a.ms / a.work
+        const perUnitB = b.ms / b.work
+        const exponent = Math.max(0, Math.log(perUnitB / perUnitA) / Math.log(b.x / a.x))
+        const predicted = perUnitB * (x / b.x) ** exponent * work
+        if (predicted > pointLimitMs) {
+          outcome.skipped = `at ${b.x.toLocaleString("en-US")} a repetition took ${(b.ms / 1000).toFixed(1)} s, at ` +
+            `${a.x.toLocaleString("en-US")} ${(a.ms / 1000).toFixed(1)} s; at ${x.toLocaleString("en-US")} it would take ` +
+            `about ${Math.round(predicted / 1000)} s, over the ${pointLimitMs / 1000} s a curve point may take`
+          log(`  ${contender.id}: not measured: ${outcome.skipped}`)
+        }
+      }
+    }
+    const byContender = outcomes[c.id]!
     const spentMs: Record<string, number> = {}
     log(`\n${c.id}: ${c.title}`)
     if (c.warm !== undefined) {
       for (const contender of contenders) {
         const outcome = byContender[contender.id]
-        if (outcome === undefined) continue
+        if (outcome === undefined || outcome.skipped !== undefined) continue
         try {
           const warmed = await withTimeout(`${contender.id} warm-up`, timeoutMs, c.warm(contender))
           if (warmed === undefined) outcome.unsupported = true
@@ -231,6 +273,7 @@ const main = async (): Promise<void> => {
       for (const contender of order) {
         const outcome = byContender[contender.id]
         if (outcome === undefined || outcome.error !== undefined || outcome.unsupported === true) continue
+        if (outcome.skipped !== undefined) continue
         // In the last case the budgets hold per repetition (its mean so far) and the end mark bounds the total.
         const done = outcome.samples.length
         const spent = spentMs[contender.id] ?? 0
@@ -264,12 +307,22 @@ const main = async (): Promise<void> => {
         }
       }
     }
+    if (c.curve !== undefined) {
+      for (const contender of contenders) {
+        const done = byContender[contender.id]?.samples.length ?? 0
+        const spent = spentMs[contender.id]
+        if (done > 0 && spent !== undefined) {
+          ;(curvePoints[`${contender.id} ${c.curve.name}`] ??= []).push({ x: c.curve.x, work: c.curve.work, ms: spent / done })
+        }
+      }
+    }
   }
 
   const results: Results = {
     meta: {
       date: new Date().toISOString(),
       mode: options.quick ? "quick" : "full",
+      command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(" ")}` : ""}`,
       reps,
       caseBudget: budgeted
         ? {
@@ -286,6 +339,7 @@ const main = async (): Promise<void> => {
       cpus: `${os.cpus().length} × ${os.cpus()[0]?.model.trim() ?? "?"}`,
       memory: `${Math.round(os.totalmem() / 2 ** 30)} GiB RAM`,
       versions: versions(),
+      loadAverage: { start: loadAtStart, end: os.loadavg()[0] ?? 0 },
       totalSeconds: (performance.now() - started) / 1000
     },
     cases,
@@ -294,10 +348,22 @@ const main = async (): Promise<void> => {
     outcomes
   }
   process.stdout.write(`${markdown(results)}\n`)
-  const out = resolve(benchDir, options.out ?? (options.quick ? "results/latest-quick.json" : "results/latest.json"))
-  mkdirSync(dirname(out), { recursive: true })
-  writeFileSync(out, `${JSON.stringify(json(results), null, 2)}\n`)
-  log(`\nwrote ${out}`)
+  // Every run writes latest.json (meta.mode says which kind it was) and its mode's own file, which the next run of the
+  // other mode leaves alone: the README's tables cite full.json.
+  const partial = options.figures.size < figureNames.length || options.contenders !== undefined || options.reps !== undefined
+  const kind = partial ? "partial" : results.meta.mode
+  const outs = options.out === undefined ? ["results/latest.json", `results/${kind}.json`] : [options.out]
+  const document = json(results)
+  for (const out of outs.map((o) => resolve(benchDir, o))) {
+    mkdirSync(dirname(out), { recursive: true })
+    writeFileSync(out, `${JSON.stringify(document, null, 2)}\n`)
+    log(`wrote ${out}`)
+  }
+  if (options.figures.has("curves")) {
+    const svg = resolve(benchDir, "results", kind === "full" && options.out === undefined ? "curves.svg" : `curves-${kind}.svg`)
+    writeFileSync(svg, await curvesSvg(document as CurvesDocument))
+    log(`wrote ${svg}`)
+  }
 }
 
 main().then(

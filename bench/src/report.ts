@@ -16,11 +16,14 @@ export interface Outcome {
   unsupported?: boolean
   /** Set when a measurement threw or timed out; later repetitions are skipped. */
   error?: string
+  /** Set when a cost-curve point was not measured because it would take too long (says why). */
+  skipped?: string
 }
 
 export interface Meta {
   readonly date: string
   readonly mode: "full" | "quick"
+  readonly command: string
   readonly reps: number
   /** Full mode: a contender stops repeating a case after `seconds` (and `minReps`), or after `capSeconds`. */
   readonly caseBudget: {
@@ -39,6 +42,8 @@ export interface Meta {
   readonly cpus: string
   readonly memory: string
   readonly versions: Readonly<Record<string, string>>
+  /** 1-minute load average of the machine when the run started and when it ended (it is shared: trust ratios). */
+  readonly loadAverage: { readonly start: number; readonly end: number }
   readonly totalSeconds: number
 }
 
@@ -93,6 +98,10 @@ const caseTable = (results: Results, c: Case): Array<string> => {
     const cells = [contender.label]
     if (outcome.error !== undefined && (outcome.values[c.primary]?.length ?? 0) === 0) {
       lines.push(row([contender.label, `error: ${outcome.error.replace(/\|/g, "/").slice(0, 160)}`, ...header.slice(2).map(() => "")]))
+      continue
+    }
+    if (outcome.skipped !== undefined) {
+      lines.push(row([contender.label, `not measured: ${outcome.skipped}`, ...header.slice(2).map(() => "")]))
       continue
     }
     if (outcome.unsupported === true) {
@@ -184,13 +193,57 @@ const enginesTable = (results: Results): Array<string> => {
   return lines
 }
 
+/** A median of one contender in one case, if it was measured. */
+const medianOf = (results: Results, caseId: string, contender: string, key?: string): number | undefined => {
+  const c = results.cases.find((x) => x.id === caseId)
+  if (c === undefined) return undefined
+  return summary(results.outcomes[caseId]?.[contender], key ?? c.primary)?.median
+}
+
+/** The aims of issue 18 that one run of `npm run bench` can check, each as a ratio measured side by side. */
+export const aims = (results: Results): ReadonlyArray<{ readonly aim: string; readonly measured: string; readonly met: boolean | undefined }> => {
+  const rows: Array<{ aim: string; measured: string; met: boolean | undefined }> = []
+  const ratio = (aim: string, value: number | undefined, reference: number | undefined, holds: (r: number) => boolean) => {
+    const r = value === undefined || reference === undefined ? undefined : value / reference
+    rows.push({ aim, measured: r === undefined ? "not measured" : `${r.toFixed(2)}×`, met: r === undefined ? undefined : holds(r) })
+  }
+  for (const c of results.cases.filter((x) => /^steps\.c\d+$/.test(x.id))) {
+    const mine = medianOf(results, c.id, "stepwise-default")
+    const inFlight = c.id.slice("steps.c".length)
+    ratio(`per step, ${inFlight} in flight: default engine ≤ 2× floor-record`, mine, medianOf(results, c.id, "floor-record"), (r) => r <= 2)
+    ratio(`per step, ${inFlight} in flight: Mastra default ÷ default engine ≥ 3`, medianOf(results, c.id, "mastra-default"), mine, (r) => r >= 3)
+  }
+  ratio("per step: evented ≤ 1.5× default", medianOf(results, "steps.c1", "stepwise-evented"), medianOf(results, "steps.c1", "stepwise-default"), (r) => r <= 1.5)
+  ratio("fan-out: default engine ≤ Mastra default", medianOf(results, "fanout", "stepwise-default"), medianOf(results, "fanout", "mastra-default"), (r) => r <= 1)
+  ratio("latency p50 ≤ 1.2× the PubSub floor", medianOf(results, "latency", "stepwise-default", "p50Us"), medianOf(results, "latency", "floor-effect", "p50Us"), (r) => r <= 1.2)
+  ratio("latency p99 ≤ Mastra default's", medianOf(results, "latency", "stepwise-default", "p99Us"), medianOf(results, "latency", "mastra-default", "p99Us"), (r) => r <= 1)
+  ratio("writer ≥ 0.8× raw PubSub", medianOf(results, "writer", "stepwise-default"), medianOf(results, "writer", "floor-effect"), (r) => r >= 0.8)
+  const heap = medianOf(results, "memory", "stepwise-default")
+  rows.push({ aim: "heap per waiting run < 2,000 B", measured: heap === undefined ? "not measured" : `${Math.round(heap).toLocaleString("en-US")} B`, met: heap === undefined ? undefined : heap < 2000 })
+  return rows
+}
+
+const aimsTable = (results: Results): Array<string> => {
+  const rows = aims(results)
+  if (rows.every((r) => r.met === undefined)) return []
+  return [
+    "## Aims (issue 18), stepwise's default engine unless named",
+    "",
+    row(["aim", "measured", ""]),
+    row(["---", "---:", "---"]),
+    ...rows.map((r) => row([r.aim, r.measured, r.met === undefined ? "" : r.met ? "met" : "**not met**"])),
+    ""
+  ]
+}
+
 export const markdown = (results: Results): string => {
   const { meta } = results
   const lines: Array<string> = [
     `# stepwise benchmark (${meta.mode} mode)`,
     "",
     `- date: ${meta.date}; total time ${meta.totalSeconds.toFixed(0)} s`,
-    `- node ${meta.node} on ${meta.platform}; ${meta.cpus}; ${meta.memory}`,
+    `- node ${meta.node} on ${meta.platform}; ${meta.cpus}; ${meta.memory}; load average ` +
+    `${meta.loadAverage.start.toFixed(1)} at the start, ${meta.loadAverage.end.toFixed(1)} at the end`,
     `- versions: ${Object.entries(meta.versions).map(([k, v]) => `${k} ${v}`).join(", ")}`,
     `- method: one process; per case, a warm-up run of each contender, then ${meta.reps} interleaved repetitions ` +
       `(contender order rotated each repetition), a fresh engine instance per measurement (set-up untimed), forced ` +
@@ -198,7 +251,7 @@ export const markdown = (results: Results): string => {
       `named floor.` +
       (meta.caseBudget === null
         ? ""
-        : ` To stay under 10 minutes, a contender whose repetitions of one case already took ` +
+        : ` To stay under 30 minutes, a contender whose repetitions of one case already took ` +
           `${meta.caseBudget.seconds} s stops there once it has ${meta.caseBudget.minReps}, and at ` +
           `${meta.caseBudget.capSeconds} s whatever the count (see the reps column).`) +
       (meta.deadlineHitAt === null
@@ -221,6 +274,7 @@ export const markdown = (results: Results): string => {
     }
     lines.push(...caseTable(results, c))
   }
+  lines.push(...aimsTable(results))
   lines.push(...ratioTable(results))
   lines.push(...enginesTable(results))
   return lines.join("\n")
@@ -228,6 +282,7 @@ export const markdown = (results: Results): string => {
 
 export const json = (results: Results): unknown => ({
   meta: results.meta,
+  aims: aims(results),
   unavailable: results.unavailable,
   contenders: results.contenders.map((c) => ({ id: c.id, label: c.label, kind: c.kind, notes: c.notes })),
   cases: results.cases.map((c) => ({
@@ -236,6 +291,7 @@ export const json = (results: Results): unknown => ({
     title: c.title,
     floor: c.floor,
     primary: c.primary,
+    ...(c.waiting === undefined ? {} : { waiting: c.waiting }),
     metrics: c.metrics,
     results: Object.fromEntries(
       Object.entries(results.outcomes[c.id] ?? {}).map(([id, o]) => [
@@ -243,6 +299,7 @@ export const json = (results: Results): unknown => ({
         {
           ...(o.unsupported === true ? { unsupported: true } : {}),
           ...(o.error === undefined ? {} : { error: o.error }),
+          ...(o.skipped === undefined ? {} : { skipped: o.skipped }),
           summary: Object.fromEntries(Object.keys(o.values).map((k) => [k, summary(o, k)])),
           values: o.values,
           samples: o.samples

@@ -51,8 +51,11 @@ export interface Contender {
   readonly kind: "stepwise" | "peer" | "floor"
   /** Why a figure is missing or how it is measured differently, shown under the tables. */
   readonly notes: Partial<Record<FigureId, string>>
-  /** Figure 1 and 6a: `runs` runs of a 10-step linear workflow of no-op steps, `concurrency` in flight. */
-  readonly stepOverhead: (runs: number, concurrency: number) => Promise<Timing | undefined>
+  /**
+   * Figure 1, 6a and the cost curves: `runs` runs of a linear workflow of `steps` no-op steps (10 but in the
+   * steps-per-run curve), `concurrency` in flight.
+   */
+  readonly stepOverhead: (runs: number, concurrency: number, steps: number) => Promise<Timing | undefined>
   /** Figure 2: `runs` runs (one at a time) of a parallel of 10 no-op steps. */
   readonly fanOut: (runs: number) => Promise<Timing | undefined>
   /** Figure 3 and 6b: one step writes `chunks` small objects; `readers` readers consume the run's stream. */

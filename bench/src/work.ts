@@ -88,16 +88,19 @@ export class TickCheck {
   }
 }
 
-/** Step ids shared by every contender: s0 … s9. */
+/** Step ids shared by every contender: s0 … s9 (and on to s999 in the steps-per-run curve, `linearIds`). */
 export const stepIds: ReadonlyArray<string> = Array.from({ length: Math.max(LINEAR_STEPS, FAN_OUT) }, (_, i) => `s${i}`)
+
+/** The step ids of a linear workflow of `steps` steps: s0 … s{steps − 1}. */
+export const linearIds = (steps: number): ReadonlyArray<string> => Array.from({ length: steps }, (_, i) => `s${i}`)
 
 /** The no-op step body: it only bumps a counter, so the final output proves every step ran once. */
 export const bump = (input: Payload): Payload => ({ n: input.n + 1 })
 
-/** Throws unless a linear run's output shows all LINEAR_STEPS steps ran. */
-export const checkLinear = (who: string, output: unknown): void => {
+/** Throws unless a linear run's output shows all its steps (LINEAR_STEPS unless told) ran. */
+export const checkLinear = (who: string, output: unknown, steps = LINEAR_STEPS): void => {
   const n = typeof output === "object" && output !== null && "n" in output ? output.n : undefined
-  if (n !== LINEAR_STEPS) throw new Error(`${who}: linear run returned ${JSON.stringify(output)}, expected { n: ${LINEAR_STEPS} }`)
+  if (n !== steps) throw new Error(`${who}: linear run returned ${JSON.stringify(output)}, expected { n: ${steps} }`)
 }
 
 /** Throws unless a fan-out run's output has all FAN_OUT branch results, each { n: 1 }. */

@@ -10,13 +10,15 @@ import { Activity, DurableClock, Workflow, WorkflowEngine } from "@effect/workfl
 import { Effect, Layer, ManagedRuntime, Schema } from "effect"
 import { activeTimers, pause, settledHeap } from "../measure.ts"
 import type { Contender, Loaded, MemorySample } from "../types.ts"
-import { bump, checkFanOut, checkLinear, FAN_OUT, LINEAR_STEPS, stepIds, type Payload } from "../work.ts"
+import { bump, checkFanOut, checkLinear, FAN_OUT, linearIds, stepIds, type Payload } from "../work.ts"
 
 const who = "effect-workflow"
 
 const PayloadSchema = Schema.Struct({ n: Schema.Number })
 /** Each execution needs its own id: the engine derives the execution id from `idempotencyKey`. */
 const RunPayload = { id: Schema.String, n: Schema.Number }
+/** The linear workflow's payload also says how many steps to run (10 but in the steps-per-run curve). */
+const LinearPayload = { ...RunPayload, steps: Schema.Number }
 
 /** One no-op step as an activity (its result is encoded with PayloadSchema and journaled). */
 const step = (name: string, input: Payload) =>
@@ -24,14 +26,14 @@ const step = (name: string, input: Payload) =>
 
 const Linear = Workflow.make({
   name: "linear",
-  payload: RunPayload,
+  payload: LinearPayload,
   success: PayloadSchema,
   idempotencyKey: ({ id }) => id
 })
-const LinearLive = Linear.toLayer(({ n }) =>
+const LinearLive = Linear.toLayer(({ n, steps }) =>
   Effect.gen(function* () {
     let x: Payload = { n }
-    for (const name of stepIds.slice(0, LINEAR_STEPS)) x = yield* step(name, x)
+    for (const name of linearIds(steps)) x = yield* step(name, x)
     return x
   })
 )
@@ -89,13 +91,13 @@ const effectWorkflow: Contender = {
     branch: "no graph builder (a branch is an if in the workflow's Effect) and no writer or stream for custom events: not measured",
     memory: "Workflow.interrupt per run; the memory engine never forgets executions and keeps each 1-hour clock fiber until it fires"
   },
-  stepOverhead: (runs, concurrency) =>
+  stepOverhead: (runs, concurrency, steps) =>
     withEngine(
       Effect.gen(function* () {
         const t0 = performance.now()
         yield* Effect.forEach(
           range(runs),
-          (i) => Effect.map(Linear.execute({ id: `r${i}`, n: 0 }), (out) => checkLinear(who, out)),
+          (i) => Effect.map(Linear.execute({ id: `r${i}`, n: 0, steps }), (out) => checkLinear(who, out, steps)),
           { concurrency, discard: true }
         )
         return { ms: performance.now() - t0 }

@@ -25,7 +25,7 @@ import {
   FAN_OUT,
   isEven,
   isOdd,
-  LINEAR_STEPS,
+  linearIds,
   type Payload,
   pickArm,
   stepIds,
@@ -48,12 +48,12 @@ const floorLoop: Contender = {
     steps: "a JS loop awaiting the step function (an async function) directly",
     memory: "n pending 1-hour timers, each awaited by a promise; cancel = clearTimeout"
   },
-  stepOverhead: async (runs, concurrency) => ({
+  stepOverhead: async (runs, concurrency, steps) => ({
     ms: await timedMean(() =>
       runPool(runs, concurrency, async () => {
         let x: Payload = { n: 0 }
-        for (let s = 0; s < LINEAR_STEPS; s++) x = await stepAsync(x)
-        checkLinear("floor-loop", x)
+        for (let s = 0; s < steps; s++) x = await stepAsync(x)
+        checkLinear("floor-loop", x, steps)
       })
     )
   }),
@@ -181,11 +181,11 @@ const floorEffect: Contender = {
       "publishing the tick and running the arm's Effect.sync step",
     memory: "n forked fibers in Effect.sleep(1 hour); cancel = Fiber.interrupt"
   },
-  stepOverhead: async (runs, concurrency) => {
+  stepOverhead: async (runs, concurrency, steps) => {
     const oneRun = Effect.gen(function* () {
       let x: Payload = { n: 0 }
-      for (let s = 0; s < LINEAR_STEPS; s++) x = yield* stepEffect(x)
-      checkLinear("floor-effect", x)
+      for (let s = 0; s < steps; s++) x = yield* stepEffect(x)
+      checkLinear("floor-effect", x, steps)
     })
     const all = Effect.forEach(Array.from({ length: runs }), () => oneRun, { concurrency, discard: true })
     return { ms: await timedMean(() => Effect.runPromise(all)) }
@@ -310,13 +310,14 @@ const floorRecord: Contender = {
     fanout: "the same recorded steps, one forked fiber per branch",
     branch: "the same recorded steps; each tick appended to the run's log and published on the run's PubSub, read by a subscriber"
   },
-  stepOverhead: async (runs, concurrency) => {
+  stepOverhead: async (runs, concurrency, steps) => {
     const pubsub = Effect.runSync(PubSub.unbounded<unknown>())
+    const ids = linearIds(steps)
     const oneRun = Effect.gen(function* () {
       const run: RecordedRun = { events: [], steps: new Map() }
       let x: Payload = { n: 0 }
-      for (let s = 0; s < LINEAR_STEPS; s++) x = yield* recordedStep(pubsub, run, stepIds[s]!, x)
-      checkLinear("floor-record", x)
+      for (let s = 0; s < steps; s++) x = yield* recordedStep(pubsub, run, ids[s]!, x)
+      checkLinear("floor-record", x, steps)
     })
     const all = Effect.forEach(Array.from({ length: runs }), () => Effect.flatMap(Effect.fork(oneRun), Fiber.join), {
       concurrency,

@@ -29,7 +29,7 @@ import {
   FAN_OUT,
   isEven,
   isOdd,
-  LINEAR_STEPS,
+  linearIds,
   pickArm,
   stepIds,
   tick,
@@ -89,9 +89,10 @@ const noopStep = (kit: Kit, id: string) =>
     execute: async ({ inputData }) => bump(inputData)
   })
 
-const linearWorkflow = (kit: Kit): AnyWorkflow => {
-  let wf = kit.createWorkflow({ id: "linear", inputSchema: PayloadSchema, outputSchema: PayloadSchema })
-  for (const id of stepIds.slice(0, LINEAR_STEPS)) wf = wf.then(noopStep(kit, id))
+/** A linear workflow of `steps` no-op steps (10 but in the steps-per-run curve). */
+const linearWorkflow = (steps: number) => (kit: Kit): AnyWorkflow => {
+  let wf = kit.createWorkflow({ id: `linear-${steps}`, inputSchema: PayloadSchema, outputSchema: PayloadSchema })
+  for (const id of linearIds(steps)) wf = wf.then(noopStep(kit, id))
   return wf.commit()
 }
 
@@ -229,15 +230,15 @@ const makeContender = (engine: EngineKind): Contender => {
             "keep their 1-hour sleep timers (timers left)"
           : "")
     },
-    stepOverhead: async (runs, concurrency) => {
-      const { workflow, close } = await makeEngine(engine, linearWorkflow)
+    stepOverhead: async (runs, concurrency, steps) => {
+      const { workflow, close } = await makeEngine(engine, linearWorkflow(steps))
       try {
         const ms = await timed(() =>
           runPool(runs, concurrency, async () => {
             const run = await workflow.createRun()
             const result = await run.start({ inputData: { n: 0 } })
             expectSuccess(who, result)
-            checkLinear(who, result.result)
+            checkLinear(who, result.result, steps)
           })
         )
         return { ms }

@@ -25,7 +25,7 @@ import {
   FAN_OUT,
   isEven,
   isOdd,
-  LINEAR_STEPS,
+  linearIds,
   pickArm,
   stepIds,
   tick,
@@ -47,11 +47,18 @@ const noopStep = (id: string) =>
     execute: ({ inputData }) => Effect.sync(() => bump(inputData))
   })
 
-const linearWorkflow = (() => {
-  let builder = Workflow.make({ id: "linear", inputSchema: PayloadSchema, outputSchema: PayloadSchema })
-  for (const id of stepIds.slice(0, LINEAR_STEPS)) builder = builder.pipe(Workflow.then(noopStep(id)))
+const makeLinear = (steps: number) => {
+  let builder = Workflow.make({ id: `linear-${steps}`, inputSchema: PayloadSchema, outputSchema: PayloadSchema })
+  for (const id of linearIds(steps)) builder = builder.pipe(Workflow.then(noopStep(id)))
   return builder.pipe(Workflow.commit)
-})()
+}
+const linears = new Map<number, ReturnType<typeof makeLinear>>()
+/** The linear workflow of `steps` no-op steps (10 but in the steps-per-run curve), built once. */
+const linearWorkflow = (steps: number) => {
+  let wf = linears.get(steps)
+  if (wf === undefined) linears.set(steps, wf = makeLinear(steps))
+  return wf
+}
 
 const fanOutWorkflow = Workflow.make({
   id: "fan-out",
@@ -180,13 +187,13 @@ const makeContender = (kind: EngineKind, engine: EngineLayer): Contender => {
       memory: "canceled runs stay in RunStore.layerMemory until its retention bound (1 h, 10,000 finished runs): " +
         "the residual is mostly those records (see runs kept by store)"
     },
-    stepOverhead: (runs, concurrency) =>
+    stepOverhead: (runs, concurrency, steps) =>
       withEngine(
         engine,
         Effect.gen(function* () {
           const wf = yield* WorkflowEngine.WorkflowEngine
-          const oneRun = Effect.flatMap(wf.start(linearWorkflow, { n: 0 }), (run) => run.result).pipe(
-            Effect.map((output) => checkLinear(who, output))
+          const oneRun = Effect.flatMap(wf.start(linearWorkflow(steps), { n: 0 }), (run) => run.result).pipe(
+            Effect.map((output) => checkLinear(who, output, steps))
           )
           const t0 = performance.now()
           yield* Effect.forEach(range(runs), () => oneRun, { concurrency, discard: true })
