@@ -436,6 +436,11 @@ export const runStoreSuite = (name: string, layer: Layer.Layer<RunStore.RunStore
         expect(page.chunks[0]).toBeInstanceOf(Uint8Array)
         yield* store.putStep(id("a"), { path: "0", stepId: "s", status: "success" })
         expect((yield* store.getSteps(id("a"))).steps[0]).toEqual({ path: "0", stepId: "s", status: "success" })
+        // Bytes deep inside, and text that looks like the bytes marker.
+        yield* store.appendChunks(id("a"), "", [{ deep: [{ bytes: new Uint8Array([7]) }] }, { text: "$stepwise:bytes" }])
+        const more = (yield* store.readChunks(id("a"), "", 3, 10)).chunks
+        expect(more).toEqual([{ deep: [{ bytes: new Uint8Array([7]) }] }, { text: "$stepwise:bytes" }])
+        expect((more[0] as { deep: [{ bytes: unknown }] }).deep[0].bytes).toBeInstanceOf(Uint8Array)
       }).pipe(Effect.provide(layer)))
 
     it.effect("lets one owner claim a run, and another take it over only once the owner is silent", () =>
@@ -626,6 +631,17 @@ describe("RunStore.layerSql upgrades", () => {
         expect(yield* sql`SELECT COUNT(*) AS n FROM stepwise_events WHERE run_id = 'none'`).toEqual([{ n: 0 }])
       }).pipe(Effect.provide(Sqlite.layer({ filename })), Effect.scoped)
     }))
+
+  it.effect("stores a Buffer, and a value whose toJSON answers bytes, as bytes", () =>
+    Effect.gen(function*() {
+      const store = yield* RunStore.RunStore
+      yield* store.createRun({ runId: "r", workflowId: "wf", status: "running", input: 1, createdAt: 1, updatedAt: 1 })
+      yield* store.appendChunks("r", "", [Buffer.from([8, 9]), { toJSON: () => ({ b: new Uint8Array([1]) }) }])
+      const [buffer, viaToJson] = (yield* store.readChunks("r", "", 0, 10)).chunks as [unknown, { b: unknown }]
+      expect(buffer).toBeInstanceOf(Uint8Array)
+      expect(Array.from(buffer as Uint8Array)).toEqual([8, 9])
+      expect(viaToJson.b).toBeInstanceOf(Uint8Array)
+    }).pipe(Effect.provide(Sqlite.layer({ filename: ":memory:" })), Effect.scoped))
 
   it.effect("refuses to migrate through a migration that does not exist", () =>
     Effect.gen(function*() {
