@@ -38,6 +38,7 @@ import type * as HttpApiGroup from "@effect/platform/HttpApiGroup"
 import type * as HttpRouter from "@effect/platform/HttpRouter"
 import * as HttpServer from "@effect/platform/HttpServer"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import { createServer } from "node:http"
 import { Api, type Options } from "./internal/http/api.js"
@@ -181,15 +182,21 @@ export const layerServer = <const W extends ReadonlyArray<Workflow.Any>>(
   never,
   WorkflowEngine.WorkflowEngine | RunStore.RunStore | Step.Context<W[number]>
 > =>
-  layer(options).pipe(
-    HttpServer.withLogAddress,
-    Layer.provideMerge(
-      Layer.orDie(NodeHttpServer.layer(createServer, {
-        port: options.port,
-        ...(options.host === undefined ? {} : { host: options.host })
-      }))
+  Layer.unwrapScoped(Effect.gen(function*() {
+    const server = createServer()
+    // On shutdown, cut open connections (SSE readers among them, which resume elsewhere with Last-Event-ID) rather
+    // than wait for them: the server's own close waits for every connection to end.
+    yield* Effect.addFinalizer(() => Effect.sync(() => server.closeAllConnections()))
+    return layer(options).pipe(
+      HttpServer.withLogAddress,
+      Layer.provideMerge(
+        Layer.orDie(NodeHttpServer.layer(() => server, {
+          port: options.port,
+          ...(options.host === undefined ? {} : { host: options.host })
+        }))
+      )
     )
-  ) as Layer.Layer<
+  })) as Layer.Layer<
     HttpServer.HttpServer,
     never,
     WorkflowEngine.WorkflowEngine | RunStore.RunStore | Step.Context<W[number]>
