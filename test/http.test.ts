@@ -141,6 +141,19 @@ describe("stepwise/http", () => {
       expect(json(info.text)).toMatchObject({ runId, workflowId: "count", status: "success", output: 3, suspended: [] })
     }).pipe(provideServer()))
 
+  it.live("Http.layerServer serves on a port of its own (0: any free one, read from HttpServer)", () =>
+    Effect.gen(function*() {
+      const address = (yield* HttpServer.HttpServer).address as HttpServer.TcpAddress
+      const client = yield* Http.client(`http://127.0.0.1:${address.port}`)
+      const run = yield* client.start(count, { n: 2, pace: 1 })
+      expect(yield* run.result).toBe(2)
+    }).pipe(
+      Effect.provide(Http.layerServer({ port: 0, host: "127.0.0.1", workflows: [count] }).pipe(
+        Layer.provideMerge(WorkflowEngine.layerMemory),
+        Layer.merge(FetchHttpClient.layer)
+      ))
+    ))
+
   it.live("a chosen runId makes start idempotent", () =>
     Effect.gen(function*() {
       const first = yield* post("/workflows/count/runs?runId=order-1", { n: 1 })
