@@ -2,7 +2,7 @@ import { FetchHttpClient, HttpServer } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { DefaultChatTransport, readUIMessageStream, type UIMessage, type UIMessageChunk } from "ai"
-import { Context, Deferred, Effect, Layer, Schedule, Schema, Stream } from "effect"
+import { Context, Deferred, Effect, Fiber, Layer, Schedule, Schema, Stream } from "effect"
 import { spawn } from "node:child_process"
 import { createServer, type Server } from "node:http"
 import { EventBus, Run, RunStore, Step, Workflow, WorkflowEngine } from "stepwise"
@@ -256,15 +256,27 @@ describe("stepwise/http", () => {
       const runId = yield* startCount(50, 10)
       const channels = yield* EventBus.MemoryChannels
       const before = yield* channels.size
-      yield* Effect.forEach(
+      // Each request is a root fiber of the server's runtime; a reader's stream lives in it.
+      const fibersBefore = (yield* Fiber.roots).length
+      const fibersDuring = yield* Effect.forEach(
         Array.from({ length: 5 }),
-        () => readSome(`/runs/${runId}/streams`, {}, (text) => parseSse(text).length >= 2),
+        () =>
+          Effect.zipRight(
+            readSome(`/runs/${runId}/streams`, {}, (text) => parseSse(text).length >= 2),
+            Effect.map(Fiber.roots, (roots) => roots.length)
+          ),
         { concurrency: "unbounded" }
       )
-      yield* Effect.flatMap(channels.size, (size) => size === before ? Effect.void : Effect.fail("open")).pipe(
+      expect(Math.max(...fibersDuring)).toBeGreaterThan(fibersBefore)
+      const released = Effect.all([channels.size, Fiber.roots]).pipe(
+        Effect.flatMap(([size, roots]) =>
+          size === before && roots.length <= fibersBefore ? Effect.void : Effect.fail("still open")
+        ),
         Effect.retry(Schedule.spaced("20 millis").pipe(Schedule.upTo("3 seconds")))
       )
+      yield* Effect.orElse(released, () => Effect.void)
       expect(yield* channels.size).toBe(before)
+      expect((yield* Fiber.roots).length).toBeLessThanOrEqual(fibersBefore)
       const exit = yield* awaitRun(runId)
       expect(exit._tag).toBe("Success")
     }).pipe(provideServer()))

@@ -227,7 +227,10 @@ export const make = (
             return undefined
         }
       }
-      /** Reads the run; while it goes on, waits for its next finish or suspension event after `from`, and again. */
+      /**
+       * Reads the run; while it goes on, waits for its next finish or suspension event from `from` (an index, or
+       * negative: counted from the end), and reads it again.
+       */
       const awaitResult = (from: number): Effect.Effect<
         O,
         ClientError | StepFailedError<unknown> | RunCanceledError | RunSuspendedError
@@ -249,7 +252,8 @@ export const make = (
         runId,
         info,
         status: Effect.map(info, (current) => current.status),
-        result: awaitResult(0),
+        // From the last event on: a run that has ended says so at once, without its whole log.
+        result: awaitResult(-1),
         events,
         readable: <A>(options?: { readonly namespace?: string; readonly startIndex?: number }) =>
           Stream.map(
