@@ -25,6 +25,7 @@
  * | `GET /runs/{runId}/ui` | its events as an AI SDK UI message stream (SSE) |
  * | `POST /runs/{runId}/cancel` | cancels it (202) |
  * | `POST /runs/{runId}/resume` | resumes a suspended step: `{ step, resumeData }` (202) |
+ * | `GET /openapi.json` | the API's OpenAPI document |
  *
  * Each SSE message carries `id: <index>` (the event's or chunk's index in the run); a reader resumes with the
  * `Last-Event-ID` header (what `EventSource` sends when it reconnects) or `?startIndex=` (negative: the last N).
@@ -164,6 +165,7 @@ export const layer = <const W extends ReadonlyArray<Workflow.Any>>(
   | Step.Context<W[number]>
 > =>
   HttpApiBuilder.serve().pipe(
+    Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
     Layer.provide(HttpApiBuilder.api(Api)),
     Layer.provide(layerGroup(options))
   )

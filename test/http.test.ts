@@ -139,6 +139,8 @@ describe("stepwise/http", () => {
       const info = yield* request(`/runs/${runId}`)
       expect(info.status).toBe(200)
       expect(json(info.text)).toMatchObject({ runId, workflowId: "count", status: "success", output: 3, suspended: [] })
+      const spec = json((yield* request("/openapi.json")).text) as { readonly paths: Record<string, unknown> }
+      expect(Object.keys(spec.paths)).toContain("/runs/{runId}/streams/{namespace}")
     }).pipe(provideServer()))
 
   it.live("Http.layerServer serves on a port of its own (0: any free one, read from HttpServer)", () =>
