@@ -228,32 +228,34 @@ export const make = (
         }
       }
       /**
-       * Reads the run; while it goes on, waits for its next finish or suspension event from `from` (an index, or
-       * negative: counted from the end), and reads it again.
+       * Reads the run, and again at each finish or suspension event and every second while it goes on: a run's
+       * status changes just after its event is appended, and a run whose last running branch ends becomes suspended
+       * without an event of its own, so events alone cannot say when it settled.
        */
-      const awaitResult = (from: number): Effect.Effect<
+      const awaitResult: Effect.Effect<
         O,
         ClientError | StepFailedError<unknown> | RunCanceledError | RunSuspendedError
-      > =>
-        Effect.flatMap(info, (current) => {
-          const outcome = settled(current)
-          if (outcome !== undefined) return outcome
-          return follow(`${path}/events`, from).pipe(
-            Stream.filter((item) => {
-              const type = (item.data as WorkflowEvent).type
-              return type === "workflow-finish" || type === "workflow-step-suspended"
-            }),
-            Stream.take(1),
-            Stream.runLast,
-            Effect.flatMap((last) => awaitResult(last._tag === "Some" ? last.value.index + 1 : from))
-          )
-        })
+      > = Effect.flatMap(info, (current) => {
+        const outcome = settled(current)
+        if (outcome !== undefined) return outcome
+        return follow(`${path}/events`, -1).pipe(
+          Stream.filter((item) => {
+            const type = (item.data as WorkflowEvent).type
+            return type === "workflow-finish" || type === "workflow-step-suspended"
+          }),
+          Stream.merge(Stream.tick("1 second")),
+          Stream.mapEffect(() => Effect.map(info, settled)),
+          Stream.filter((outcome) => outcome !== undefined),
+          Stream.runHead,
+          // The events ended (the run finished) before its status said so: read it once more.
+          Effect.flatMap((outcome) => outcome._tag === "Some" ? outcome.value! : awaitResult)
+        )
+      })
       const run: RemoteRun<O> = {
         runId,
         info,
         status: Effect.map(info, (current) => current.status),
-        // From the last event on: a run that has ended says so at once, without its whole log.
-        result: awaitResult(-1),
+        result: awaitResult,
         events,
         readable: <A>(options?: { readonly namespace?: string; readonly startIndex?: number }) =>
           Stream.map(
