@@ -166,6 +166,11 @@ export const layer = <const W extends ReadonlyArray<Workflow.Any>>(
 > =>
   HttpApiBuilder.serve().pipe(
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
+    Layer.provide(options.cors === undefined ? Layer.empty : HttpApiBuilder.middlewareCors({
+      allowedHeaders: ["content-type", "authorization", "last-event-id"],
+      exposedHeaders: ["x-stepwise-start-index"],
+      ...(options.cors === true ? {} : options.cors)
+    })),
     Layer.provide(HttpApiBuilder.api(Api)),
     Layer.provide(layerGroup(options))
   )

@@ -156,6 +156,40 @@ describe("stepwise/http", () => {
       ))
     ))
 
+  it.live("with cors, browsers of other origins may start and read runs (preflight allows Last-Event-ID)", () =>
+    Effect.gen(function*() {
+      const address = (yield* HttpServer.HttpServer).address as HttpServer.TcpAddress
+      const base = `http://127.0.0.1:${address.port}`
+      const preflight = yield* Effect.promise(() =>
+        fetch(`${base}/runs/r/streams`, {
+          method: "OPTIONS",
+          headers: {
+            origin: "https://app.example",
+            "access-control-request-method": "GET",
+            "access-control-request-headers": "last-event-id"
+          }
+        })
+      )
+      expect(preflight.headers.get("access-control-allow-origin")).toBe("https://app.example")
+      expect(preflight.headers.get("access-control-allow-headers")).toContain("last-event-id")
+      const started = yield* Effect.promise(() =>
+        fetch(`${base}/workflows/count/runs`, {
+          method: "POST",
+          body: JSON.stringify({ n: 1 }),
+          headers: { origin: "https://app.example" }
+        })
+      )
+      expect(started.status).toBe(201)
+      expect(started.headers.get("access-control-allow-origin")).toBe("https://app.example")
+    }).pipe(
+      Effect.provide(Http.layerServer({
+        port: 0,
+        host: "127.0.0.1",
+        workflows: [count],
+        cors: { allowedOrigins: ["https://app.example"] }
+      }).pipe(Layer.provideMerge(WorkflowEngine.layerMemory)))
+    ))
+
   it.live("a chosen runId makes start idempotent", () =>
     Effect.gen(function*() {
       const first = yield* post("/workflows/count/runs?runId=order-1", { n: 1 })

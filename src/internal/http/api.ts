@@ -6,6 +6,7 @@ import * as HttpApi from "@effect/platform/HttpApi"
 import * as HttpApiEndpoint from "@effect/platform/HttpApiEndpoint"
 import * as HttpApiGroup from "@effect/platform/HttpApiGroup"
 import * as HttpApiSchema from "@effect/platform/HttpApiSchema"
+import type * as HttpMiddleware from "@effect/platform/HttpMiddleware"
 import type * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
@@ -232,8 +233,10 @@ export const layerAuthorization = (
 /**
  * Options of the HTTP layers: the workflows served (only these can be started; runs of any workflow in the store
  * can be read), `maxBodySize` (bytes; larger bodies get 413; default 1 MiB), `heartbeat` (how often an idle SSE
- * response sends a `: ping` comment; default 15 seconds) and `retry` (the reconnection delay SSE responses ask
- * `EventSource` for; default 1 second).
+ * response sends a `: ping` comment; default 15 seconds), `retry` (the reconnection delay SSE responses ask
+ * `EventSource` for; default 1 second) and `cors` (answer browsers of other origins: `true` for any origin, or
+ * `HttpMiddleware.cors` options such as `allowedOrigins`; default off). With `cors`, the `Last-Event-ID` header is
+ * allowed and `x-stepwise-start-index` exposed.
  *
  * @since 0.1.0
  * @category models
@@ -243,5 +246,5 @@ export interface Options<W extends ReadonlyArray<Workflow.Any>> {
   readonly maxBodySize?: number
   readonly heartbeat?: Duration.DurationInput
   readonly retry?: Duration.DurationInput
+  readonly cors?: true | NonNullable<Parameters<typeof HttpMiddleware.cors>[0]>
 }
-
