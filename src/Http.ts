@@ -39,7 +39,6 @@ import type * as HttpApiGroup from "@effect/platform/HttpApiGroup"
 import type * as HttpRouter from "@effect/platform/HttpRouter"
 import * as HttpServer from "@effect/platform/HttpServer"
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
-import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import { createServer } from "node:http"
 import { Api, type Options } from "./internal/http/api.js"
@@ -113,6 +112,16 @@ export {
   RunNotFound,
   /**
    * @since 0.1.0
+   * @category errors
+   */
+  StoreUnavailable,
+  /**
+   * @since 0.1.0
+   * @category errors
+   */
+  UnsupportedMediaType,
+  /**
+   * @since 0.1.0
    * @category api
    */
   RunsGroup,
@@ -147,6 +156,15 @@ export const layerGroup = <const W extends ReadonlyArray<Workflow.Any>>(
     WorkflowEngine.WorkflowEngine | RunStore.RunStore | Step.Context<W[number]>
   >
 
+const corsOptions = (cors: NonNullable<Options<ReadonlyArray<Workflow.Any>>["cors"]>) => {
+  const given = cors === true ? {} : cors
+  return {
+    ...given,
+    allowedHeaders: [...new Set(["content-type", "authorization", "last-event-id", ...(given.allowedHeaders ?? [])])],
+    exposedHeaders: [...new Set(["x-stepwise-start-index", ...(given.exposedHeaders ?? [])])]
+  }
+}
+
 /**
  * Serves the API on the app's `HttpServer` (for example `NodeHttpServer.layer(createServer, { port })`).
  *
@@ -166,18 +184,16 @@ export const layer = <const W extends ReadonlyArray<Workflow.Any>>(
 > =>
   HttpApiBuilder.serve().pipe(
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
-    Layer.provide(options.cors === undefined ? Layer.empty : HttpApiBuilder.middlewareCors({
-      allowedHeaders: ["content-type", "authorization", "last-event-id"],
-      exposedHeaders: ["x-stepwise-start-index"],
-      ...(options.cors === true ? {} : options.cors)
-    })),
+    Layer.provide(options.cors === undefined ? Layer.empty : HttpApiBuilder.middlewareCors(corsOptions(options.cors))),
     Layer.provide(HttpApiBuilder.api(Api)),
     Layer.provide(layerGroup(options))
   )
 
 /**
  * A stand-alone Node server for the API on `port` (0: any free port; `HttpServer.HttpServer`'s `address` says which),
- * on `host` (default all interfaces). Also provides the `HttpServer`, so tests and apps can read its address.
+ * on `host` (default all interfaces). Also provides the `HttpServer`, so tests and apps can read its address. When
+ * the layer ends, open SSE responses end (without `event: end`, so their readers reconnect, to another server) and
+ * the server closes.
  *
  * @since 0.1.0
  * @category layers
@@ -189,21 +205,15 @@ export const layerServer = <const W extends ReadonlyArray<Workflow.Any>>(
   never,
   WorkflowEngine.WorkflowEngine | RunStore.RunStore | Step.Context<W[number]>
 > =>
-  Layer.unwrapScoped(Effect.gen(function*() {
-    const server = createServer()
-    // On shutdown, cut open connections (SSE readers among them, which resume elsewhere with Last-Event-ID) rather
-    // than wait for them: the server's own close waits for every connection to end.
-    yield* Effect.addFinalizer(() => Effect.sync(() => server.closeAllConnections()))
-    return layer(options).pipe(
-      HttpServer.withLogAddress,
-      Layer.provideMerge(
-        Layer.orDie(NodeHttpServer.layer(() => server, {
-          port: options.port,
-          ...(options.host === undefined ? {} : { host: options.host })
-        }))
-      )
+  layer(options).pipe(
+    HttpServer.withLogAddress,
+    Layer.provideMerge(
+      Layer.orDie(NodeHttpServer.layer(createServer, {
+        port: options.port,
+        ...(options.host === undefined ? {} : { host: options.host })
+      }))
     )
-  })) as Layer.Layer<
+  ) as Layer.Layer<
     HttpServer.HttpServer,
     never,
     WorkflowEngine.WorkflowEngine | RunStore.RunStore | Step.Context<W[number]>
@@ -223,16 +233,31 @@ export type RemoteRun<O> = Client.RemoteRun<O>
  * @since 0.1.0
  * @category models
  */
-export type HttpRunsClient = Client.RunsClient
+export type RunsClient = Client.RunsClient
 
 /**
  * Why a remote call failed: an error the server answered (`RunNotFound`, `InvalidRequest` ...), the transport
- * (`HttpClientError`), or a response that does not decode.
+ * (`HttpClientError`), a response that does not decode, or a `RemoteStreamError`.
  *
  * @since 0.1.0
  * @category models
  */
 export type ClientError = Client.ClientError
+
+/**
+ * A remote reader's stream broke for good: the server reported an error while streaming, a message could not be
+ * read, or reconnecting failed for longer than the client's `reconnect` schedule allows.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export const RemoteStreamError = Client.RemoteStreamError
+
+/**
+ * @since 0.1.0
+ * @category errors
+ */
+export type RemoteStreamError = Client.RemoteStreamError
 
 /**
  * A client of the server at `baseUrl`, derived from the same `HttpApi`: `start` a run (by workflow, whose schemas

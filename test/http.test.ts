@@ -8,6 +8,7 @@ import { createServer, type Server } from "node:http"
 import { EventBus, Run, RunStore, Step, Workflow, WorkflowEngine } from "stepwise"
 import * as Http from "stepwise/http"
 import * as Chat from "../examples/chat.js"
+import { awaitStatus } from "./scenarios.js"
 
 // ---------------------------------------------------------------------------------------------------------------
 // Workflows served in these tests
@@ -52,7 +53,17 @@ const approve = Workflow.make({ id: "approve", inputSchema: Schema.String, outpu
   Workflow.commit
 )
 
-const workflows = [count, approve, Chat.chat] as const
+const boom = Workflow.make({ id: "boom", inputSchema: Schema.Number, outputSchema: Schema.Number }).pipe(
+  Workflow.then(Step.make({
+    id: "explode",
+    inputSchema: Schema.Number,
+    outputSchema: Schema.Number,
+    execute: () => Effect.fail("kaboom")
+  })),
+  Workflow.commit
+)
+
+const workflows = [count, approve, Chat.chat, boom] as const
 
 // ---------------------------------------------------------------------------------------------------------------
 // A server on a free port, with its Node server (to cut connections) and the store and bus behind it
@@ -89,7 +100,11 @@ const request = (path: string, init?: RequestInit) =>
     }))
 
 const post = (path: string, body: unknown) =>
-  request(path, { method: "POST", body: typeof body === "string" ? body : JSON.stringify(body) })
+  request(path, {
+    method: "POST",
+    body: typeof body === "string" ? body : JSON.stringify(body),
+    headers: { "content-type": "application/json" }
+  })
 
 const json = (text: string) => JSON.parse(text) as Record<string, unknown>
 
@@ -120,7 +135,8 @@ const readSome = (path: string, headers: Record<string, string>, stop: (text: st
         text += decoder.decode(value, { stream: true })
       }
       abort.abort()
-      return text
+      // Only whole messages: a reader dispatches nothing of a message cut before its blank line.
+      return text.slice(0, text.lastIndexOf("\n\n") + 2)
     }))
 
 const startCount = (n: number, pace = 5) =>
@@ -176,7 +192,7 @@ describe("stepwise/http", () => {
         fetch(`${base}/workflows/count/runs`, {
           method: "POST",
           body: JSON.stringify({ n: 1 }),
-          headers: { origin: "https://app.example" }
+          headers: { origin: "https://app.example", "content-type": "application/json" }
         })
       )
       expect(started.status).toBe(201)
@@ -196,9 +212,36 @@ describe("stepwise/http", () => {
       const again = yield* post("/workflows/count/runs?runId=order-1", { n: 1 })
       expect([first.status, again.status]).toEqual([201, 201])
       expect(json(again.text).runId).toBe("order-1")
+      const taken = yield* post("/workflows/approve/runs?runId=order-1", "\"x\"")
+      expect(taken.status).toBe(409)
+      expect(json(taken.text).message).toBe(`runId "order-1" already belongs to a run of workflow "count".`)
       const store = yield* RunStore.RunStore
       expect(yield* store.listRuns({})).toHaveLength(1)
     }).pipe(provideServer()))
+
+  it.live("stopping the server ends open SSE responses of runs that go on, without event: end", () =>
+    Effect.gen(function*() {
+      const stopped = yield* Effect.gen(function*() {
+        const runId = json((yield* post("/workflows/approve/runs", "\"x\"")).text).runId as string
+        yield* Effect.flatMap(WorkflowEngine.WorkflowEngine, (e) =>
+          Effect.flatMap(e.getRun(runId), (run) => awaitStatus(run, "suspended")))
+        const { base } = yield* Served
+        const response = yield* Effect.promise(() => fetch(`${base}/runs/${runId}/events`))
+        const reader = response.body!.getReader()
+        yield* Effect.promise(() => reader.read())
+        return reader
+      }).pipe(provideServer())
+      // The server's layer is closed here; the reader's response ended with it (or its connection did), short of
+      // an `event: end`, so that the reader connects again.
+      let text = ""
+      const decoder = new TextDecoder()
+      for (;;) {
+        const read = yield* Effect.either(Effect.tryPromise(() => stopped.read()))
+        if (read._tag === "Left" || read.right.done) break
+        text += decoder.decode(read.right.value)
+      }
+      expect(text).not.toContain("event: end")
+    }), 20_000)
 
   it.live("bad input gets a 4xx with a message and creates no run", () =>
     Effect.gen(function*() {
@@ -212,10 +255,31 @@ describe("stepwise/http", () => {
       expect(json(empty.text).message).toBe("The request body is empty: send JSON.")
       const unknown = yield* post("/workflows/nope/runs", {})
       expect(unknown.status).toBe(404)
-      expect(json(unknown.text).message).toBe(`No workflow "nope" is served here (served: "count", "approve", "chat").`)
+      expect(json(unknown.text).message).toBe(`No workflow "nope" is served here (served: "count", "approve", "chat", "boom").`)
       const large = yield* post("/workflows/count/runs", { n: 1, padding: "x".repeat(100 * 1024) })
       expect(large.status).toBe(413)
       expect(json(large.text).message).toBe("The request body is larger than the server's limit of 65536 bytes (maxBodySize).")
+      const form = yield* request("/workflows/count/runs", { method: "POST", body: JSON.stringify({ n: 1 }) })
+      expect(form.status).toBe(415)
+      expect(json(form.text).message).toBe(
+          `Send content-type: application/json (got "text/plain;charset=utf-8"); with curl: -H 'content-type: application/json'.`
+      )
+      const { base } = yield* Served
+      // A body sent in chunks, with no content-length to refuse it by: read to the limit, then refused.
+      const chunked = yield* Effect.promise(() =>
+        fetch(`${base}/workflows/count/runs`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: new ReadableStream({
+            start(controller) {
+              for (let i = 0; i < 20; i++) controller.enqueue(new TextEncoder().encode("x".repeat(10 * 1024)))
+              controller.close()
+            }
+          }),
+          duplex: "half"
+        } as RequestInit).then(async (r) => ({ status: r.status, text: await r.text() }))
+      )
+      expect(chunked.status).toBe(413)
       const store = yield* RunStore.RunStore
       expect(yield* store.listRuns({})).toEqual([])
     }).pipe(provideServer()))
@@ -255,6 +319,10 @@ describe("stepwise/http", () => {
       expect(tail).toEqual([{ id: "3", data: "3" }, { id: "4", data: "4" }, { event: "end", data: "{}" }])
       const logs = parseSse((yield* request(`/runs/${runId}/streams/logs?startIndex=4`)).text)
       expect(logs).toEqual([{ id: "4", data: "\"wrote 4\"" }, { event: "end", data: "{}" }])
+      // A reader that resumes after the last item of an ended stream gets 204: EventSource stops reconnecting.
+      expect((yield* request(`/runs/${runId}/streams`, { headers: { "last-event-id": "4" } })).status).toBe(204)
+      const size = (yield* Effect.flatMap(RunStore.RunStore, (store) => store.readEvents(runId, 0, 0))).size
+      expect((yield* request(`/runs/${runId}/ui`, { headers: { "last-event-id": String(size - 1) } })).status).toBe(204)
     }).pipe(provideServer()))
 
   it.live("a bad Last-Event-ID or startIndex gets 400 with a message, an unknown run 404; other readers go on", () =>
@@ -275,7 +343,10 @@ describe("stepwise/http", () => {
       expect(json(farIndex.text).message).toMatch(/^startIndex 500 is past the end: the stream "logs" of run /)
       const unknown = yield* request(`/runs/no-such-run/events`)
       expect(unknown.status).toBe(404)
-      expect(json(unknown.text)).toMatchObject({ _tag: "RunNotFound", message: `No run "no-such-run" in the run store.` })
+      expect(json(unknown.text)).toMatchObject({
+        _tag: "RunNotFound",
+        message: `No run "no-such-run" in the run store (it never existed, or the store's retention removed it).`
+      })
       const full = parseSse((yield* reader.await.pipe(Effect.flatten)).text)
       expect(full.filter((m) => m.id !== undefined).map((m) => Number(m.data))).toEqual(Array.from({ length: 30 }, (_, i) => i))
     }).pipe(provideServer()))
@@ -289,7 +360,9 @@ describe("stepwise/http", () => {
 
   it.live("a reader that disconnects leaves no subscription behind, and the run goes on", () =>
     Effect.gen(function*() {
-      const runId = yield* startCount(50, 10)
+      // A suspended run: its stream never ends by itself, so only the disconnect can release its readers.
+      const runId = json((yield* post("/workflows/approve/runs", "\"x\"")).text).runId as string
+      yield* Effect.flatMap(WorkflowEngine.WorkflowEngine, (e) => Effect.flatMap(e.getRun(runId), (run) => awaitStatus(run, "suspended")))
       const channels = yield* EventBus.MemoryChannels
       const before = yield* channels.size
       // Each request is a root fiber of the server's runtime; a reader's stream lives in it.
@@ -298,7 +371,7 @@ describe("stepwise/http", () => {
         Array.from({ length: 5 }),
         () =>
           Effect.zipRight(
-            readSome(`/runs/${runId}/streams`, {}, (text) => parseSse(text).length >= 2),
+            readSome(`/runs/${runId}/streams`, {}, (text) => text.includes("retry:")),
             Effect.map(Fiber.roots, (roots) => roots.length)
           ),
         { concurrency: "unbounded" }
@@ -313,6 +386,7 @@ describe("stepwise/http", () => {
       yield* Effect.orElse(released, () => Effect.void)
       expect(yield* channels.size).toBe(before)
       expect((yield* Fiber.roots).length).toBeLessThanOrEqual(fibersBefore)
+      yield* post(`/runs/${runId}/resume`, { step: "approval", resumeData: { approved: true } })
       const exit = yield* awaitRun(runId)
       expect(exit._tag).toBe("Success")
     }).pipe(provideServer()))
@@ -320,6 +394,8 @@ describe("stepwise/http", () => {
   it.live("cancel: 202 and the run ends canceled", () =>
     Effect.gen(function*() {
       const runId = yield* startCount(100, 20)
+      const bare = yield* request(`/runs/${runId}/cancel`, { method: "POST" })
+      expect(bare.status).toBe(415)
       const canceled = yield* post(`/runs/${runId}/cancel`, "")
       expect(canceled.status).toBe(202)
       const info = json((yield* request(`/runs/${runId}`)).text)
@@ -375,7 +451,7 @@ describe("stepwise/http", () => {
       const runId = json((yield* request("/workflows/count/runs", {
         method: "POST",
         body: JSON.stringify({ n: 2, pace: 1 }),
-        headers: allowed
+        headers: { ...allowed, "content-type": "application/json" }
       })).text).runId as string
       yield* awaitRun(runId)
       const before = storeCalls
@@ -439,12 +515,29 @@ describe("AI SDK UI message streams", () => {
     Effect.gen(function*() {
       const runId = json((yield* post("/workflows/chat/runs", [{ role: "user", content: "weather?" }])).text).runId as string
       const whole = parseSse((yield* request(`/runs/${runId}/ui`)).text)
-      const first = parseSse(yield* readSome(`/runs/${runId}/ui`, {}, (text) => parseSse(text).length >= 9))
-      const lastId = first.filter((m) => m.id !== undefined).at(-1)!.id!
-      const upToId = first.slice(0, first.map((m) => m.id).lastIndexOf(lastId) + 1)
+      // A reader cut after its ninth message (the run may be over already: then the cut is simulated on what it read).
+      const first = parseSse(yield* readSome(`/runs/${runId}/ui`, {}, (text) => parseSse(text).length >= 9)).slice(0, 9)
+      const lastId = first.at(-1)!.id!
       const rest = parseSse((yield* request(`/runs/${runId}/ui`, { headers: { "last-event-id": lastId } })).text)
-      expect([...upToId, ...rest].map((m) => m.data)).toEqual(whole.map((m) => m.data))
+      expect([...first, ...rest].map((m) => m.data)).toEqual(whole.map((m) => m.data))
       expect(whole.at(-1)!.data).toBe("[DONE]")
+    }).pipe(provideServer()))
+
+  it.live("an event that becomes several messages gives each an id: a reader cut between them misses nothing", () =>
+    Effect.gen(function*() {
+      const runId = json((yield* post("/workflows/boom/runs", "1")).text).runId as string
+      yield* awaitRun(runId)
+      const whole = parseSse((yield* request(`/runs/${runId}/ui`)).text)
+      const error = whole.findIndex((m) => m.data?.includes(`"type":"error"`))
+      expect(whole.slice(error).map((m) => m.data)).toEqual([
+        JSON.stringify({ type: "error", errorText: "kaboom" }),
+        JSON.stringify({ type: "finish" }),
+        "[DONE]"
+      ])
+      const [errorId, finishId] = [whole[error]!.id!, whole[error + 1]!.id!]
+      expect(errorId).toBe(`${finishId}.0`)
+      const rest = parseSse((yield* request(`/runs/${runId}/ui`, { headers: { "last-event-id": errorId } })).text)
+      expect(rest.map((m) => m.data)).toEqual([JSON.stringify({ type: "finish" }), "[DONE]"])
     }).pipe(provideServer()))
 
   it.effect("Run.toUIMessageStream maps events without state: a failed run ends with error then finish", () =>
@@ -487,7 +580,7 @@ describe("Http.client", () => {
       expect(events.at(0)?.type).toBe("workflow-start")
       expect(events.at(-1)?.type).toBe("workflow-finish")
       const missing = yield* Effect.flip(client.getRun("missing"))
-      expect(missing).toMatchObject({ _tag: "RunNotFound", message: `No run "missing" in the run store.` })
+      expect(missing._tag).toBe("RunNotFound")
       const invalid = yield* Effect.flip(client.start("count", { n: "x" }))
       expect(invalid._tag).toBe("InvalidRequest")
     }).pipe(provideServer()))

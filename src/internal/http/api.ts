@@ -61,7 +61,30 @@ export class PayloadTooLarge extends Schema.TaggedError<PayloadTooLarge>()("Payl
 }, HttpApiSchema.annotations({ status: 413 })) {}
 
 /**
- * The request does not fit the run's state (resuming a run that is not suspended).
+ * A request with a body (or a `POST`) that does not say `content-type: application/json`. Requiring it makes a
+ * browser ask the server first (a CORS preflight), so a page of another site cannot start, cancel or resume runs with
+ * its visitor's cookies.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class UnsupportedMediaType extends Schema.TaggedError<UnsupportedMediaType>()("UnsupportedMediaType", {
+  message: Schema.String
+}, HttpApiSchema.annotations({ status: 415 })) {}
+
+/**
+ * The run store failed (unreachable, or an error of its own): nothing was changed; try again.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class StoreUnavailable extends Schema.TaggedError<StoreUnavailable>()("StoreUnavailable", {
+  message: Schema.String
+}, HttpApiSchema.annotations({ status: 503 })) {}
+
+/**
+ * The request does not fit the run's state: resuming a run that is not suspended (or that this server is still
+ * executing), or starting with a `runId` that belongs to a run of another workflow.
  *
  * @since 0.1.0
  * @category errors
@@ -111,6 +134,8 @@ export const RunInfo = Schema.Struct({
 })
 
 /**
+ * A run as `GET /runs/{runId}` answers it.
+ *
  * @since 0.1.0
  * @category models
  */
@@ -154,6 +179,8 @@ export class RunsGroup extends HttpApiGroup.make("runs")
       .addError(WorkflowNotFound)
       .addError(InvalidRequest)
       .addError(PayloadTooLarge)
+      .addError(UnsupportedMediaType)
+      .addError(RunConflict)
   )
   .add(HttpApiEndpoint.get("get", "/runs/:runId").setPath(RunPath).addSuccess(RunInfo))
   .add(sse("events", "/runs/:runId/events").setPath(RunPath))
@@ -163,7 +190,12 @@ export class RunsGroup extends HttpApiGroup.make("runs")
       .setPath(Schema.Struct({ runId: Schema.String, namespace: Schema.String }))
   )
   .add(sse("ui", "/runs/:runId/ui").setPath(RunPath))
-  .add(HttpApiEndpoint.post("cancel", "/runs/:runId/cancel").setPath(RunPath).addSuccess(HttpApiSchema.Accepted))
+  .add(
+    HttpApiEndpoint.post("cancel", "/runs/:runId/cancel")
+      .setPath(RunPath)
+      .addSuccess(HttpApiSchema.Accepted)
+      .addError(UnsupportedMediaType)
+  )
   .add(
     HttpApiEndpoint.post("resume", "/runs/:runId/resume")
       .setPath(RunPath)
@@ -171,9 +203,11 @@ export class RunsGroup extends HttpApiGroup.make("runs")
       .addSuccess(HttpApiSchema.Accepted)
       .addError(InvalidRequest)
       .addError(PayloadTooLarge)
+      .addError(UnsupportedMediaType)
       .addError(RunConflict)
   )
   .addError(RunNotFound)
+  .addError(StoreUnavailable)
   .addError(Unauthorized)
   .addError(Forbidden)
 {}

@@ -11,6 +11,7 @@ import * as HttpClientRequest from "@effect/platform/HttpClientRequest"
 import type * as HttpClientResponse from "@effect/platform/HttpClientResponse"
 import * as Cause from "effect/Cause"
 import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as ParseResult from "effect/ParseResult"
 import * as Schedule from "effect/Schedule"
@@ -19,7 +20,7 @@ import * as Stream from "effect/Stream"
 import type { RunStatus } from "../../RunStore.js"
 import type * as Workflow from "../../Workflow.js"
 import { RunCanceledError, RunSuspendedError, StepFailedError } from "../../WorkflowError.js"
-import type { WorkflowEvent } from "../../WorkflowEvent.js"
+import { WorkflowEvent } from "../../WorkflowEvent.js"
 import {
   Api,
   Forbidden,
@@ -28,7 +29,9 @@ import {
   RunConflict,
   type RunInfo,
   RunNotFound,
+  StoreUnavailable,
   Unauthorized,
+  UnsupportedMediaType,
   WorkflowNotFound
 } from "./api.js"
 
@@ -51,6 +54,8 @@ export type ClientError =
   | InvalidRequest
   | PayloadTooLarge
   | RunConflict
+  | StoreUnavailable
+  | UnsupportedMediaType
   | Unauthorized
   | Forbidden
   | HttpApiError.HttpApiDecodeError
@@ -65,8 +70,9 @@ export interface RemoteRun<O> {
   readonly info: Effect.Effect<RunInfo, ClientError>
   readonly status: Effect.Effect<RunStatus, ClientError>
   /**
-   * Waits for the run to settle (following its events, not polling): its output (decoded with the workflow's
-   * `outputSchema` when the run was started or found with its workflow), or why it has none.
+   * Waits for the run to settle: its output (decoded with the workflow's `outputSchema` when the run was started or
+   * found with its workflow), or why it has none. It follows the run's events, and reads the run once a second
+   * while it waits (a status can change without an event of its own).
    */
   readonly result: Effect.Effect<O, ClientError | StepFailedError<unknown> | RunCanceledError | RunSuspendedError>
   /** The run's events from `startIndex` (negative: the last N), ending after `workflow-finish`. */
@@ -100,7 +106,9 @@ export interface RunsClient {
   }
 }
 
-const ServerError = Schema.Union(RunNotFound, InvalidRequest, Unauthorized, Forbidden)
+const decodeEvent = Schema.decodeUnknown(WorkflowEvent)
+
+const ServerError = Schema.Union(RunNotFound, InvalidRequest, Unauthorized, Forbidden, StoreUnavailable)
 
 /** How a reader reconnects: quickly at first, then every 2 seconds, for up to a minute without progress. */
 const defaultReconnect = Schedule.exponential("100 millis").pipe(
@@ -108,23 +116,42 @@ const defaultReconnect = Schedule.exponential("100 millis").pipe(
   Schedule.upTo("1 minute")
 )
 
+/** Statuses worth trying again: the server (or a proxy before it) is busy, restarting or timed out. */
+const transient = (status: number) => status >= 500 || status === 408 || status === 429
+
+/** The largest SSE message the client reads (a chunk of a run's stream, as JSON). */
+const maxEventSize = 64 * 1024 * 1024
+
 interface Item {
   readonly index: number
   readonly data: unknown
 }
 
-/** Makes a client of the server at `baseUrl`. */
+/**
+ * Makes a client of the server at `baseUrl`. `reconnect` says how a reader reconnects after a drop (default: at
+ * once, then backing off to every 2 seconds, for up to a minute without progress); `idleTimeout` how long a reader
+ * waits for a byte (the server pings every 15 seconds) before it takes the connection for dead (default 45 s).
+ */
 export const make = (
   baseUrl: string | URL,
-  options?: { readonly reconnect?: Schedule.Schedule<unknown, unknown> }
+  options?: {
+    readonly reconnect?: Schedule.Schedule<unknown, unknown>
+    readonly idleTimeout?: Duration.DurationInput
+  }
 ): Effect.Effect<RunsClient, never, HttpClient.HttpClient> =>
   Effect.gen(function*() {
     const base = String(baseUrl).replace(/\/+$/, "")
-    const http = yield* HttpClient.HttpClient
-    const api = yield* HttpApiClient.make(Api, { baseUrl: base })
+    // A POST without a body (cancel) says JSON too: the server requires it of every POST.
+    const http = (yield* HttpClient.HttpClient).pipe(HttpClient.mapRequest((request) =>
+      request.method === "POST" && request.headers["content-type"] === undefined
+        ? HttpClientRequest.setHeader(request, "content-type", "application/json")
+        : request
+    ))
+    const api = yield* HttpApiClient.makeWith(Api, { httpClient: http, baseUrl: base })
     const reconnect = options?.reconnect ?? defaultReconnect
+    const idleTimeout = options?.idleTimeout ?? "45 seconds"
 
-    /** The error response of an SSE route, as the API's error it encodes (or a transport-level failure). */
+    /** The error response of an SSE route: the API's error it encodes, or why it is worth trying again or not. */
     const failed = (
       url: string,
       response: HttpClientResponse.HttpClientResponse
@@ -132,9 +159,17 @@ export const make = (
       Effect.flatMap(
         Effect.either(Effect.flatMap(response.json, Schema.decodeUnknown(ServerError))),
         (decoded): Effect.Effect<never, typeof ServerError.Type | RemoteStreamError> =>
-          decoded._tag === "Right" && response.status < 500
+          decoded._tag === "Right" && !transient(response.status)
             ? Effect.fail(decoded.right)
-            : Effect.fail(new RemoteStreamError({ url, reason: `the server answered ${response.status}`, dropped: true }))
+            : Effect.fail(
+              new RemoteStreamError({
+                url,
+                reason: transient(response.status)
+                  ? `the server answered ${response.status}`
+                  : `the server answered ${response.status} with a body that is not a stepwise error (is ${base} a stepwise server?)`,
+                dropped: transient(response.status)
+              })
+            )
       )
 
     /**
@@ -158,26 +193,38 @@ export const make = (
             http.execute(request),
             (e) => new RemoteStreamError({ url, reason: e.message, dropped: true })
           )
+          // 204: resumed after the end, nothing more to read.
+          if (response.status === 204) {
+            ended = true
+            return Stream.empty
+          }
           if (response.status !== 200) return yield* failed(url, response)
           const start = Number(response.headers["x-stepwise-start-index"])
           if (Number.isInteger(start)) next = start
           const events: Array<Sse.Event> = []
           const parser = Sse.makeParser((event) => {
             if (event._tag === "Event") events.push(event)
-          })
+          }, { maxEventSize })
           return response.stream.pipe(
             Stream.mapError((e) => new RemoteStreamError({ url, reason: e.message, dropped: true })),
+            // A half-open connection (a NAT that forgot it) sends nothing, not even the server's pings.
+            Stream.timeoutFail(
+              () => new RemoteStreamError({ url, reason: `no byte for ${Duration.format(idleTimeout)}`, dropped: true }),
+              idleTimeout
+            ),
             Stream.decodeText(),
-            Stream.mapConcat((text) => {
-              parser.feed(text)
-              return events.splice(0, events.length)
+            Stream.mapConcatEffect((text) => {
+              const error = parser.feed(text)
+              return error === undefined
+                ? Effect.succeed(events.splice(0, events.length))
+                : Effect.fail(new RemoteStreamError({ url, reason: error.message, dropped: false }))
             }),
             Stream.takeWhile((event) => {
               if (event.event === "end") ended = true
               return !ended
             }),
             Stream.mapEffect((event): Effect.Effect<Item, RemoteStreamError> => {
-              if (event.event === "error") {
+              if (event.event === "stepwise-error") {
                 const reason = Effect.runSync(Effect.orElseSucceed(
                   Schema.decodeUnknown(Schema.parseJson(Schema.Struct({ message: Schema.String })))(event.data),
                   () => ({ message: event.data })
@@ -207,7 +254,7 @@ export const make = (
       const path = `/runs/${encodeURIComponent(runId)}`
       const info = api.runs.get({ path: { runId } })
       const events = (options?: { readonly startIndex?: number }) =>
-        Stream.map(follow(`${path}/events`, options?.startIndex), (item) => item.data as WorkflowEvent)
+        Stream.mapEffect(follow(`${path}/events`, options?.startIndex), (item) => decodeEvent(item.data))
       const settled = (info: RunInfo): Effect.Effect<
         O,
         ParseResult.ParseError | StepFailedError<unknown> | RunCanceledError | RunSuspendedError

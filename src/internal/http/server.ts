@@ -1,16 +1,17 @@
 /**
  * The handlers of the `runs` group: bodies read with a cap, inputs decoded with the workflow's schema, SSE responses
- * with an `id:` per item, `Last-Event-ID` resume, heartbeats and an explicit end.
+ * with an `id:` per message, `Last-Event-ID` resume, heartbeats, an explicit end, and an end at shutdown.
  */
 import * as HttpApiBuilder from "@effect/platform/HttpApiBuilder"
 import type * as HttpServerRequest from "@effect/platform/HttpServerRequest"
 import * as HttpServerResponse from "@effect/platform/HttpServerResponse"
+import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
-import { RunStore } from "../../RunStore.js"
+import { isTerminal, RunStore } from "../../RunStore.js"
 import type * as Workflow from "../../Workflow.js"
 import { WorkflowEngine } from "../../WorkflowEngine.js"
 import type { WorkflowEvent } from "../../WorkflowEvent.js"
@@ -22,29 +23,39 @@ import {
   InvalidRequest,
   type Options,
   PayloadTooLarge,
-  RunConflict,
   ResumeRequest,
+  RunConflict,
   RunNotFound,
+  StoreUnavailable,
+  UnsupportedMediaType,
   WorkflowNotFound
 } from "./api.js"
 
 const encoder = new TextEncoder()
 
+/** Where a reader starts: at item `index`, skipping that item's first `skip` messages (it was cut among them). */
+export interface Start {
+  readonly index: number
+  readonly skip: number
+}
+
 /**
- * The SSE messages of one item: one per datum (JSON, so one line each), the last with the item's index as `id`, so a
- * reader that drops in the middle of an item's messages resumes at that item again rather than past it. An item
- * with no data still moves the reader's `Last-Event-ID` on.
+ * The SSE messages of one item, one per datum (JSON: one line each), from message `skip` on. The last carries the
+ * item's index as its `id`, the others `<index>.<k>`, so a reader cut among an item's messages resumes right after
+ * the last one it has. An item with no data still moves the reader's `Last-Event-ID` on.
  */
-const messagesOf = (data: ReadonlyArray<string>, id: number): string => {
+const messagesOf = (data: ReadonlyArray<string>, index: number, skip: number): string => {
+  if (data.length === 0) return `id: ${index}\n\n`
   let text = ""
-  for (let i = 0; i < data.length - 1; i++) text += `data: ${data[i]}\n\n`
-  return data.length === 0 ? `${text}id: ${id}\n\n` : `${text}id: ${id}\ndata: ${data[data.length - 1]}\n\n`
+  for (let k = skip; k < data.length - 1; k++) text += `id: ${index}.${k}\ndata: ${data[k]}\n\n`
+  return `${text}id: ${index}\ndata: ${data[data.length - 1]}\n\n`
 }
 
 /** The message that says a stream is over, so that a reader can tell the end from a dropped connection. */
 const endMessage = "event: end\ndata: {}\n\n"
 
-const errorMessage = (text: string) => `event: error\ndata: ${JSON.stringify({ message: text })}\n\n`
+/** A failure while streaming, named so that `EventSource.onerror` (the connection's errors) does not get it. */
+const errorMessage = (text: string) => `event: stepwise-error\ndata: ${JSON.stringify({ message: text })}\n\n`
 
 const sseHeaders = {
   "cache-control": "no-cache, no-transform",
@@ -52,43 +63,60 @@ const sseHeaders = {
 } as const
 
 /**
- * Where a reader starts: after its `Last-Event-ID` (it has that item), else at `startIndex` (negative: the last N),
- * else at 0. An index the run does not have yet is refused: the reader cannot have seen it.
+ * Where a reader starts: after its `Last-Event-ID` (it has that message), else at `startIndex` (negative: the last
+ * N), else at 0. An index the run does not have yet is refused: the reader cannot have seen it.
  */
 export const resolveStart = (
   what: string,
   lastEventId: string | undefined,
   startIndex: string | undefined,
   size: number
-): Effect.Effect<number, InvalidRequest> => {
+): Effect.Effect<Start, InvalidRequest> => {
   const fail = (text: string) => Effect.fail(new InvalidRequest({ message: text }))
   const holds = size === 0 ? `${what} holds no item yet` : `${what} holds ${size} item(s), indexes 0 to ${size - 1}`
   if (lastEventId !== undefined && lastEventId.trim() !== "") {
-    if (!/^\d+$/.test(lastEventId.trim())) {
+    const match = /^(\d+)(?:\.(\d+))?$/.exec(lastEventId.trim())
+    if (match === null) {
       return fail(`Last-Event-ID must be the id of a message this stream sent (a non-negative integer), got "${lastEventId}"`)
     }
-    const last = Number(lastEventId)
+    const last = Number(match[1])
     if (last >= size) return fail(`Last-Event-ID ${last} is past the end: the ${holds}`)
-    return Effect.succeed(last + 1)
+    return Effect.succeed(match[2] === undefined ? { index: last + 1, skip: 0 } : { index: last, skip: Number(match[2]) + 1 })
   }
   if (startIndex !== undefined) {
     if (!/^-?\d+$/.test(startIndex.trim())) {
       return fail(`startIndex must be an integer (negative: count from the end), got "${startIndex}"`)
     }
     const index = Number(startIndex)
-    if (index < 0) return Effect.succeed(Math.max(0, size + index))
+    if (index < 0) return Effect.succeed({ index: Math.max(0, size + index), skip: 0 })
     if (index > size) return fail(`startIndex ${index} is past the end: the ${holds}`)
-    return Effect.succeed(index)
+    return Effect.succeed({ index, skip: 0 })
   }
-  return Effect.succeed(0)
+  return Effect.succeed({ index: 0, skip: 0 })
 }
 
 /**
- * Reads a JSON body of at most `limit` bytes, refusing more without reading it all. The content type is not checked
- * (`curl -d` says form-urlencoded): the body must parse as JSON, whatever it claims.
+ * What a `POST` must say: `content-type: application/json`. Browsers send other types (forms, `text/plain`) to any
+ * site without asking first; this one makes them ask (a CORS preflight).
+ */
+const requireJson = (request: HttpServerRequest.HttpServerRequest) => {
+  const type = request.headers["content-type"]?.toLowerCase() ?? ""
+  return /^application\/([\w.-]+\+)?json\b/.test(type.trim())
+    ? Effect.void
+    : Effect.fail(
+      new UnsupportedMediaType({
+        message: `Send content-type: application/json${type === "" ? "" : ` (got "${type}")`}; with curl: -H 'content-type: application/json'.`
+      })
+    )
+}
+
+/**
+ * Reads a JSON body of at most `limit` bytes. A body over the limit is read on (and dropped) up to 16 times the
+ * limit so that the client gets its 413 answer; past that, the connection is cut.
  */
 const readJson = (request: HttpServerRequest.HttpServerRequest, limit: number) =>
   Effect.gen(function*() {
+    yield* requireJson(request)
     const tooLarge = new PayloadTooLarge({
       limit,
       message: `The request body is larger than the server's limit of ${limit} bytes (maxBodySize).`
@@ -101,17 +129,27 @@ const readJson = (request: HttpServerRequest.HttpServerRequest, limit: number) =
       Stream.mapError(() => new InvalidRequest({ message: "The request body could not be read (the connection failed)." })),
       Stream.runForEach((chunk) => {
         size += chunk.length
-        if (size > limit) return tooLarge
-        parts.push(chunk)
+        if (size > limit * 16) return tooLarge
+        if (size <= limit) parts.push(chunk)
         return Effect.void
       })
     )
+    if (size > limit) return yield* tooLarge
     const text = Buffer.concat(parts).toString("utf8")
     if (text.trim() === "") return yield* new InvalidRequest({ message: "The request body is empty: send JSON." })
     return yield* Effect.try({
       try: (): unknown => JSON.parse(text),
       catch: (e) => new InvalidRequest({ message: `The request body is not valid JSON: ${(e as Error).message}` })
     })
+  })
+
+const unavailable = (error: { readonly message: string }) =>
+  new StoreUnavailable({ message: `The run store failed: ${error.message}` })
+
+const notFound = (runId: string) =>
+  new RunNotFound({
+    runId,
+    message: `No run "${runId}" in the run store (it never existed, or the store's retention removed it).`
   })
 
 /** The handlers, with the services they need taken when the layer is built. */
@@ -126,47 +164,53 @@ export const layerGroup = <W extends ReadonlyArray<Workflow.Any>>(options: Optio
       const limit = options.maxBodySize ?? 1024 * 1024
       const heartbeat = Duration.decode(options.heartbeat ?? "15 seconds")
       const retry = Duration.toMillis(options.retry ?? "1 second")
+      // Open SSE responses end when the layer does, so that the server's close (which waits for every response)
+      // does not wait for runs that go on. Their readers, given no `event: end`, connect again elsewhere.
+      const closing = yield* Deferred.make<void>()
+      yield* Effect.addFinalizer(() => Deferred.succeed(closing, undefined))
 
       const authorize = (request: HttpServerRequest.HttpServerRequest, action: Action) =>
         Option.isNone(hook) ? Effect.void : hook.value.authorize(request, action)
 
       const findRun = (runId: string) =>
-        Effect.flatMap(Effect.orDie(store.getRun(runId)), (record) =>
-          record === undefined
-            ? Effect.fail(new RunNotFound({ runId, message: `No run "${runId}" in the run store.` }))
-            : Effect.succeed(record))
+        Effect.flatMap(Effect.mapError(store.getRun(runId), unavailable), (record) =>
+          record === undefined ? Effect.fail(notFound(runId)) : Effect.succeed(record))
 
       const handleOf = (runId: string) =>
-        Effect.catchTag(
-          engine.getRun(runId),
-          "RunNotFoundError",
-          () => Effect.fail(new RunNotFound({ runId, message: `No run "${runId}" in the run store.` }))
-        )
+        Effect.catchTag(engine.getRun(runId), "RunNotFoundError", () => Effect.fail(notFound(runId)))
 
-      /** An SSE response: the data of each item from index `start` on, then `last`. */
+      /**
+       * An SSE response: the data of each item from `start` on, then `last`; `onError` says what a failure while
+       * streaming becomes.
+       */
       const respond = <E extends { readonly message: string }>(
         items: Stream.Stream<ReadonlyArray<string>, E>,
-        start: number,
+        start: Start,
         last: string,
+        onError: (message: string) => string,
         headers: Record<string, string> = {}
       ) => {
         const messages = items.pipe(
           Stream.zipWithIndex,
-          Stream.map(([data, i]) => messagesOf(data, start + i)),
+          Stream.map(([data, i]) => messagesOf(data, start.index + i, i === 0 ? start.skip : 0)),
           Stream.concat(Stream.make(last)),
-          Stream.catchAll((e) => Stream.make(errorMessage(e.message)))
+          Stream.catchAll((e) => Stream.make(onError(e.message)))
         )
         const pings = Stream.tick(heartbeat).pipe(Stream.drop(1), Stream.as(": ping\n\n"))
         const body = Stream.make(`retry: ${retry}\n\n`).pipe(
           Stream.concat(messages),
           Stream.merge(pings, { haltStrategy: "left" }),
+          Stream.interruptWhen(Deferred.await(closing)),
           Stream.map((text) => encoder.encode(text))
         )
         return HttpServerResponse.stream(body, {
           contentType: "text/event-stream",
-          headers: { ...sseHeaders, "x-stepwise-start-index": String(start), ...headers }
+          headers: { ...sseHeaders, "x-stepwise-start-index": String(start.index), ...headers }
         })
       }
+
+      /** 204 for a reader that resumes after the end: `EventSource` stops reconnecting, the AI SDK sees no stream. */
+      const ended = HttpServerResponse.empty({ status: 204 })
 
       const readStream = (
         request: HttpServerRequest.HttpServerRequest,
@@ -177,14 +221,18 @@ export const layerGroup = <W extends ReadonlyArray<Workflow.Any>>(options: Optio
       ) =>
         Effect.gen(function*() {
           yield* authorize(request, { _tag: "read", runId })
+          const record = yield* findRun(runId)
           const run = yield* handleOf(runId)
-          const size = yield* Effect.orDie(run.streamSize({ namespace }))
+          const page = yield* Effect.mapError(store.readChunks(runId, namespace, 0, 0), unavailable)
           const what = namespace === "" ? `default stream of run ${runId}` : `stream "${namespace}" of run ${runId}`
-          const start = yield* resolveStart(what, lastEventId, startIndex, size)
-          const chunks = run.readable({ namespace, startIndex: start }).pipe(
+          const start = yield* resolveStart(what, lastEventId, startIndex, page.size)
+          if (lastEventId !== undefined && start.index === page.size && (page.closed || isTerminal(record.status))) {
+            return ended
+          }
+          const chunks = run.readable({ namespace, startIndex: start.index }).pipe(
             Stream.map((chunk) => [JSON.stringify(chunk) ?? "null"])
           )
-          return respond(chunks, start, endMessage)
+          return respond(chunks, start, endMessage, errorMessage)
         })
 
       const readEvents = (
@@ -192,16 +240,22 @@ export const layerGroup = <W extends ReadonlyArray<Workflow.Any>>(options: Optio
         runId: string,
         lastEventId: string | undefined,
         startIndex: string | undefined,
-        toMessages: (event: WorkflowEvent) => ReadonlyArray<string>,
+        toData: (event: WorkflowEvent) => ReadonlyArray<string>,
         last: string,
+        onError: (message: string) => string,
         headers?: Record<string, string>
       ) =>
         Effect.gen(function*() {
           yield* authorize(request, { _tag: "read", runId })
+          yield* findRun(runId)
           const run = yield* handleOf(runId)
-          const { size } = yield* Effect.orDie(store.readEvents(runId, 0, 0))
+          const { size } = yield* Effect.mapError(store.readEvents(runId, 0, 0), unavailable)
           const start = yield* resolveStart(`event log of run ${runId}`, lastEventId, startIndex, size)
-          return respond(run.events({ startIndex: start }).pipe(Stream.map(toMessages)), start, last, headers)
+          if (lastEventId !== undefined && start.index === size && size > 0) {
+            const previous = yield* Effect.mapError(store.readEvents(runId, size - 1, 1), unavailable)
+            if (previous.events.some((e) => e.type === "workflow-finish" && e.from === "WORKFLOW")) return ended
+          }
+          return respond(run.events({ startIndex: start.index }).pipe(Stream.map(toData)), start, last, onError, headers)
         })
 
       return handlers
@@ -221,7 +275,21 @@ export const layerGroup = <W extends ReadonlyArray<Workflow.Any>>(options: Optio
               Schema.decodeUnknown(workflow.inputSchema)(body),
               (e) => new InvalidRequest({ message: `The input does not match the inputSchema of "${workflow.id}": ${e.message}` })
             )
-            const run = yield* engine.start(workflow as Workflow.Workflow<string, unknown, unknown, unknown, never>, input, urlParams.runId === undefined ? undefined : { runId: urlParams.runId }).pipe(
+            const runId = urlParams.runId
+            if (runId !== undefined) {
+              const existing = yield* Effect.mapError(store.getRun(runId), unavailable)
+              if (existing !== undefined && existing.workflowId !== workflow.id) {
+                return yield* new RunConflict({
+                  runId,
+                  message: `runId "${runId}" already belongs to a run of workflow "${existing.workflowId}".`
+                })
+              }
+            }
+            const run = yield* engine.start(
+              workflow as Workflow.Workflow<string, unknown, unknown, unknown, never>,
+              input,
+              runId === undefined ? undefined : { runId }
+            ).pipe(
               Effect.provide(services),
               Effect.mapError((e) => new InvalidRequest({ message: e.message }))
             )
@@ -251,7 +319,8 @@ export const layerGroup = <W extends ReadonlyArray<Workflow.Any>>(options: Optio
             headers["last-event-id"],
             urlParams.startIndex,
             (event) => [JSON.stringify(event)],
-            endMessage
+            endMessage,
+            errorMessage
           ))
         .handle("stream", ({ headers, path, request, urlParams }) =>
           readStream(request, path.runId, headers["last-event-id"], urlParams.startIndex, ""))
@@ -265,11 +334,15 @@ export const layerGroup = <W extends ReadonlyArray<Workflow.Any>>(options: Optio
             urlParams.startIndex,
             (event) => UIMessage.chunksOf(event).map((chunk) => JSON.stringify(chunk)),
             "data: [DONE]\n\n",
+            // The protocol's own error part, then its end: the AI SDK reads data only.
+            (message) => `data: ${JSON.stringify({ type: "error", errorText: message })}\n\ndata: [DONE]\n\n`,
             { "x-vercel-ai-ui-message-stream": "v1" }
           ))
-        .handle("cancel", ({ path, request }) =>
+        .handleRaw("cancel", ({ path, request }) =>
           Effect.gen(function*() {
             yield* authorize(request, { _tag: "cancel", runId: path.runId })
+            yield* requireJson(request)
+            yield* findRun(path.runId)
             const run = yield* handleOf(path.runId)
             yield* run.cancel
           }))
@@ -277,22 +350,26 @@ export const layerGroup = <W extends ReadonlyArray<Workflow.Any>>(options: Optio
           Effect.gen(function*() {
             const runId = path.runId
             yield* authorize(request, { _tag: "resume", runId })
-            const record = yield* findRun(runId)
-            if (record.status !== "suspended") {
-              return yield* new RunConflict({
+            const conflict = (status: string) =>
+              new RunConflict({
                 runId,
-                message: `Run ${runId} is ${record.status}, not suspended: only a suspended run can be resumed.`
+                message: `Run ${runId} is ${status}, not suspended: only a suspended run can be resumed.`
               })
-            }
+            const record = yield* findRun(runId)
+            if (record.status !== "suspended") return yield* conflict(record.status)
             const body = yield* readJson(request, limit)
             const { resumeData, step } = yield* Effect.mapError(
               Schema.decodeUnknown(ResumeRequest)(body),
               (e) => new InvalidRequest({ message: `The body must be { step, resumeData }: ${e.message}` })
             )
             const run = yield* handleOf(runId)
-            yield* Effect.mapError(
-              run.resume({ step, resumeData }),
-              (e) => new InvalidRequest({ message: e.message })
-            )
+            yield* Effect.catchAll(run.resume({ step, resumeData }), (error) =>
+              // The run may have moved since it was read: say so rather than blame the request.
+              Effect.flatMap(findRun(runId), (now): Effect.Effect<never, RunConflict | InvalidRequest> =>
+                now.status !== "suspended"
+                  ? Effect.fail(conflict(now.status))
+                  : error.reason.startsWith("the run is still being executed")
+                  ? Effect.fail(new RunConflict({ runId, message: error.message }))
+                  : Effect.fail(new InvalidRequest({ message: error.message }))))
           }))
     }))
