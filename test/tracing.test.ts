@@ -32,8 +32,15 @@ const traced = () => {
     Workflow.then(add("c", 100)),
     Workflow.commit
   )
+  // What a step's own code traces (a model call, say).
+  const prepare = Step.make({
+    id: "prepare",
+    inputSchema: N,
+    outputSchema: N,
+    execute: ({ inputData }) => Effect.succeed(inputData + 1).pipe(Effect.withSpan("lookup"))
+  })
   return Workflow.make({ id: "traced", inputSchema: N, outputSchema: N }).pipe(
-    Workflow.then(add("prepare", 1)),
+    Workflow.then(prepare),
     Workflow.parallel([add("a", 1), add("b", 2)]),
     Workflow.then(flaky),
     Workflow.then(inner),
@@ -95,6 +102,8 @@ describe("tracing", () => {
         // The parallel's steps are siblings under the run.
         for (const span of [prepare, a, b]) expect(parentOf(span)).toBe(runSpan)
         expect([a.attributes["stepwise.step.path"], b.attributes["stepwise.step.path"]]).toEqual(["1:a", "1:b"])
+        // What the step's code traces nests in its attempt's span.
+        expect(parentOf(one(spans, "lookup"))).toBe(prepare.spanContext().spanId)
         expect(a.attributes).toMatchObject({
           "stepwise.run.id": run.runId,
           "stepwise.workflow.id": "traced",
@@ -122,6 +131,61 @@ describe("tracing", () => {
       }).pipe(Effect.provide(engineLayer), Effect.provide(sdk(exporter)))
     })
   }
+
+  for (const [name, engineLayer] of engines) {
+    it.effect(`a resumed run goes on in the trace of its start (${name} engine)`, () => {
+      const exporter = new InMemorySpanExporter()
+      const wf = Workflow.make({ id: "approve", inputSchema: N, outputSchema: Schema.String }).pipe(
+        Workflow.then(Step.make({
+          id: "ask",
+          inputSchema: N,
+          outputSchema: Schema.String,
+          resumeSchema: Schema.String,
+          execute: ({ resumeData, suspend }) => resumeData === undefined ? suspend("ok?") : Effect.succeed(resumeData)
+        })),
+        Workflow.commit
+      )
+      return Effect.gen(function*() {
+        const engine = yield* WorkflowEngine.WorkflowEngine
+        const run = yield* engine.start(wf, 1)
+        yield* Effect.flip(run.result)
+        yield* run.resume({ step: "ask", resumeData: "yes" })
+        expect(yield* run.result).toBe("yes")
+        const spans = exporter.getFinishedSpans()
+        const root = one(spans, "stepwise.run approve")
+        const asks = named(spans, "stepwise.step ask")
+        expect(asks.map((span) => span.attributes["stepwise.step.suspended"])).toEqual([true, undefined])
+        expect(asks[0]!.status.code).not.toBe(SpanStatusCode.ERROR)
+        for (const span of asks) {
+          expect(span.spanContext().traceId).toBe(root.spanContext().traceId)
+          expect(parentOf(span)).toBe(root.spanContext().spanId)
+        }
+      }).pipe(Effect.provide(engineLayer), Effect.provide(sdk(exporter)))
+    })
+  }
+
+  it.effect("with no tracer provided, a run makes no spans and records no trace context", () =>
+    Effect.gen(function*() {
+      const engine = yield* WorkflowEngine.WorkflowEngine
+      let seen: unknown = "not run"
+      const wf = Workflow.make({ id: "untraced", inputSchema: N, outputSchema: N }).pipe(
+        Workflow.then(Step.make({
+          id: "look",
+          inputSchema: N,
+          outputSchema: N,
+          execute: ({ inputData }) =>
+            Effect.map(Effect.option(Effect.currentSpan), (span) => {
+              seen = span._tag
+              return inputData
+            })
+        })),
+        Workflow.commit
+      )
+      const run = yield* engine.start(wf, 1)
+      expect(yield* run.result).toBe(1)
+      expect(seen).toBe("None")
+      expect((yield* Effect.flatMap(RunStore.RunStore, (store) => store.getRun(run.runId)))?.trace).toBeUndefined()
+    }).pipe(Effect.provide(WorkflowEngine.layerMemory)))
 
   it.effect("the run's trace context is recorded with the run", () => {
     const exporter = new InMemorySpanExporter()
@@ -172,6 +236,7 @@ describe("tracing", () => {
       expect(onClient.getFinishedSpans().map((span) => span.name)).toEqual(["stepwise.run traced"])
       const executed = onWorker.getFinishedSpans()
       expect(executed.map((span) => span.name).sort()).toEqual([
+        "lookup",
         "stepwise.step a",
         "stepwise.step b",
         "stepwise.step c",
@@ -181,7 +246,7 @@ describe("tracing", () => {
         "stepwise.workflow inner"
       ])
       for (const span of executed) expect(span.spanContext().traceId).toBe(root.spanContext().traceId)
-      for (const span of executed.filter((span) => span.name !== "stepwise.step c")) {
+      for (const span of executed.filter((span) => span.name !== "stepwise.step c" && span.name !== "lookup")) {
         expect(parentOf(span)).toBe(root.spanContext().spanId)
       }
     }).pipe(Effect.scoped))

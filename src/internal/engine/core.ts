@@ -5,15 +5,16 @@
  */
 import * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
-import type * as Context from "effect/Context"
+import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
+import { constVoid } from "effect/Function"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
-import type * as Tracer from "effect/Tracer"
+import * as Tracer from "effect/Tracer"
 import * as EventBus from "../../EventBus.js"
 import type { Run } from "../../Run.js"
 import * as RunStore from "../../RunStore.js"
@@ -644,28 +645,26 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
       input: I,
       options?: { readonly runId?: string }
     ): Effect.Effect<Run<O, E>, WorkflowInputError, R> =>
-      Effect.flatMap(
-        Effect.makeSpan(
-          Tracing.runSpanName(workflow.id),
-          Tracing.spanOptions({ [Tracing.attributes.workflowId]: workflow.id })
-        ),
-        (span) => {
-          // The run's span goes to a driver that ends it (`Driver.endsRunSpan`) with the launch; else it ends here.
-          let handedOver = false
-          return Effect.onExit(
-            startUnder(workflow, input, options, span, () => {
-              handedOver = driver.endsRunSpan === true
-            }),
-            (exit) => handedOver ? Effect.void : Tracing.end(span, exit)
-          )
-        }
-      )
+      Tracing.ifTracing(startUnder(workflow, input, options, undefined, constVoid), () =>
+        Effect.flatMap(
+          Tracing.makeRunSpan(workflow.id),
+          (span) => {
+            // The run's span goes to a driver that ends it (`Driver.endsRunSpan`) with the launch; else it ends here.
+            let handedOver = false
+            return Effect.onExit(
+              startUnder(workflow, input, options, span, () => {
+                handedOver = driver.endsRunSpan === true
+              }),
+              (exit) => handedOver ? Effect.void : Tracing.end(span, exit)
+            )
+          }
+        ))
 
     const startUnder = <I, O, E, R>(
       workflow: Workflow.Workflow<string, I, O, E, R>,
       input: I,
       options: { readonly runId?: string } | undefined,
-      span: Tracer.Span,
+      span: Tracer.Span | undefined,
       handOver: () => void
     ): Effect.Effect<Run<O, E>, WorkflowInputError, R> =>
       Effect.gen(function*() {
@@ -679,7 +678,7 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
         if (typeof runId !== "string" || runId.length === 0) {
           return yield* new WorkflowInputError({ workflowId, reason: "runId must be a non-empty string" })
         }
-        span.attribute(Tracing.attributes.runId, runId)
+        span?.attribute(Tracing.attributes.runId, runId)
         const registered: Registered = { workflow: workflow as unknown as Workflow.Any, services }
         registry.set(workflowId, registered)
         const now = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
@@ -691,7 +690,7 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
           ...(executes ? { owner: workerId, heartbeatAt: wallNow() } : {}),
           createdAt: now,
           updatedAt: now,
-          trace: Tracing.contextOf(span)
+          ...(span === undefined ? {} : { trace: Tracing.contextOf(span) })
         }))
         if (!created) {
           const existing = yield* Effect.orDie(store.getRun(runId))
@@ -744,6 +743,8 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
     withDriver
   }
 })
+
+const withoutSpan = (context: Context.Context<never>): Context.Context<never> => Context.omit(Tracer.ParentSpan)(context)
 
 /** Options of the default engine. */
 export interface DefaultOptions extends EngineOptions {
@@ -834,7 +835,8 @@ export const makeDefault = (options: DefaultOptions = {}) => Effect.gen(function
           Effect.ensuring(release),
           Effect.onExit((exit) => endOpen(exit))
         )
-        entry.fiber = yield* Effect.forkIn(generation, scope)
+        // Not in the span of the code that launched it (`start`'s caller): spans of the walk hang under the run's.
+        entry.fiber = yield* Effect.forkIn(Effect.mapInputContext(generation, withoutSpan), scope)
       }).pipe(Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : Effect.zipRight(release, endOpen(exit))))
     })
 

@@ -964,20 +964,21 @@ const run = (
       })
     // Each attempt is a span of its own, the parent of what the step's code traces.
     const traced = (effect: Effect.Effect<unknown, unknown, unknown>) =>
-      Effect.useSpan(
-        Tracing.stepSpanName(spec.id),
-        Tracing.spanOptions({
-          [Tracing.attributes.runId]: env.runId,
-          [Tracing.attributes.workflowId]: env.workflowId,
-          [Tracing.attributes.stepId]: spec.id,
-          [Tracing.attributes.path]: path,
-          [Tracing.attributes.attempt]: attempt
-        }),
-        (span) => {
-          attemptSpan = span
-          return Effect.withParentSpan(effect, span)
-        }
-      )
+      Tracing.ifTracing(effect, () =>
+        Tracing.useSpan(
+          Tracing.stepSpanName(spec.id),
+          {
+            [Tracing.attributes.runId]: env.runId,
+            [Tracing.attributes.workflowId]: env.workflowId,
+            [Tracing.attributes.stepId]: spec.id,
+            [Tracing.attributes.path]: path,
+            [Tracing.attributes.attempt]: attempt
+          },
+          (span) => {
+            attemptSpan = span
+            return Effect.withParentSpan(effect, span)
+          }
+        ))
     const once = Effect.suspend(() => {
       attempt++
       const attemptEffect = spec.run(stepContext(base, resumeData, suspend, attempt))
@@ -1153,16 +1154,17 @@ const evaluate = <A>(
     if (env.mode._tag === "Execute") return yield* pending
     const ctx = makeContext(env, scope, nodeId, randomId(), input)
     const exit = yield* runUser(env, () =>
-      spanName === undefined ? fn(ctx) : Effect.withSpan(
-        fn(ctx),
-        spanName,
-        Tracing.spanOptions({
-          [Tracing.attributes.runId]: env.runId,
-          [Tracing.attributes.workflowId]: env.workflowId,
-          [Tracing.attributes.stepId]: nodeId,
-          [Tracing.attributes.path]: path
-        })
-      ))
+      spanName === undefined ? fn(ctx) : Tracing.ifTracing(fn(ctx), () =>
+        Tracing.useSpan(
+          spanName,
+          {
+            [Tracing.attributes.runId]: env.runId,
+            [Tracing.attributes.workflowId]: env.workflowId,
+            [Tracing.attributes.stepId]: nodeId,
+            [Tracing.attributes.path]: path
+          },
+          (span) => Effect.withParentSpan(fn(ctx), span)
+        )))
     if (Exit.isFailure(exit)) return yield* new StepFailure({ stepId: nodeId, path, cause: exit.cause })
     const checked = check(exit.value)
     if (typeof checked === "string") {

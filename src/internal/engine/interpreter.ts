@@ -294,22 +294,19 @@ const runNested = (
     if (known !== undefined) return Tracing.under(walkNested(env, waits, scope, workflow, input, path, known), known.trace)
     if (env.mode._tag === "Execute") return pending
     // Its span is opened where it starts and lasts as long as this walk walks it; its ids go with its record.
-    return Effect.flatMap(
-      Effect.makeSpan(
-        Tracing.workflowSpanName(workflow.id),
-        Tracing.spanOptions({
+    return Tracing.ifTracing(startNested(env, waits, scope, workflow, input, path, undefined), () =>
+      Effect.flatMap(
+        Tracing.makeSpan(Tracing.workflowSpanName(workflow.id), {
           [Tracing.attributes.runId]: env.runId,
           [Tracing.attributes.workflowId]: env.workflowId,
           [Tracing.attributes.stepId]: workflow.id,
           [Tracing.attributes.path]: path
-        })
-      ),
-      (span) =>
-        startNested(env, waits, scope, workflow, input, path, span).pipe(
-          Effect.withParentSpan(span),
-          Effect.onExit((exit) => Tracing.end(span, Tracing.walkExit(exit)))
-        )
-    )
+        }),
+        (span) =>
+          Tracing.under(startNested(env, waits, scope, workflow, input, path, span), span).pipe(
+            Effect.onExit((exit) => Tracing.end(span, Tracing.walkExit(exit)))
+          )
+      ))
   })
 
 type Nested = Extract<StepLike, { readonly _tag: "Workflow" }>
@@ -322,7 +319,7 @@ const startNested = (
   workflow: Nested,
   input: unknown,
   path: string,
-  span: Tracer.Span
+  span: Tracer.Span | undefined
 ): Effect.Effect<unknown, Halt> =>
   Effect.gen(function*() {
     // The call id makes the result event match the start event in any process.
@@ -333,7 +330,7 @@ const startNested = (
       stepId: workflow.id,
       status: "running",
       stepCallId,
-      trace: Tracing.contextOf(span)
+      ...(span === undefined ? {} : { trace: Tracing.contextOf(span) })
     }
     yield* Executor.emitStepStart(env, workflow.id, stepCallId, Exit.isSuccess(encodedInput) ? encodedInput.value : input, started)
     env.memo.set(path, started)
