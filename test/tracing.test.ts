@@ -167,21 +167,22 @@ describe("tracing", () => {
   it.effect("with no tracer provided, a run makes no spans and records no trace context", () =>
     Effect.gen(function*() {
       const engine = yield* WorkflowEngine.WorkflowEngine
+      // What a step's code sees as its current span.
       let seen: unknown = "not run"
-      const wf = Workflow.make({ id: "untraced", inputSchema: N, outputSchema: N }).pipe(
-        Workflow.then(Step.make({
-          id: "look",
-          inputSchema: N,
-          outputSchema: N,
-          execute: ({ inputData }) =>
-            Effect.map(Effect.option(Effect.currentSpan), (span) => {
-              seen = span._tag
-              return inputData
-            })
-        })),
-        Workflow.commit
+      const look = Step.make({
+        id: "look",
+        inputSchema: N,
+        outputSchema: N,
+        execute: ({ inputData }) =>
+          Effect.map(Effect.option(Effect.currentSpan), (span) => {
+            seen = span._tag
+            return inputData
+          })
+      })
+      const run = yield* engine.start(
+        Workflow.make({ id: "untraced", inputSchema: N, outputSchema: N }).pipe(Workflow.then(look), Workflow.commit),
+        1
       )
-      const run = yield* engine.start(wf, 1)
       expect(yield* run.result).toBe(1)
       expect(seen).toBe("None")
       expect((yield* Effect.flatMap(RunStore.RunStore, (store) => store.getRun(run.runId)))?.trace).toBeUndefined()

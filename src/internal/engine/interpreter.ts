@@ -293,8 +293,13 @@ const runNested = (
     // Started before (by this walk's process or another): its steps' spans are children of its recorded span.
     if (known !== undefined) return Tracing.under(walkNested(env, waits, scope, workflow, input, path, known), known.trace)
     if (env.mode._tag === "Execute") return pending
+    const start = (span: Tracer.Span | undefined) =>
+      Effect.flatMap(
+        recordNestedStart(env, workflow, input, path, span),
+        (started) => walkNested(env, waits, scope, workflow, input, path, started)
+      )
     // Its span is opened where it starts and lasts as long as this walk walks it; its ids go with its record.
-    return Tracing.ifTracing(startNested(env, waits, scope, workflow, input, path, undefined), () =>
+    return Tracing.ifTracing(start(undefined), () =>
       Effect.flatMap(
         Tracing.makeSpan(Tracing.workflowSpanName(workflow.id), {
           [Tracing.attributes.runId]: env.runId,
@@ -303,7 +308,7 @@ const runNested = (
           [Tracing.attributes.path]: path
         }),
         (span) =>
-          Tracing.under(startNested(env, waits, scope, workflow, input, path, span), span).pipe(
+          Tracing.under(start(span), span).pipe(
             Effect.onExit((exit) => Tracing.end(span, Tracing.walkExit(exit)))
           )
       ))
@@ -311,16 +316,14 @@ const runNested = (
 
 type Nested = Extract<StepLike, { readonly _tag: "Workflow" }>
 
-/** Records the start of a nested workflow (once: the record keeps the call id and the span), then walks it. */
-const startNested = (
+/** Records the start of a nested workflow, once: the record keeps the call id and the span. */
+const recordNestedStart = (
   env: RunEnv,
-  waits: WaitTracker,
-  scope: WorkflowScope,
   workflow: Nested,
   input: unknown,
   path: string,
   span: Tracer.Span | undefined
-): Effect.Effect<unknown, Halt> =>
+): Effect.Effect<RunStore.StepRecord, Halt> =>
   Effect.gen(function*() {
     // The call id makes the result event match the start event in any process.
     const stepCallId = randomId()
@@ -341,7 +344,7 @@ const startNested = (
         }`
       )), { expected: started })
     }
-    return yield* walkNested(env, waits, scope, workflow, input, path, started)
+    return started
   })
 
 /** Walks a started nested workflow and records its outcome when it ends. */
