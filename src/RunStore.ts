@@ -68,7 +68,8 @@ export type {
   StepFence,
   StepRecord,
   StepRecords,
-  SuspendedStep
+  SuspendedStep,
+  TraceContext
 } from "./internal/store/model.js"
 
 /**

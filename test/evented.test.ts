@@ -42,6 +42,9 @@ describe("evented engine", () => {
       ])
       expect(commands[1]).toEqual({ type: "workflow.step.run", runId: run.runId, data: { path: "0" } })
       for (const c of commands) expect(Schema.is(WorkflowEngine.Command)(c)).toBe(true)
+      // With no tracer, they carry no trace context (see tracing.test.ts); one that carries it decodes.
+      const trace = { traceId: "4bf92f3577b34da6a3ce929d0e0e4736", spanId: "00f067aa0ba902b7", sampled: true }
+      expect(Schema.is(WorkflowEngine.Command)({ ...commands[1], trace })).toBe(true)
       const finished = published.filter((p) => p.channel === "workflows-finish").map((p) => p.event)
       expect(finished).toEqual([{ type: "workflow.finished", runId: run.runId, data: { status: "success" } }])
     }).pipe(Effect.provide(recordingEventedEngine)))

@@ -29,6 +29,7 @@ import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
+import type * as Tracer from "effect/Tracer"
 import * as EventBus from "../../EventBus.js"
 import * as RunStore from "../../RunStore.js"
 import { SerializedError } from "../../WorkflowEvent.js"
@@ -41,6 +42,7 @@ import * as Interpreter from "./interpreter.js"
 import type * as Memo from "./memo.js"
 import * as Mutex from "./mutex.js"
 import * as Timers from "./timers.js"
+import * as Tracing from "./tracing.js"
 import { wallNow, wallSleep } from "../wallClock.js"
 
 const noBeats: ReadonlyMap<string, number> = new Map()
@@ -57,14 +59,16 @@ const settlementPath = "$settled"
 
 /**
  * A command. `handBacks`: how many times instances that do not register the run's workflow took it and published it
- * again for the others of the group.
+ * again for the others of the group. `trace`: the ids of the run's span, so that the walk the command causes, in
+ * whichever instance, makes its spans children of it (commands from before tracing have none).
  */
 const command = <T extends string, F extends Schema.Struct.Fields>(type: T, data: F) =>
   Schema.Struct({
     type: Schema.Literal(type),
     runId: Schema.String,
     data: Schema.Struct(data),
-    handBacks: Schema.optional(Schema.Number)
+    handBacks: Schema.optional(Schema.Number),
+    trace: Schema.optional(Tracing.TraceContext)
   })
 
 const Suspended = Schema.Struct({ step: Schema.String, path: Schema.String, payload: Schema.Unknown })
@@ -144,8 +148,12 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
       // The retry schedule is only set up once a publish has failed: the common path stays one call.
       return publish.pipe(Effect.catchAll(() => Effect.retry(publish, resend)), Effect.orDie)
     }
-    const send = <T extends Command["type"]>(type: T, runId: string, data: CommandData<T>): Effect.Effect<void> =>
-      publishCommand({ type, runId, data } as Command)
+    const send = <T extends Command["type"]>(
+      type: T,
+      runId: string,
+      data: CommandData<T>,
+      trace?: RunStore.TraceContext | undefined
+    ): Effect.Effect<void> => publishCommand((trace === undefined ? { type, runId, data } : { type, runId, data, trace }) as Command)
 
     /**
      * Publishes a command this instance cannot handle (it does not register the run's workflow) again, for another
@@ -259,7 +267,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
      * Walks the run, dispatching what is ready, and sends what the walk came to. `lost`: send steps recorded `running`
      * again when they lost their executor (`lostSteps`), also unclaimed ones when recovering a run whose owner died.
      */
-    const advance = (runId: string, lost?: "recover" | "executor") =>
+    const advance = (runId: string, lost?: "recover" | "executor", trace?: RunStore.TraceContext) =>
       Effect.gen(function*() {
         const loaded = yield* load(runId)
         // A suspended run waits for resume (which sets it running first); a late step end has nothing to advance.
@@ -271,13 +279,16 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
         }
         const { input, memo, record, registered } = loaded
         const redispatch = lost === undefined ? undefined : yield* lostSteps(memo, lost === "recover")
+        const parent = trace ?? record.trace
         const env = core.cachedEnv(runId, registered, memo, {
           _tag: "Dispatch",
-          dispatch: (path) => send("workflow.step.run", runId, { path }),
+          dispatch: (path) => send("workflow.step.run", runId, { path }, parent),
           wakeAt: (path, until) => timers.schedule(runId, path, until),
           redispatch
         })
-        const exit = yield* Effect.exit(Interpreter.runWorkflow(env, Interpreter.noWaits, registered.workflow, input, ""))
+        const exit = yield* Effect.exit(
+          Tracing.under(Interpreter.runWorkflow(env, Interpreter.noWaits, registered.workflow, input, ""), parent)
+        )
         const result = yield* classify(registered.workflow, exit)
         switch (result._tag) {
           case "Success":
@@ -320,14 +331,16 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
       path: string,
       released: string | undefined,
       stop: () => void,
-      claimed: (record: RunStore.StepRecord) => void
+      claimed: (record: RunStore.StepRecord) => void,
+      trace: RunStore.TraceContext | undefined
     ) =>
       Effect.gen(function*() {
         const loaded = yield* load(runId)
         if (loaded === undefined) return
         // Not run: the step's end takes the run to a dispatching walk, which fails it under the run's lock.
-        if (loaded._tag === "Undecodable") return yield* send("workflow.step.end", runId, { path })
-        const { input, memo, registered } = loaded
+        if (loaded._tag === "Undecodable") return yield* send("workflow.step.end", runId, { path }, trace)
+        const { input, memo, record, registered } = loaded
+        const parent = trace ?? record.trace
         const env = core.cachedEnv(runId, registered, memo, {
           _tag: "Execute",
           path,
@@ -337,9 +350,11 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
           released
         })
         // Whatever the walk comes to (the node's own outcome is recorded), the dispatching side takes it from here.
-        const exit = yield* Effect.exit(Interpreter.runWorkflow(env, Interpreter.noWaits, registered.workflow, input, ""))
+        const exit = yield* Effect.exit(
+          Tracing.under(Interpreter.runWorkflow(env, Interpreter.noWaits, registered.workflow, input, ""), parent)
+        )
         if (Exit.isFailure(exit) && Cause.failureOption(exit.cause).pipe(Option.exists((halt) => halt._tag === "StepFenced"))) return
-        yield* send("workflow.step.end", runId, { path })
+        yield* send("workflow.step.end", runId, { path }, parent)
       })
 
     /**
@@ -352,14 +367,14 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
      * merely walks once more.)
      */
     const awaitingWalk = new Set<string>()
-    const advanceOnce = (runId: string): Effect.Effect<void, Unregistered> | undefined => {
+    const advanceOnce = (runId: string, trace: RunStore.TraceContext | undefined): Effect.Effect<void, Unregistered> | undefined => {
       if (awaitingWalk.has(runId)) return undefined
       awaitingWalk.add(runId)
       return withLock(
         runId,
         Effect.suspend(() => {
           awaitingWalk.delete(runId)
-          return advance(runId)
+          return advance(runId, undefined, trace)
         })
       ).pipe(Effect.onInterrupt(() => Effect.sync(() => awaitingWalk.delete(runId))))
     }
@@ -506,11 +521,11 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
                 }
                 yield* core.setRun(runId, { status: "running" })
               }
-              yield* advance(runId)
+              yield* advance(runId, undefined, message.trace)
             })
           )
         case "workflow.resume":
-          return withLock(runId, advance(runId, message.data.recover === true ? "recover" : undefined))
+          return withLock(runId, advance(runId, message.data.recover === true ? "recover" : undefined, message.trace))
         case "workflow.end":
           return withLock(
             runId,
@@ -578,7 +593,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
                 fiber.unsafeInterruptAsFork(FiberId.none)
               }, (record) => {
                 held = record
-              })
+              }, message.trace)
             )
           )
           return track(
@@ -597,7 +612,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
           )
         }
         case "workflow.step.end": {
-          const walk = advanceOnce(message.runId)
+          const walk = advanceOnce(message.runId, message.trace)
           return walk === undefined ? Effect.void : track(walking, message.runId, handedOver(reported(message, walk)))
         }
         case "workflow.start":
@@ -651,17 +666,24 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
       Effect.forkIn(scope)
     )
 
-    const launch = (runId: string, _registered: Registered, _input: unknown, reason: LaunchReason) =>
+    const launch = (
+      runId: string,
+      _registered: Registered,
+      _input: unknown,
+      reason: LaunchReason,
+      parent: Tracer.AnySpan | undefined
+    ) =>
       Effect.suspend(() => {
+        const trace = parent === undefined ? undefined : Tracing.contextOf(parent)
         if (options.client === true) {
-          return reason === "start" ? send("workflow.start", runId, {}) : send("workflow.resume", runId, {})
+          return reason === "start" ? send("workflow.start", runId, {}, trace) : send("workflow.resume", runId, {}, trace)
         }
         // A run carried here is only walked again (which sets its sleeps' timers again), never redispatched.
         const recover = reason === "recover" && !carried.has(runId)
         carried.set(runId, wallNow())
         return reason === "start"
-          ? send("workflow.start", runId, {})
-          : send("workflow.resume", runId, { recover })
+          ? send("workflow.start", runId, {}, trace)
+          : send("workflow.resume", runId, { recover }, trace)
       })
 
     /**

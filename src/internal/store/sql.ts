@@ -151,6 +151,11 @@ const migrations: Record<string, Effect.Effect<void, SqlError, SqlClient.SqlClie
           sql`UPDATE stepwise_steps SET claim = ${key.claim}, call_id = ${key.call_id}
             WHERE run_id = ${key.run_id} AND path = ${key.path}`, { discard: true })
     })
+  }),
+  // The run's trace context (`RunRecord.trace`, JSON), so that walks anywhere continue the run's trace.
+  "7_stepwise_run_trace": Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    yield* sql`ALTER TABLE stepwise_runs ADD COLUMN trace TEXT`
   })
 }
 
@@ -229,6 +234,7 @@ interface RunRow {
   readonly created_at: number | string
   readonly updated_at: number | string
   readonly steps_version: number | string
+  readonly trace: string | null
 }
 
 /** A store failure, with the driver's own words (a deadlock, a lost connection) after `@effect/sql`'s. */
@@ -272,6 +278,7 @@ export const make = Effect.gen(function*() {
       const output = yield* optionalJson(row.output, `the output of ${what}`, row.run_id)
       const error = yield* optionalJson(row.error, `the error of ${what}`, row.run_id)
       const suspended = yield* optionalJson(row.suspended, `the suspended steps of ${what}`, row.run_id)
+      const trace = yield* optionalJson(row.trace, `the trace context of ${what}`, row.run_id)
       return {
         runId: row.run_id,
         workflowId: row.workflow_id,
@@ -285,15 +292,17 @@ export const make = Effect.gen(function*() {
         ...(row.heartbeat_at === null ? {} : { heartbeatAt: Number(row.heartbeat_at) }),
         createdAt: Number(row.created_at),
         updatedAt: Number(row.updated_at),
-        stepsVersion: Number(row.steps_version)
+        stepsVersion: Number(row.steps_version),
+        ...(trace === undefined ? {} : { trace: trace as RunStore.TraceContext })
       }
     })
 
   const createRun = (record: RunStore.RunRecord) =>
     sql<{ run_id: string }>`INSERT INTO stepwise_runs
-      (run_id, workflow_id, status, input, owner, heartbeat_at, created_at, updated_at)
+      (run_id, workflow_id, status, input, owner, heartbeat_at, created_at, updated_at, trace)
       VALUES (${record.runId}, ${record.workflowId}, ${record.status}, ${toJson(record.input)},
-        ${record.owner ?? null}, ${record.heartbeatAt ?? null}, ${record.createdAt}, ${record.updatedAt})
+        ${record.owner ?? null}, ${record.heartbeatAt ?? null}, ${record.createdAt}, ${record.updatedAt},
+        ${record.trace === undefined ? null : toJson(record.trace)})
       ON CONFLICT (run_id) DO NOTHING
       RETURNING run_id`.pipe(Effect.map((rows) => rows.length === 1), Effect.mapError(fail("create run", record.runId)))
 
