@@ -21,8 +21,8 @@
  *
  * Beside them: CPU time of this process (the server, the writer among it) and of the reader process, per delivered
  * chunk. Report on stdout (markdown), progress on stderr, numbers in bench/results/http.json (http-quick.json with
- * `--quick`, http-partial.json with `--cases`). `--cpu-prof` profiles this process during the HTTP cases (through
- * `node:inspector`), one .cpuprofile per case and repetition in bench/results/profiles/http/.
+ * `--quick`, http-partial.json with `--cases`). `--cpu-prof` profiles this process during each case (through `node:inspector`),
+ * one .cpuprofile per case and repetition in bench/results/profiles/http/.
  */
 import * as HttpServer from "@effect/platform/HttpServer"
 import { NodeRuntime } from "@effect/platform-node"
@@ -44,7 +44,7 @@ const help = `npm run bench:http [-- options]
   --reps=N           repetitions (default 3, quick 2)
   --readers=N        concurrent readers of the run (default 100)
   --cases=a,b        http-flat, http-paced, inproc-flat, inproc-paced (default all)
-  --cpu-prof         profile this process (the server) during the HTTP cases: bench/results/profiles/http/`
+  --cpu-prof         profile this process (the server) during each case: bench/results/profiles/http/`
 
 const args = process.argv.slice(2)
 if (args.includes("--help")) {
@@ -329,8 +329,7 @@ const program = Effect.gen(function*() {
     const order = cases.map((_, i) => cases[(i + rep) % cases.length]!)
     for (const id of order) {
       ;(globalThis as { gc?: () => void }).gc?.()
-      const measured = id.startsWith("http") ? profiled(`${id}-r${rep + 1}`, measureCase(id, countOf(id))) : measureCase(id, countOf(id))
-      const sample = yield* measured
+      const sample = yield* profiled(`${id}-r${rep + 1}`, measureCase(id, countOf(id)))
       ;(samples[id] ??= []).push(sample)
       console.error(
         `rep ${rep + 1}/${reps} ${id}: ${int(sample.chunksPerSecond)} chunks/s delivered (writer ${int(sample.writerPerSecond)}/s), ` +
