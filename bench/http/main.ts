@@ -33,7 +33,7 @@ import { Session } from "node:inspector"
 import { cpus, loadavg, platform, release, totalmem } from "node:os"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
-import { WorkflowEngine } from "stepwise"
+import { EventBus, WorkflowEngine } from "stepwise"
 import * as Http from "stepwise/http"
 import type { Result } from "./readers.js"
 import { burst, type Chunk, Gate, layerGate, wallMs } from "./workflow.js"
@@ -311,6 +311,9 @@ const program = Effect.gen(function*() {
   const server = yield* HttpServer.HttpServer
   const address = server.address as HttpServer.TcpAddress
   const base = `http://127.0.0.1:${address.port}`
+  // Every reader's subscription to the run's stream channel must be gone once it has read to the end.
+  const channels = yield* EventBus.MemoryChannels
+  const channelsAtStart = yield* channels.size
   const readers = yield* spawnReaders
   const hello = (yield* readers.next) as { ready?: boolean }
   if (hello.ready !== true) return yield* Effect.dieMessage(`reader process: ${JSON.stringify(hello)}`)
@@ -340,6 +343,12 @@ const program = Effect.gen(function*() {
       )
     }
   }
+  // The server's side of a connection ends a moment after the reader's last read: give it a second.
+  let channelsLeft = yield* channels.size
+  for (let i = 0; i < 50 && channelsLeft !== channelsAtStart; i++) {
+    yield* Effect.sleep("20 millis")
+    channelsLeft = yield* channels.size
+  }
   const totalSeconds = (performance.now() - t0) / 1000
   const summaries = cases.map((id) => ({ id, summary: summarize(samples[id]!) }))
   const of = (id: CaseId): Summary | undefined => summaries.find((s) => s.id === id)?.summary
@@ -361,7 +370,9 @@ const program = Effect.gen(function*() {
     memory: `${Math.round(totalmem() / 2 ** 30)} GiB RAM`,
     loadAverage: { start: loadAtStart, end: loadavg()[0]! },
     cases,
-    totalSeconds
+    totalSeconds,
+    /** Memory-bus channels open after every reader of every case had finished, beyond those open before. */
+    channelsLeftOpen: channelsLeft - channelsAtStart
   }
 
   const aims = [
@@ -404,7 +415,9 @@ const program = Effect.gen(function*() {
       `${s.complete ? "yes" : `**no**: ${s.problems.join("; ")}`} | ${s.load.min.toFixed(1)}–${s.load.max.toFixed(1)} |`
     ),
     "",
-    `HTTP ÷ in process, chunks/s delivered: flat out ${ratio(httpOverInProcess("flat"))}, paced ${ratio(httpOverInProcess("paced"))}.`,
+    `HTTP ÷ in process, chunks/s delivered: flat out ${ratio(httpOverInProcess("flat"))}, paced ${ratio(httpOverInProcess("paced"))}. ` +
+    `Memory-bus channels left open once every reader (${int(sizes.readers * (reps + 1) * cases.length)}, warm-up included) had finished: ` +
+    `${meta.channelsLeftOpen}.`,
     "",
     "| aim (issue 17) | measured | |",
     "|---|---:|---|",
