@@ -30,11 +30,12 @@ import { Effect, Fiber, Layer, Stream } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
 import { mkdirSync, writeFileSync } from "node:fs"
 import { Session } from "node:inspector"
-import { cpus, loadavg, platform, release, totalmem } from "node:os"
+import { loadavg } from "node:os"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { EventBus, WorkflowEngine } from "stepwise"
 import * as Http from "stepwise/http"
+import { commandLine, int, machine, ms, ownCpuMs, percentile, ratio, stats } from "../shared/report.js"
 import type { Result } from "./readers.js"
 import { burst, type Chunk, Gate, layerGate, wallMs } from "./workflow.js"
 
@@ -46,15 +47,7 @@ const help = `npm run bench:http [-- options]
   --cases=a,b        http-flat, http-paced, inproc-flat, inproc-paced (default all)
   --cpu-prof         profile this process (the server) during each case: bench/results/profiles/http/`
 
-const args = process.argv.slice(2)
-if (args.includes("--help")) {
-  console.log(help)
-  process.exit(0)
-}
-const option = (name: string) => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3)
-const quick = args.includes("--quick")
-const cpuProf = args.includes("--cpu-prof")
-const reps = Number(option("reps") ?? (quick ? 2 : 3))
+const { args, cpuProf, option, quick, reps } = commandLine(help)
 
 const allCases = ["http-flat", "http-paced", "inproc-flat", "inproc-paced"] as const
 type CaseId = typeof allCases[number]
@@ -131,11 +124,6 @@ type Readers = Effect.Effect.Success<typeof spawnReaders>
 // ---------------------------------------------------------------------------------------------------------------
 // Measurements
 
-const ownCpuMs = () => {
-  const { system, user } = process.cpuUsage()
-  return (user + system) / 1000
-}
-
 interface Sample {
   /** Chunks delivered, all readers together, per second: delivered / (last read − first write). */
   readonly chunksPerSecond: number
@@ -152,9 +140,6 @@ interface Sample {
   readonly wallMs: number
   readonly load: number
 }
-
-const percentile = (sorted: ReadonlyArray<number> | Float64Array, p: number) =>
-  sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!
 
 let gates = 0
 
@@ -277,16 +262,6 @@ const inProcess = (count: number, everyMs: number) =>
 // ---------------------------------------------------------------------------------------------------------------
 // Report
 
-const median = (xs: ReadonlyArray<number>) => {
-  const sorted = [...xs].sort((a, b) => a - b)
-  const mid = Math.floor(sorted.length / 2)
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
-}
-const stats = (xs: ReadonlyArray<number>) => ({ median: median(xs), min: Math.min(...xs), max: Math.max(...xs), samples: xs })
-const int = (x: number) => Number.isNaN(x) ? "–" : Math.round(x).toLocaleString("en-US")
-const ms = (x: number) => Number.isNaN(x) ? "–" : x.toFixed(2)
-const ratio = (x: number) => Number.isNaN(x) ? "–" : `${x.toFixed(2)}×`
-
 const summarize = (samples: ReadonlyArray<Sample>) => ({
   chunksPerSecond: stats(samples.map((s) => s.chunksPerSecond)),
   perReader: stats(samples.map((s) => s.chunksPerSecond / sizes.readers)),
@@ -364,10 +339,7 @@ const program = Effect.gen(function*() {
     command: `npm run bench:http -- ${args.join(" ")}`.trim(),
     reps,
     sizes,
-    node: process.version,
-    platform: `${platform()} ${release()} ${process.arch}`,
-    cpus: `${cpus().length} × ${cpus()[0]?.model ?? "?"}`,
-    memory: `${Math.round(totalmem() / 2 ** 30)} GiB RAM`,
+    ...machine(),
     loadAverage: { start: loadAtStart, end: loadavg()[0]! },
     cases,
     totalSeconds,

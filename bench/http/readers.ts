@@ -9,6 +9,7 @@
  * with what it measured (`Result`). It exits when stdin closes: the bench process holds the other end.
  */
 import { createInterface } from "node:readline"
+import { ownCpuMs, percentile } from "../shared/report.js"
 
 /** As workflow.ts's (not imported: this process loads no stepwise code). */
 const wallMs = (): number => performance.timeOrigin + performance.now()
@@ -35,12 +36,6 @@ export interface Result {
   readonly cpuMs: number
 }
 
-const cpuMs = () => {
-  const { system, user } = process.cpuUsage()
-  return (user + system) / 1000
-}
-
-const percentile = (sorted: Float64Array, p: number) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!
 
 /** One reader: its connection, parsed as it arrives. */
 const read = async (
@@ -108,7 +103,7 @@ const read = async (
 }
 
 const run = async ({ count, readers, url }: Command): Promise<Result> => {
-  const c0 = cpuMs()
+  const c0 = ownCpuMs()
   const latencies = new Float64Array(readers * count)
   let waiting = readers
   let connectedAt = NaN
@@ -137,7 +132,7 @@ const run = async ({ count, readers, url }: Command): Promise<Result> => {
     firstReadAt: Math.min(...outcomes.map((o) => o.first)),
     lastReadAt: Math.max(...outcomes.map((o) => o.last)),
     latency: { p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99), max: sorted[sorted.length - 1]! },
-    cpuMs: cpuMs() - c0
+    cpuMs: ownCpuMs() - c0
   }
 }
 
