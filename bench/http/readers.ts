@@ -89,7 +89,7 @@ const read = async (
       } else if (block.startsWith("event: end")) {
         ended = true
         break
-      } else if (block.startsWith("event: error")) {
+      } else if (block.startsWith("event: stepwise-error")) {
         problem ??= `the server ended the stream with ${block}`
       }
       // `retry:` and `: ping` comments need nothing.
