@@ -113,13 +113,22 @@ const follow = <A>(
     let cursor = yield* resolveStart(runId, startIndex, Effect.map(read(0), (p) => p.size))
     let ended = false
     let next: Effect.Effect.Success<typeof listen> | undefined
+    // The last read brought the reader to the end of what the store held: the next item needs a wake-up first
+    // (pending already, if it came meanwhile), so a listening reader waits for one instead of reading at once and
+    // finding nothing (with 100 readers of one run, that second read and its run check were half their cost).
+    let caughtUp = false
     const pull: Effect.Effect<Chunk.Chunk<A>, Option.Option<RunStreamError>> = Effect.gen(function*() {
       while (!ended) {
+        if (caughtUp && next !== undefined) yield* next.wait
+        caughtUp = false
         const page = yield* read(cursor)
         cursor += page.items.length
         ended = page.ended
         next?.read(page.items.length > 0)
-        if (page.items.length > 0) return Chunk.unsafeFromArray(page.items as Array<A>)
+        if (page.items.length > 0) {
+          caughtUp = !ended && cursor >= page.size
+          return Chunk.unsafeFromArray(page.items as Array<A>)
+        }
         if (ended) break
         if (next === undefined) {
           // Caught up with a run that goes on: listen only now (a reader of a finished run never does), then read
