@@ -6,83 +6,16 @@
  * attempt each step committed ran once, and only steps the killed worker was executing ran again; every stream and
  * event log the client read is the store's, gap-free and duplicate-free.
  */
-import { PgClient } from "@effect/sql-pg"
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Layer, Redacted } from "effect"
-import { type ChildProcess, spawn } from "node:child_process"
-import { fileURLToPath } from "node:url"
+import { Effect, Layer } from "effect"
 import { RunStore } from "stepwise"
 import * as Postgres from "stepwise/postgres"
-import { databaseUrl, postgresEnabled, redisEnabled, redisUrl } from "./backends.js"
+import { postgresEnabled, redisEnabled, redisUrl } from "./backends.js"
 import type { Chunk } from "./fixtures/cluster.js"
+import { freshDatabase, type Proc, printed, start } from "./fixtures/harness.js"
 
-const fixture = fileURLToPath(new URL("./fixtures/cluster.ts", import.meta.url))
 const runs = 200
-
-/** A database of its own for one deployment (store and bus tables), dropped at the end. */
-const freshDatabase = Effect.gen(function*() {
-  // The admin connection lives as long as the test's scope, so that the drop can use it.
-  const admin = yield* Layer.build(PgClient.layer({ url: Redacted.make(databaseUrl), maxConnections: 1 }))
-  const sql = yield* Effect.provide(SqlClient.SqlClient, admin)
-  const name = `stepwise_cluster_${process.pid}_${Date.now()}`
-  yield* Effect.acquireRelease(
-    sql.unsafe(`CREATE DATABASE ${name}`),
-    () =>
-      sql.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).pipe(
-        Effect.catchAll((error) => Effect.logWarning(`Could not drop the test database ${name}`, error))
-      )
-  )
-  const url = new URL(databaseUrl)
-  url.pathname = `/${name}`
-  return { name, url: url.toString() }
-})
-
-interface Proc {
-  readonly child: ChildProcess
-  readonly lines: Array<string>
-  stderr: string
-  readonly exited: Promise<number | null>
-}
-
-const start = (env: Record<string, string>) =>
-  Effect.acquireRelease(
-    Effect.sync((): Proc => {
-      const child = spawn(process.execPath, ["--import", "tsx", fixture], {
-        env: { ...process.env, ...env },
-        stdio: ["ignore", "pipe", "pipe"]
-      })
-      const proc: Proc = {
-        child,
-        lines: [],
-        stderr: "",
-        exited: new Promise((resolve) => child.on("exit", (code) => resolve(code)))
-      }
-      let partial = ""
-      child.stdout!.on("data", (data) => {
-        const text = partial + String(data)
-        const lines = text.split("\n")
-        partial = lines.pop()!
-        proc.lines.push(...lines)
-      })
-      child.stderr!.on("data", (data) => (proc.stderr += String(data)))
-      return proc
-    }),
-    (proc) => Effect.sync(() => proc.child.kill("SIGKILL"))
-  )
-
-/** Waits until the process printed `line` (fails, with what it wrote, if it exits first or takes too long). */
-const printed = (proc: Proc, line: string, within = 60_000) =>
-  Effect.gen(function*() {
-    const deadline = Date.now() + within
-    while (!proc.lines.includes(line)) {
-      if (proc.child.exitCode !== null || Date.now() > deadline) {
-        const out = proc.lines.length > 5 ? ["...", ...proc.lines.slice(-5).map((l) => l.slice(0, 300))] : proc.lines
-        return yield* Effect.die(new Error(`expected "${line}"; stdout:\n${out.join("\n")}\nstderr:\n${proc.stderr.slice(-3000)}`))
-      }
-      yield* Effect.sleep("50 millis")
-    }
-  })
 
 const deployments = [
   ...(postgresEnabled && redisEnabled ? [{ name: "Redis + Postgres", bus: "redis" }] : []),
@@ -93,7 +26,7 @@ describe.skipIf(deployments.length === 0)("the evented engine in separate proces
   for (const deployment of deployments) {
     it.scopedLive(`${deployment.name}: 3 workers and a client, one worker killed mid-way; nothing lost or run twice`, () =>
       Effect.gen(function*() {
-        const db = yield* freshDatabase
+        const db = yield* freshDatabase()
         const store = Postgres.layer({ url: db.url, maxConnections: 2 })
         const context = yield* Layer.build(store)
         const sql = yield* Effect.provide(SqlClient.SqlClient, context)

@@ -5,6 +5,7 @@
  */
 import * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
+import * as Either from "effect/Either"
 import type * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
@@ -371,17 +372,22 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
 
   /** A run's stored input, decoded; a run whose input no longer decodes is failed, saying so (answers `undefined`). */
   const storedInput = (registered: Registered, record: RunStore.RunRecord) =>
-    Effect.flatMap(Effect.either(Codec.decode(registered.workflow.inputSchema, record.input)), (input) =>
-      input._tag === "Right"
-        ? Effect.succeed({ value: input.right })
-        : Effect.as(
-          failRun(record.runId, new Executor.StepFailure({
-            stepId: record.workflowId,
-            path: "",
-            cause: Cause.die(new Error(`The stored input of run ${record.runId} no longer decodes: ${input.left.message}`))
-          })),
-          undefined
-        ))
+    Effect.flatMap(
+      record.corrupt === undefined
+        ? Effect.either(Effect.mapError(Codec.decode(registered.workflow.inputSchema, record.input), (e) => e.message))
+        : Effect.succeed(Either.left(record.corrupt) as Either.Either<unknown, string>),
+      (input): Effect.Effect<{ readonly value: unknown } | undefined> =>
+        input._tag === "Right"
+          ? Effect.succeed({ value: input.right })
+          : Effect.as(
+            failRun(record.runId, new Executor.StepFailure({
+              stepId: record.workflowId,
+              path: "",
+              cause: Cause.die(new Error(`The stored input of run ${record.runId} no longer decodes: ${input.left}`))
+            })),
+            undefined
+          )
+    )
 
   // -------------------------------------------------------------------------------------------------------------
   // run handles
@@ -392,6 +398,9 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
       if (record === undefined) return yield* Effect.die(new RunNotFoundError({ runId }))
       switch (record.status) {
         case "success": {
+          if (record.corrupt !== undefined) {
+            return yield* Effect.die(new RunStore.RunStoreError({ operation: "decode", runId, reason: record.corrupt }))
+          }
           const schema = registry.get(record.workflowId)?.workflow.outputSchema
           const output = schema === undefined
             ? record.output

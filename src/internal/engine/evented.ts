@@ -195,6 +195,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
     const decodedInputs = new WeakMap<object, unknown>()
     /** The run's stored input, decoded; `undefined` when it no longer decodes (the dispatching walk fails the run). */
     const decodeInput = (registered: Registered, record: RunStore.RunRecord) => {
+      if (record.corrupt !== undefined) return Effect.succeed(undefined)
       const key = typeof record.input === "object" && record.input !== null ? record.input : undefined
       if (key !== undefined && decodedInputs.has(key)) return Effect.succeed({ value: decodedInputs.get(key) })
       return Effect.match(Codec.decode(registered.workflow.inputSchema, record.input), {

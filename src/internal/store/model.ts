@@ -61,6 +61,12 @@ export interface RunRecord {
    * current without reading them again.
    */
   readonly stepsVersion?: number
+  /**
+   * Set by a store when a field of the run's row no longer decodes (corrupt JSON): which field and why. The fields
+   * that did not decode are left out (`input` is then `undefined`). The engines fail such a run with this reason
+   * instead of failing every listing or read that meets the row.
+   */
+  readonly corrupt?: string
 }
 
 /**

@@ -265,13 +265,21 @@ export const make = Effect.gen(function*() {
   yield* Effect.mapError(migrate, (e) => new RunStoreError({ operation: "migrate", reason: e.message }))
   const isPg = sql.onDialectOrElse({ pg: () => true, orElse: () => false })
 
-  const toRecord = (row: RunRow): Effect.Effect<RunStore.RunRecord, RunStoreError> =>
+  /**
+   * A run row as a record. A JSON field that no longer decodes is left out and named in `corrupt` rather than failing
+   * the read: one corrupt row would otherwise fail every listing that meets it (the engines' scan for runs to take
+   * over among them), and the run itself could never be failed.
+   */
+  const toRecord = (row: RunRow): Effect.Effect<RunStore.RunRecord> =>
     Effect.gen(function*() {
       const what = `run ${row.run_id}`
-      const input = yield* fromJson(row.input, `the input of ${what}`, row.run_id)
-      const output = yield* optionalJson(row.output, `the output of ${what}`, row.run_id)
-      const error = yield* optionalJson(row.error, `the error of ${what}`, row.run_id)
-      const suspended = yield* optionalJson(row.suspended, `the suspended steps of ${what}`, row.run_id)
+      const problems: Array<string> = []
+      const field = (decoded: Effect.Effect<unknown, RunStoreError>) =>
+        Effect.catchAll(decoded, (error) => Effect.sync(() => (problems.push(error.reason), undefined)))
+      const input = yield* field(fromJson(row.input, `the input of ${what}`, row.run_id))
+      const output = yield* field(optionalJson(row.output, `the output of ${what}`, row.run_id))
+      const error = yield* field(optionalJson(row.error, `the error of ${what}`, row.run_id))
+      const suspended = yield* field(optionalJson(row.suspended, `the suspended steps of ${what}`, row.run_id))
       return {
         runId: row.run_id,
         workflowId: row.workflow_id,
@@ -285,7 +293,8 @@ export const make = Effect.gen(function*() {
         ...(row.heartbeat_at === null ? {} : { heartbeatAt: Number(row.heartbeat_at) }),
         createdAt: Number(row.created_at),
         updatedAt: Number(row.updated_at),
-        stepsVersion: Number(row.steps_version)
+        stepsVersion: Number(row.steps_version),
+        ...(problems.length === 0 ? {} : { corrupt: problems.join("; ") })
       }
     })
 
