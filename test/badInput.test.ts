@@ -9,7 +9,7 @@ import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import { Chunk, Context, Deferred, Effect, Fiber, Layer, Logger, Schema, type Scope, Stream } from "effect"
 import { Redis as RedisClient } from "ioredis"
-import { EventBus, RunStore, Step, Workflow, WorkflowEngine } from "stepwise"
+import { EventBus, type RunContext, RunStore, Step, Workflow, WorkflowEngine } from "stepwise"
 import * as Postgres from "stepwise/postgres"
 import * as Redis from "stepwise/redis"
 import { postgresEnabled, redisEnabled, redisUrl } from "./backends.js"
@@ -136,6 +136,62 @@ const sleepy = Workflow.make({ id: "bad-sleepy", inputSchema: N, outputSchema: N
   Workflow.commit
 )
 
+/** Answers the length of its input, a string. */
+const big = Workflow.make({ id: "bad-big", inputSchema: Schema.String, outputSchema: N }).pipe(
+  Workflow.then(Step.make({
+    id: "measure",
+    inputSchema: Schema.String,
+    outputSchema: N,
+    execute: ({ inputData, writer }) => Effect.as(writer.write({ received: inputData.length }), inputData.length)
+  })),
+  Workflow.commit
+)
+
+/** A step whose output its schema refuses (`"not a number"`), or that JSON cannot hold (a BigInt, a cycle). */
+const unencodable = Workflow.make({ id: "bad-unencodable", inputSchema: Schema.String, outputSchema: Schema.Unknown }).pipe(
+  Workflow.then(Step.make({
+    id: "produce",
+    inputSchema: Schema.String,
+    outputSchema: Schema.Unknown,
+    execute: ({ inputData }) =>
+      Effect.suspend((): Effect.Effect<unknown, never, RunContext.RunContext> => {
+        // A chunk JSON cannot hold: the write fails the step.
+        if (inputData === "write") return Effect.as(Effect.flatMap(Workflow.getWritable<unknown>(), (out) => Effect.orDie(out.write(10n))), "wrote")
+        if (inputData === "bigint") return Effect.succeed(10n)
+        const cycle: Record<string, unknown> = {}
+        cycle["self"] = cycle
+        return Effect.succeed(cycle)
+      })
+  })),
+  Workflow.commit
+)
+const mistyped = Workflow.make({ id: "bad-mistyped", inputSchema: N, outputSchema: N }).pipe(
+  Workflow.then(Step.make({
+    id: "lie",
+    inputSchema: N,
+    outputSchema: N,
+    execute: () => Effect.succeed("not a number" as unknown as number)
+  })),
+  Workflow.commit
+)
+
+/** Run 37 of 100 meets a defect in its step. */
+const hundred = Workflow.make({ id: "bad-hundred", inputSchema: N, outputSchema: N }).pipe(
+  Workflow.then(Step.make({
+    id: "maybe-die",
+    inputSchema: N,
+    outputSchema: N,
+    execute: ({ inputData }) => inputData === 37 ? Effect.die(new Error("boom in run 37")) : Effect.succeed(inputData + 1)
+  })),
+  Workflow.commit
+)
+
+/** A workflow that only the client knows. */
+const nobody = Workflow.make({ id: "bad-nobody-registers", inputSchema: N, outputSchema: N }).pipe(
+  Workflow.map(({ inputData }) => Effect.succeed(inputData)),
+  Workflow.commit
+)
+
 const settled = <A, E>(run: { readonly result: Effect.Effect<A, E> }) =>
   Effect.either(run.result).pipe(
     Effect.timeoutFail({ duration: "30 seconds", onTimeout: () => new Error("the run did not settle within 30 s") })
@@ -240,6 +296,86 @@ for (const deployment of deployments) {
         expect(eventsError.message).toContain(`event 0 of run ${badEvent} is corrupt`)
         const chunkError = yield* Effect.flip(Stream.runCollect((yield* engine.getRun(badChunk)).readable()))
         expect(chunkError.message).toContain(`chunk 0 of stream "" of run ${badChunk} is corrupt`)
+      }), 60_000)
+
+    it.scopedLive("a 10 MB input is carried to the step, its events and the reader", () =>
+      Effect.gen(function*() {
+        const db = yield* freshDatabase()
+        yield* instance(deployment, db, { workerId: "w1" }, big)
+        const client = engineOf(yield* instance(deployment, db, "client", big))
+        const input = "é".repeat(5 * 1024 * 1024) // 10 MB of UTF-8
+        const run = yield* client.start(big, input)
+        expect(yield* settled(run)).toMatchObject({ _tag: "Right", right: input.length })
+        const events = Chunk.toArray(yield* Stream.runCollect(run.events()))
+        const started = events.find((e) => e.type === "workflow-step-start")
+        expect(started?.type === "workflow-step-start" && (started.payload as { readonly payload: unknown }).payload).toBe(input)
+      }), 60_000)
+
+    it.scopedLive("a step output that cannot be encoded fails its run with a message naming the step; the engine keeps serving", () =>
+      Effect.gen(function*() {
+        const db = yield* freshDatabase()
+        const engine = engineOf(yield* instance(deployment, db, { workerId: "w1" }, unencodable, mistyped, hundred))
+        const messageOf = <A, E extends { readonly message: string }>(run: { readonly result: Effect.Effect<A, E> }) =>
+          Effect.map(settled(run), (either) => either._tag === "Left" ? either.left.message : "succeeded")
+
+        const lie = yield* messageOf(yield* engine.start(mistyped, 1))
+        expect(lie).toContain(`Step "lie" failed`)
+        expect(lie).toContain("not a number")
+        const bigint = yield* messageOf(yield* engine.start(unencodable, "bigint"))
+        expect(bigint).toContain(`Step "produce" failed`)
+        expect(bigint).toMatch(/BigInt/i)
+        const cycle = yield* messageOf(yield* engine.start(unencodable, "cycle"))
+        expect(cycle).toContain(`Step "produce" failed`)
+        expect(cycle).toMatch(/circular/i)
+        const write = yield* messageOf(yield* engine.start(unencodable, "write"))
+        expect(write).toContain(`Step "produce" failed`)
+        expect(write).toMatch(/BigInt/i)
+        // An input JSON cannot hold is refused by start, and no run is created.
+        const anything = Workflow.make({ id: "bad-any-input", inputSchema: Schema.Unknown, outputSchema: Schema.Unknown }).pipe(
+          Workflow.map(({ inputData }) => Effect.succeed(inputData)),
+          Workflow.commit
+        )
+        const refused = yield* Effect.flip(engine.start(anything, { amount: 10n }, { runId: `${db.name}-bigint-input` }))
+        expect(refused._tag).toBe("WorkflowInputError")
+        expect(refused.message).toContain("input cannot be stored: its encoded input.amount is a BigInt")
+        expect(yield* Effect.either(engine.getRun(`${db.name}-bigint-input`))).toMatchObject({ _tag: "Left" })
+        expect(yield* (yield* engine.start(hundred, 1)).result).toBe(2)
+      }), 60_000)
+
+    it.scopedLive("a run of a workflow no worker registers stays pending, and the workers keep serving", () => {
+      const logs = capture()
+      return Effect.gen(function*() {
+        const db = yield* freshDatabase()
+        yield* instance(deployment, db, { workerId: "w1" }, hundred)
+        const client = engineOf(yield* instance(deployment, db, "client", hundred))
+        const orphan = yield* client.start(nobody, 1)
+        const served = yield* client.start(hundred, 1)
+        expect(yield* settled(served)).toMatchObject({ _tag: "Right", right: 2 })
+        yield* Effect.sleep("1 second")
+        expect(yield* orphan.status).toBe("pending")
+        expect(logs.lines.join("\n")).toContain(`"bad-nobody-registers"`)
+      }).pipe(Effect.provide(logs.layer))
+    }, 60_000)
+
+    it.scopedLive("of 100 runs, one whose step meets a defect fails naming it; the 99 others succeed", () =>
+      Effect.gen(function*() {
+        const db = yield* freshDatabase()
+        yield* instance(deployment, db, { workerId: "w1" }, hundred)
+        yield* instance(deployment, db, { workerId: "w2" }, hundred)
+        const client = engineOf(yield* instance(deployment, db, "client", hundred))
+        const runs = yield* Effect.forEach(Array.from({ length: 100 }, (_, n) => n), (n) => client.start(hundred, n), {
+          concurrency: 10
+        })
+        const outcomes = yield* Effect.forEach(runs, settled, { concurrency: "unbounded" })
+        outcomes.forEach((outcome, n) => {
+          if (n === 37) {
+            expect(outcome._tag).toBe("Left")
+            expect(outcome._tag === "Left" && outcome.left.message).toContain(`Step "maybe-die" failed in run ${runs[37]!.runId}`)
+            expect(outcome._tag === "Left" && outcome.left.message).toContain("boom in run 37")
+          } else {
+            expect(outcome, `run ${n}`).toMatchObject({ _tag: "Right", right: n + 1 })
+          }
+        })
       }), 60_000)
   })
 }

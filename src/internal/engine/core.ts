@@ -637,6 +637,13 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
           Codec.encode(workflow.inputSchema, input),
           (e) => new WorkflowInputError({ workflowId, reason: `input does not match inputSchema: ${e.message}` })
         )
+        const notJson = Codec.unstorable(encoded)
+        if (notJson !== undefined) {
+          return yield* new WorkflowInputError({
+            workflowId,
+            reason: `input cannot be stored: ${notJson.replace("the value", "its encoded input")}`
+          })
+        }
         const runId = options?.runId ?? randomId()
         if (typeof runId !== "string" || runId.length === 0) {
           return yield* new WorkflowInputError({ workflowId, reason: "runId must be a non-empty string" })

@@ -1003,6 +1003,12 @@ const run = (
         `Step "${spec.id}" returned output that does not match its outputSchema: ${parseMessage(encodedOutput.cause)}`
       )), claim)
     }
+    const notJson = Codec.unstorable(encodedOutput.value)
+    if (notJson !== undefined) {
+      return yield* fail(env, spec.id, path, stepCallId, attempt, Cause.die(new Error(
+        `Step "${spec.id}" returned output that cannot be stored: ${notJson.replace("the value", "its encoded output")}`
+      )), claim)
+    }
     return yield* succeed(env, scope, spec.id, path, stepCallId, attempt, exit.value, encodedOutput.value, claim)
   })
 
