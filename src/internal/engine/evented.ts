@@ -26,7 +26,6 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
 import * as Option from "effect/Option"
-import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import * as EventBus from "../../EventBus.js"
@@ -34,6 +33,7 @@ import * as RunStore from "../../RunStore.js"
 import { SerializedError } from "../../WorkflowEvent.js"
 import * as Codec from "../codec.js"
 import { randomId } from "../ids.js"
+import { outage } from "../retry.js"
 import * as Consume from "../bus/consume.js"
 import { classify, type EngineOptions, type LaunchReason, makeCore, type Registered } from "./core.js"
 import * as Executor from "./executor.js"
@@ -134,15 +134,24 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
     // Sleeps not yet due: one timer queue, which sends the sleep's node to be executed once it is.
     const timers = yield* Timers.make((runId, path) => send("workflow.step.run", runId, { path }))
 
-    const resend = Schedule.intersect(Schedule.exponential("10 millis"), Schedule.recurs(5))
     // Commands this instance built are valid by construction: when the bus hands back the same object (the memory
     // bus does), it is not decoded again.
     const sent = new WeakSet<object>()
     const publishCommand = (message: Command): Effect.Effect<void> => {
       sent.add(message)
       const publish = bus.publish(EventBus.workflowsChannel, message)
-      // The retry schedule is only set up once a publish has failed: the common path stays one call.
-      return publish.pipe(Effect.catchAll(() => Effect.retry(publish, resend)), Effect.orDie)
+      // A broker that is down (restarting) is waited for as long as a store would be: given up after a few quick
+      // tries, the command's walk died, and the run was failed for the outage. The retry schedule is only set up
+      // once a publish has failed: the common path stays one call.
+      return publish.pipe(
+        Effect.catchAll((first) =>
+          Effect.zipRight(
+            Effect.logWarning(`Could not send ${message.type} for run ${message.runId}; retrying`, first.message),
+            Effect.retry(publish, outage)
+          )
+        ),
+        Effect.orDie
+      )
     }
     const send = <T extends Command["type"]>(type: T, runId: string, data: CommandData<T>): Effect.Effect<void> =>
       publishCommand({ type, runId, data } as Command)
