@@ -434,7 +434,16 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
           waiters.set(runId, waiter)
         }
         const outcome = yield* outcomeFromStore(runId)
-        if (outcome !== undefined && until(outcome)) return outcome
+        if (outcome !== undefined && until(outcome)) {
+          // The waiter goes with the wait: left behind for a run already settled, waiters piled up (one per awaited
+          // run) for as long as the ticker below did not run, which a process kept busy by short runs put off for
+          // good (heap growing by about 0.8 KB a run, seen in the memory soak). Others sharing it wake and look again.
+          if (waiters.get(runId) === waiter) {
+            waiters.delete(runId)
+            Deferred.unsafeDone(waiter, Exit.void)
+          }
+          return outcome
+        }
         // Another process may settle it without telling this one: the engine's ticker wakes every waiter each second.
         yield* Deferred.await(waiter)
       }
