@@ -116,6 +116,21 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
      */
     const handlers = yield* Scope.fork(scope, ExecutionStrategy.sequential)
     const group = options.group ?? defaultGroup
+    /**
+     * This instance, as the executor named in the step records it claims and in its own heartbeats: its worker id and
+     * when it started. Named by the worker id alone, a worker restarted under its name within the lease went on
+     * heartbeating for the steps its former process was executing when it died, and the runs' owners, taking their
+     * executor for alive, never sent them again (runs waited for ever; seen in the kill soak once killed workers came
+     * back in a few seconds). Ownership of runs stays by worker id, so a restarted worker still takes its runs back
+     * at once.
+     */
+    const executorId = `${core.workerId}@${core.startedAt}`
+    if (options.client !== true) {
+      yield* Effect.gen(function*() {
+        yield* Effect.ignore(store.heartbeat(executorId, wallNow()))
+        yield* wallSleep(Duration.millis(core.leaseMillis / 3))
+      }).pipe(Effect.forever, Effect.forkIn(scope))
+    }
 
     // Process-local bookkeeping only: a restart loses none of a run's state.
     const locks = new Map<string, { readonly mutex: Mutex.Mutex; users: number }>()
@@ -247,7 +262,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
       Effect.gen(function*() {
         const others = new Set<string>()
         for (const record of memo.values()) {
-          if (record.status === "running" && record.worker !== undefined && record.worker !== core.workerId) {
+          if (record.status === "running" && record.worker !== undefined && record.worker !== executorId) {
             others.add(record.worker)
           }
         }
@@ -259,7 +274,11 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
           // claimed the step (a broker counts a command handled once it is handed to the engine). Sent again, the
           // step is still executed once: of two copies, one wins the claim.
           if (worker === undefined) return unclaimed || (record.dispatchedAt !== undefined && record.dispatchedAt < staleBefore)
-          if (worker === core.workerId) return startedAt < core.startedAt
+          if (worker === executorId) return false
+          // A former process of this worker's name (records from before executor ids carry the name alone).
+          if (worker === core.workerId || worker.slice(0, worker.lastIndexOf("@")) === core.workerId) {
+            return startedAt < core.startedAt
+          }
           // An instance claimed after the heartbeats were read counts as alive: its claim is recent.
           return silent(beats, worker, startedAt, staleBefore)
         }
@@ -341,7 +360,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
         const env = core.cachedEnv(runId, registered, memo, {
           _tag: "Execute",
           path,
-          worker: core.workerId,
+          worker: executorId,
           fenced: stop,
           claimed,
           released
@@ -467,7 +486,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
           status: "success",
           output: outcome,
           stepCallId: randomId(),
-          worker: core.workerId,
+          worker: executorId,
           startedAt: wallNow()
         }
         const won = yield* Effect.orDie(store.claimStep(runId, claim, undefined))
