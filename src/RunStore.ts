@@ -106,7 +106,7 @@ export const retrying = (store: RunStore["Type"]): RunStore["Type"] => {
         Effect.retry(effect, { schedule: outage, while: transient })
       ))
   return {
-    createRun: (record) => retry(store.createRun(record)),
+    createRun: (record, event) => retry(store.createRun(record, event)),
     getRun: (runId) => retry(store.getRun(runId)),
     updateRun: (runId, patch) => retry(store.updateRun(runId, patch)),
     listRuns: (filter) => retry(store.listRuns(filter)),
@@ -238,13 +238,13 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
     }
 
     return RunStore.of({
-      createRun: (record) =>
+      createRun: (record, event) =>
         Effect.map(Clock.currentTimeMillis, (now) => {
           evict(now)
           if (runs.has(record.runId)) return false
           runs.set(record.runId, {
             record: { ...record, stepsVersion: 0 },
-            events: [],
+            events: event === undefined ? [] : [event],
             steps: new Map(),
             stepsVersion: 0,
             streams: new Map()

@@ -660,6 +660,8 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
         const registered: Registered = { workflow: workflow as unknown as Workflow.Any, services }
         registry.set(workflowId, registered)
         const now = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
+        const started: WorkflowEvent.WorkflowEvent = { type: "workflow-start", runId, from: "WORKFLOW", payload: { workflowId } }
+        // Stored with the run: created by a process that died before its first event, a run had none.
         const created = yield* Effect.orDie(store.createRun({
           runId,
           workflowId,
@@ -668,7 +670,7 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
           ...(executes ? { owner: workerId, heartbeatAt: wallNow() } : {}),
           createdAt: now,
           updatedAt: now
-        }))
+        }, started))
         if (!created) {
           const existing = yield* Effect.orDie(store.getRun(runId))
           if (existing !== undefined && existing.workflowId === workflowId) return handle<O, E>(runId, workflowId)
@@ -677,7 +679,7 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
             reason: `runId "${runId}" already belongs to a run of workflow "${existing?.workflowId}"`
           })
         }
-        yield* emitter(runId)({ type: "workflow-start", runId, from: "WORKFLOW", payload: { workflowId } })
+        yield* Executor.publishQuietly(bus, EventBus.runChannel(runId), { type: "watch", runId, data: started })
         yield* driver.launch(runId, registered, input, "start")
         return handle<O, E>(runId, workflowId)
       })

@@ -216,8 +216,11 @@ export interface ChunkPage {
  * @category models
  */
 export interface Shape {
-  /** Creates a run; answers `false` (and changes nothing) when the id is taken. */
-  readonly createRun: (record: RunRecord) => Effect.Effect<boolean, RunStoreError>
+  /**
+   * Creates a run, with `event` (its `workflow-start`) as event 0 in the same atomic write when given; answers `false`
+   * (and changes nothing) when the id is taken.
+   */
+  readonly createRun: (record: RunRecord, event?: WorkflowEvent) => Effect.Effect<boolean, RunStoreError>
   readonly getRun: (runId: string) => Effect.Effect<RunRecord | undefined, RunStoreError>
   /**
    * Applies `patch` to the run. A finished run (`success`, `failed`, `canceled`) stays as it is: the patch changes

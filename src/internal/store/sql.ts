@@ -298,13 +298,21 @@ export const make = Effect.gen(function*() {
       }
     })
 
-  const createRun = (record: RunStore.RunRecord) =>
+  const insertRun = (record: RunStore.RunRecord) =>
     sql<{ run_id: string }>`INSERT INTO stepwise_runs
       (run_id, workflow_id, status, input, owner, heartbeat_at, created_at, updated_at)
       VALUES (${record.runId}, ${record.workflowId}, ${record.status}, ${toJson(record.input)},
         ${record.owner ?? null}, ${record.heartbeatAt ?? null}, ${record.createdAt}, ${record.updatedAt})
       ON CONFLICT (run_id) DO NOTHING
       RETURNING run_id`.pipe(Effect.map((rows) => rows.length === 1), Effect.mapError(fail("create run", record.runId)))
+
+  /** The run and its first event in one transaction: a process that dies in between leaves neither. */
+  const createRun = (record: RunStore.RunRecord, event?: WorkflowEvent) =>
+    event === undefined
+      ? insertRun(record)
+      : sql.withTransaction(
+        Effect.flatMap(insertRun(record), (created) => created ? Effect.as(appendEvent(record.runId, event), true) : Effect.succeed(false))
+      ).pipe(Effect.catchTag("SqlError", (error) => Effect.fail(fail("create run", record.runId)(error))))
 
   const getRun = (runId: string) =>
     sql<RunRow>`SELECT * FROM stepwise_runs WHERE run_id = ${runId}`.pipe(
