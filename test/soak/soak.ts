@@ -52,6 +52,8 @@ export interface SoakResult {
 }
 
 const lease = "3 seconds"
+/** How long a process may take to start: on a loaded machine, a dozen starting at once take a while. */
+const startWithin = 180_000
 
 /** One backend's trials. */
 export const soak = (options: SoakOptions): Effect.Effect<SoakResult, unknown> =>
@@ -105,7 +107,7 @@ export const soak = (options: SoakOptions): Effect.Effect<SoakResult, unknown> =
         if (spare === undefined || spare.child.exitCode !== null) {
           proc = spawnFixture({ ...env, ...roleOf(name) }, { stdin: true })
         } else {
-          yield* printed(spare, "standby")
+          yield* printed(spare, "standby", startWithin)
           spare.child.stdin!.write(`go ${Object.entries(roleOf(name)).map(([k, v]) => `${k}=${v}`).join(" ")}\n`)
           proc = spare
         }
@@ -126,7 +128,7 @@ export const soak = (options: SoakOptions): Effect.Effect<SoakResult, unknown> =
     const problems: Array<string> = []
     const kills = { workers: 0, clients: 0 }
     for (let trial = 0; trial < trials; trial++) {
-      for (const proc of procs.values()) yield* printed(proc, "ready")
+      for (const proc of procs.values()) yield* printed(proc, "ready", startWithin)
       const prefix = `t${trial}`
       yield* ask(prefix)
 
@@ -160,11 +162,11 @@ export const soak = (options: SoakOptions): Effect.Effect<SoakResult, unknown> =
       for (const name of victims) yield* spawn(name)
       // A new follower asks for the trial's runs again: it follows them from the start.
       if (victims.includes(followerName)) {
-        yield* printed(procs.get(followerName)!, "ready")
+        yield* printed(procs.get(followerName)!, "ready", startWithin)
         yield* ask(prefix)
       }
 
-      for (const name of victims) yield* printed(procs.get(name)!, "ready")
+      for (const name of victims) yield* printed(procs.get(name)!, "ready", startWithin)
       const readyAfter = (Date.now() - killedAt) / 1000
       const follower = procs.get(followerName)!
       const deadline = killedAt + stuckAfter
