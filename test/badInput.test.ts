@@ -136,55 +136,39 @@ const sleepy = Workflow.make({ id: "bad-sleepy", inputSchema: N, outputSchema: N
   Workflow.commit
 )
 
-/** Answers the length of its input, a string. */
-const big = Workflow.make({ id: "bad-big", inputSchema: Schema.String, outputSchema: N }).pipe(
-  Workflow.then(Step.make({
-    id: "measure",
-    inputSchema: Schema.String,
-    outputSchema: N,
-    execute: ({ inputData, writer }) => Effect.as(writer.write({ received: inputData.length }), inputData.length)
-  })),
-  Workflow.commit
-)
+/** A workflow of one step. */
+const oneStep = <I, O>(
+  id: string,
+  stepId: string,
+  inputSchema: Schema.Schema<I>,
+  outputSchema: Schema.Schema<O>,
+  execute: Step.Step<string, I, O, never, RunContext.RunContext>["execute"]
+) =>
+  Workflow.make({ id, inputSchema, outputSchema }).pipe(
+    Workflow.then(Step.make({ id: stepId, inputSchema, outputSchema, execute })),
+    Workflow.commit
+  )
 
-/** A step whose output its schema refuses (`"not a number"`), or that JSON cannot hold (a BigInt, a cycle). */
-const unencodable = Workflow.make({ id: "bad-unencodable", inputSchema: Schema.String, outputSchema: Schema.Unknown }).pipe(
-  Workflow.then(Step.make({
-    id: "produce",
-    inputSchema: Schema.String,
-    outputSchema: Schema.Unknown,
-    execute: ({ inputData }) =>
-      Effect.suspend((): Effect.Effect<unknown, never, RunContext.RunContext> => {
-        // A chunk JSON cannot hold: the write fails the step.
-        if (inputData === "write") return Effect.as(Effect.flatMap(Workflow.getWritable<unknown>(), (out) => Effect.orDie(out.write(10n))), "wrote")
-        if (inputData === "bigint") return Effect.succeed(10n)
-        const cycle: Record<string, unknown> = {}
-        cycle["self"] = cycle
-        return Effect.succeed(cycle)
-      })
-  })),
-  Workflow.commit
-)
-const mistyped = Workflow.make({ id: "bad-mistyped", inputSchema: N, outputSchema: N }).pipe(
-  Workflow.then(Step.make({
-    id: "lie",
-    inputSchema: N,
-    outputSchema: N,
-    execute: () => Effect.succeed("not a number" as unknown as number)
-  })),
-  Workflow.commit
-)
+/** Answers the length of its input, a string. */
+const big = oneStep("bad-big", "measure", Schema.String, N, ({ inputData, writer }) =>
+  Effect.as(writer.write({ received: inputData.length }), inputData.length))
+
+/** A step whose output JSON cannot hold (a BigInt, a cycle), or that writes a chunk JSON cannot hold. */
+const unencodable = oneStep("bad-unencodable", "produce", Schema.String, Schema.Unknown, ({ inputData }) =>
+  Effect.suspend((): Effect.Effect<unknown, never, RunContext.RunContext> => {
+    if (inputData === "write") return Effect.as(Effect.flatMap(Workflow.getWritable<unknown>(), (out) => Effect.orDie(out.write(10n))), "wrote")
+    if (inputData === "bigint") return Effect.succeed(10n)
+    const cycle: Record<string, unknown> = {}
+    cycle["self"] = cycle
+    return Effect.succeed(cycle)
+  }))
+
+/** A step whose output its schema refuses. */
+const mistyped = oneStep("bad-mistyped", "lie", N, N, () => Effect.succeed("not a number" as unknown as number))
 
 /** Run 37 of 100 meets a defect in its step. */
-const hundred = Workflow.make({ id: "bad-hundred", inputSchema: N, outputSchema: N }).pipe(
-  Workflow.then(Step.make({
-    id: "maybe-die",
-    inputSchema: N,
-    outputSchema: N,
-    execute: ({ inputData }) => inputData === 37 ? Effect.die(new Error("boom in run 37")) : Effect.succeed(inputData + 1)
-  })),
-  Workflow.commit
-)
+const hundred = oneStep("bad-hundred", "maybe-die", N, N, ({ inputData }) =>
+  inputData === 37 ? Effect.die(new Error("boom in run 37")) : Effect.succeed(inputData + 1))
 
 /** A workflow that only the client knows. */
 const nobody = Workflow.make({ id: "bad-nobody-registers", inputSchema: N, outputSchema: N }).pipe(
@@ -194,7 +178,7 @@ const nobody = Workflow.make({ id: "bad-nobody-registers", inputSchema: N, outpu
 
 const settled = <A, E>(run: { readonly result: Effect.Effect<A, E> }) =>
   Effect.either(run.result).pipe(
-    Effect.timeoutFail({ duration: "30 seconds", onTimeout: () => new Error("the run did not settle within 30 s") })
+    Effect.timeoutFail({ duration: "90 seconds", onTimeout: () => new Error("the run did not settle within 90 s") })
   )
 
 const engineOf = (context: Context.Context<WorkflowEngine.WorkflowEngine>) => Context.get(context, WorkflowEngine.WorkflowEngine)
@@ -247,7 +231,7 @@ for (const deployment of deployments) {
         yield* Deferred.succeed(gateOf(next.runId), undefined)
         expect(yield* next.result).toBe(10)
       }).pipe(Effect.provide(logs.layer))
-    }, 60_000)
+    }, 180_000)
 
     it.scopedLive("rows that do not decode fail their run with a message naming the run and the row; other runs complete", () =>
       Effect.gen(function*() {
@@ -296,7 +280,7 @@ for (const deployment of deployments) {
         expect(eventsError.message).toContain(`event 0 of run ${badEvent} is corrupt`)
         const chunkError = yield* Effect.flip(Stream.runCollect((yield* engine.getRun(badChunk)).readable()))
         expect(chunkError.message).toContain(`chunk 0 of stream "" of run ${badChunk} is corrupt`)
-      }), 60_000)
+      }), 180_000)
 
     it.scopedLive("a 10 MB input is carried to the step, its events and the reader", () =>
       Effect.gen(function*() {
@@ -309,7 +293,7 @@ for (const deployment of deployments) {
         const events = Chunk.toArray(yield* Stream.runCollect(run.events()))
         const started = events.find((e) => e.type === "workflow-step-start")
         expect(started?.type === "workflow-step-start" && (started.payload as { readonly payload: unknown }).payload).toBe(input)
-      }), 60_000)
+      }), 180_000)
 
     it.scopedLive("a step output that cannot be encoded fails its run with a message naming the step; the engine keeps serving", () =>
       Effect.gen(function*() {
@@ -340,7 +324,7 @@ for (const deployment of deployments) {
         expect(refused.message).toContain("input cannot be stored: its encoded input.amount is a BigInt")
         expect(yield* Effect.either(engine.getRun(`${db.name}-bigint-input`))).toMatchObject({ _tag: "Left" })
         expect(yield* (yield* engine.start(hundred, 1)).result).toBe(2)
-      }), 60_000)
+      }), 180_000)
 
     it.scopedLive("a run of a workflow no worker registers stays pending, and the workers keep serving", () => {
       const logs = capture()
@@ -355,7 +339,7 @@ for (const deployment of deployments) {
         expect(yield* orphan.status).toBe("pending")
         expect(logs.lines.join("\n")).toContain(`"bad-nobody-registers"`)
       }).pipe(Effect.provide(logs.layer))
-    }, 60_000)
+    }, 180_000)
 
     it.scopedLive("of 100 runs, one whose step meets a defect fails naming it; the 99 others succeed", () =>
       Effect.gen(function*() {
@@ -376,6 +360,6 @@ for (const deployment of deployments) {
             expect(outcome, `run ${n}`).toMatchObject({ _tag: "Right", right: n + 1 })
           }
         })
-      }), 60_000)
+      }), 180_000)
   })
 }
