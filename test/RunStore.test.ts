@@ -49,6 +49,18 @@ export const runStoreSuite = (name: string, layer: Layer.Layer<RunStore.RunStore
         expect(yield* store.getRun(id("untraced"))).not.toHaveProperty("trace")
       }).pipe(Effect.provide(layer)))
 
+    it.effect("creates a run with its first event in one write; a second create adds no event", () =>
+      Effect.gen(function*() {
+        yield* fresh
+        const store = yield* RunStore.RunStore
+        const start = { type: "workflow-start", runId: id("a"), from: "WORKFLOW", payload: { workflowId: "w" } } as const
+        expect(yield* store.createRun(record("a"), start)).toBe(true)
+        expect(yield* store.createRun(record("a"), start)).toBe(false)
+        const page = yield* store.readEvents(id("a"), 0, 10)
+        expect(page.size).toBe(1)
+        expect(page.events).toEqual([start])
+      }).pipe(Effect.provide(layer)))
+
     it.effect("updates a run and lists runs by workflow and status", () =>
       Effect.gen(function*() {
         yield* fresh

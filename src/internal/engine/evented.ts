@@ -26,7 +26,6 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
 import * as Option from "effect/Option"
-import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import type * as Tracer from "effect/Tracer"
@@ -35,6 +34,7 @@ import * as RunStore from "../../RunStore.js"
 import { SerializedError } from "../../WorkflowEvent.js"
 import * as Codec from "../codec.js"
 import { randomId } from "../ids.js"
+import { outage } from "../retry.js"
 import * as Consume from "../bus/consume.js"
 import { classify, type EngineOptions, type LaunchReason, makeCore, type Registered } from "./core.js"
 import * as Executor from "./executor.js"
@@ -120,6 +120,21 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
      */
     const handlers = yield* Scope.fork(scope, ExecutionStrategy.sequential)
     const group = options.group ?? defaultGroup
+    /**
+     * This instance, as the executor named in the step records it claims and in its own heartbeats: its worker id and
+     * when it started. Named by the worker id alone, a worker restarted under its name within the lease went on
+     * heartbeating for the steps its former process was executing when it died, and the runs' owners, taking their
+     * executor for alive, never sent them again (runs waited for ever; seen in the kill soak once killed workers came
+     * back in a few seconds). Ownership of runs stays by worker id, so a restarted worker still takes its runs back
+     * at once.
+     */
+    const executorId = `${core.workerId}@${core.startedAt}`
+    if (options.client !== true) {
+      yield* Effect.gen(function*() {
+        yield* Effect.ignore(store.heartbeat(executorId, wallNow()))
+        yield* wallSleep(Duration.millis(core.leaseMillis / 3))
+      }).pipe(Effect.forever, Effect.forkIn(scope))
+    }
 
     // Process-local bookkeeping only: a restart loses none of a run's state.
     const locks = new Map<string, { readonly mutex: Mutex.Mutex; users: number }>()
@@ -138,15 +153,24 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
     // Sleeps not yet due: one timer queue, which sends the sleep's node to be executed once it is.
     const timers = yield* Timers.make((runId, path) => send("workflow.step.run", runId, { path }))
 
-    const resend = Schedule.intersect(Schedule.exponential("10 millis"), Schedule.recurs(5))
     // Commands this instance built are valid by construction: when the bus hands back the same object (the memory
     // bus does), it is not decoded again.
     const sent = new WeakSet<object>()
     const publishCommand = (message: Command): Effect.Effect<void> => {
       sent.add(message)
       const publish = bus.publish(EventBus.workflowsChannel, message)
-      // The retry schedule is only set up once a publish has failed: the common path stays one call.
-      return publish.pipe(Effect.catchAll(() => Effect.retry(publish, resend)), Effect.orDie)
+      // A broker that is down (restarting) is waited for as long as a store would be: given up after a few quick
+      // tries, the command's walk died, and the run was failed for the outage. The retry schedule is only set up
+      // once a publish has failed: the common path stays one call.
+      return publish.pipe(
+        Effect.catchAll((first) =>
+          Effect.zipRight(
+            Effect.logWarning(`Could not send ${message.type} for run ${message.runId}; retrying`, first.message),
+            Effect.retry(publish, outage)
+          )
+        ),
+        Effect.orDie
+      )
     }
     const send = <T extends Command["type"]>(
       type: T,
@@ -203,6 +227,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
     const decodedInputs = new WeakMap<object, unknown>()
     /** The run's stored input, decoded; `undefined` when it no longer decodes (the dispatching walk fails the run). */
     const decodeInput = (registered: Registered, record: RunStore.RunRecord) => {
+      if (record.corrupt !== undefined) return Effect.succeed(undefined)
       const key = typeof record.input === "object" && record.input !== null ? record.input : undefined
       if (key !== undefined && decodedInputs.has(key)) return Effect.succeed({ value: decodedInputs.get(key) })
       return Effect.match(Codec.decode(registered.workflow.inputSchema, record.input), {
@@ -245,7 +270,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
       Effect.gen(function*() {
         const others = new Set<string>()
         for (const record of memo.values()) {
-          if (record.status === "running" && record.worker !== undefined && record.worker !== core.workerId) {
+          if (record.status === "running" && record.worker !== undefined && record.worker !== executorId) {
             others.add(record.worker)
           }
         }
@@ -257,7 +282,11 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
           // claimed the step (a broker counts a command handled once it is handed to the engine). Sent again, the
           // step is still executed once: of two copies, one wins the claim.
           if (worker === undefined) return unclaimed || (record.dispatchedAt !== undefined && record.dispatchedAt < staleBefore)
-          if (worker === core.workerId) return startedAt < core.startedAt
+          if (worker === executorId) return false
+          // A former process of this worker's name (records from before executor ids carry the name alone).
+          if (worker === core.workerId || worker.slice(0, worker.lastIndexOf("@")) === core.workerId) {
+            return startedAt < core.startedAt
+          }
           // An instance claimed after the heartbeats were read counts as alive: its claim is recent.
           return silent(beats, worker, startedAt, staleBefore)
         }
@@ -344,7 +373,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
         const env = core.cachedEnv(runId, registered, memo, {
           _tag: "Execute",
           path,
-          worker: core.workerId,
+          worker: executorId,
           fenced: stop,
           claimed,
           released
@@ -472,7 +501,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
           status: "success",
           output: outcome,
           stepCallId: randomId(),
-          worker: core.workerId,
+          worker: executorId,
           startedAt: wallNow()
         }
         const won = yield* Effect.orDie(store.claimStep(runId, claim, undefined))

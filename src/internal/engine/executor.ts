@@ -372,11 +372,15 @@ const makeGroupCommit = <A, E>(options: {
         commit(items, fences),
         (error): error is StepFencedError => error instanceof StepFencedError,
         (error) => {
+          // A claim fenced off meanwhile counts too: another batch (the events', another stream's) may have been
+          // refused for it while this one was on its way. Failing here instead handed the refusal to every writer of
+          // the batch, and an execution that still held its own claim failed its step with another's (a run failed
+          // "the claim on path 1[2] ... no longer holds"; seen in the kill soak under heavy load).
           let refusedOne = false
           for (const fence of error.fences) {
             for (const claim of fences ?? []) {
-              if (claim.stepCallId === fence.stepCallId && claim.path === fence.path && !claim.fenced) {
-                fenceOff(claim)
+              if (claim.stepCallId === fence.stepCallId && claim.path === fence.path) {
+                if (!claim.fenced) fenceOff(claim)
                 refusedOne = true
               }
             }
@@ -1026,6 +1030,12 @@ const run = (
     if (Exit.isFailure(encodedOutput)) {
       return yield* fail(env, spec.id, path, stepCallId, attempt, Cause.die(new Error(
         `Step "${spec.id}" returned output that does not match its outputSchema: ${parseMessage(encodedOutput.cause)}`
+      )), claim)
+    }
+    const notJson = Codec.unstorable(encodedOutput.value)
+    if (notJson !== undefined) {
+      return yield* fail(env, spec.id, path, stepCallId, attempt, Cause.die(new Error(
+        `Step "${spec.id}" returned output that cannot be stored: ${notJson.replace("the value", "its encoded output")}`
       )), claim)
     }
     return yield* succeed(env, scope, spec.id, path, stepCallId, attempt, exit.value, encodedOutput.value, claim)

@@ -77,6 +77,12 @@ export interface RunRecord {
    * current without reading them again.
    */
   readonly stepsVersion?: number
+  /**
+   * Set by a store when a field of the run's row no longer decodes (corrupt JSON): which field and why. The fields
+   * that did not decode are left out (`input` is then `undefined`). The engines fail such a run with this reason
+   * instead of failing every listing or read that meets the row.
+   */
+  readonly corrupt?: string
 }
 
 /**
@@ -228,8 +234,11 @@ export interface ChunkPage {
  * @category models
  */
 export interface Shape {
-  /** Creates a run; answers `false` (and changes nothing) when the id is taken. */
-  readonly createRun: (record: RunRecord) => Effect.Effect<boolean, RunStoreError>
+  /**
+   * Creates a run, with `event` (its `workflow-start`) as event 0 in the same atomic write when given; answers `false`
+   * (and changes nothing) when the id is taken.
+   */
+  readonly createRun: (record: RunRecord, event?: WorkflowEvent) => Effect.Effect<boolean, RunStoreError>
   readonly getRun: (runId: string) => Effect.Effect<RunRecord | undefined, RunStoreError>
   /**
    * Applies `patch` to the run. A finished run (`success`, `failed`, `canceled`) stays as it is: the patch changes
