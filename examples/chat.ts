@@ -3,11 +3,17 @@
  * SDK's shape) to the run's default stream while the model "types", calling a tool on the first turn. The model is
  * an Effect service, so the workflow requires it and the app provides it; a test swaps in an instant one.
  *
- *   npm run demo            (this file)
+ *   npm run demo            (this file: reads the run in-process and prints it)
+ *   npm run demo:web        (serves the runs over HTTP, and at http://localhost:3000/ a page that starts a chat
+ *                            and renders its AI SDK UI message stream with EventSource: examples/web/index.html)
  */
-import { NodeRuntime } from "@effect/platform-node"
+import { HttpApiBuilder, HttpApiEndpoint, HttpApiGroup, HttpApiSchema, HttpServer } from "@effect/platform"
+import { NodeHttpServer, NodeRuntime } from "@effect/platform-node"
 import { Context, Duration, Effect, Layer, Schema, Stream } from "effect"
+import { readFileSync } from "node:fs"
+import { createServer, type Server } from "node:http"
 import { Step, Workflow, WorkflowEngine } from "stepwise"
+import * as Http from "stepwise/http"
 import * as Sqlite from "stepwise/sqlite"
 
 /** The chunks a UI renders (a subset of the AI SDK's UIMessageChunk). */
@@ -109,9 +115,9 @@ const streamTextStep = Step.make({
       const model = yield* ChatModel
       const writable = yield* Workflow.getWritable<UIMessageChunk>()
       const turn = yield* model.streamText(inputData.messages)
-      // Every chunk goes to the run's UI stream (for readers of run.readable) and through the writer's sink
-      // (as workflow-step-output events, for watchers of the run's events).
-      yield* turn.chunks.pipe(Stream.tap((chunk) => writable.write(chunk)), Stream.run(writer.sink))
+      // Every chunk goes to the run's UI stream (for readers of run.readable) and through writer.custom into the
+      // run's events unchanged (for watchers of the events, and for GET /runs/{runId}/ui, the AI SDK's view).
+      yield* Stream.runForEach(turn.chunks, (chunk) => Effect.zipRight(writable.write(chunk), writer.custom(chunk)))
       return {
         messages: [...inputData.messages, ...turn.messages],
         finishReason: turn.finishReason,
@@ -174,11 +180,41 @@ const print = (chunk: UIMessageChunk) =>
     }
   })
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  NodeRuntime.runMain(
-    program(print).pipe(
-      Effect.flatMap((messages) => Effect.log(`chat finished with ${messages.length} messages`)),
-      Effect.provide(Layer.merge(Sqlite.layerEngine, FakeChatModel("60 millis")))
-    )
+/** The browser example's page, served at `/` beside the runs' routes. */
+class PageGroup extends HttpApiGroup.make("page").add(
+  HttpApiEndpoint.get("index", "/").addSuccess(HttpApiSchema.Text({ contentType: "text/html" }))
+) {}
+
+/** The runs' API (`Http.Api`) extended with the page. */
+export class ChatApi extends Http.Api.add(PageGroup) {}
+
+const page = readFileSync(new URL("./web/index.html", import.meta.url), "utf8")
+
+/**
+ * Serves the chat workflow's runs (`stepwise/http`) and the page on `port`, through `server` when given (tests pass
+ * their own, to cut its connections).
+ */
+export const serve = (options: { readonly port: number; readonly server?: Server }) =>
+  HttpApiBuilder.serve().pipe(
+    Layer.provide(HttpApiBuilder.api(ChatApi)),
+    Layer.provide(Http.layerGroup({ workflows: [chat] })),
+    Layer.provide(HttpApiBuilder.group(ChatApi, "page", (handlers) => handlers.handle("index", () => Effect.succeed(page)))),
+    HttpServer.withLogAddress,
+    Layer.provideMerge(NodeHttpServer.layer(() => options.server ?? createServer(), { port: options.port }))
   )
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const model = FakeChatModel("60 millis")
+  if (process.argv.includes("--serve")) {
+    NodeRuntime.runMain(
+      Layer.launch(serve({ port: Number(process.env.PORT ?? 3000) }).pipe(Layer.provide(Layer.merge(Sqlite.layerEngine, model))))
+    )
+  } else {
+    NodeRuntime.runMain(
+      program(print).pipe(
+        Effect.flatMap((messages) => Effect.log(`chat finished with ${messages.length} messages`)),
+        Effect.provide(Layer.merge(Sqlite.layerEngine, model))
+      )
+    )
+  }
 }

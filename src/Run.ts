@@ -21,6 +21,7 @@ import type {
   StepFailedError
 } from "./WorkflowError.js"
 import type { WorkflowEvent } from "./WorkflowEvent.js"
+import * as UIMessage from "./internal/uiMessage.js"
 
 export type {
   /**
@@ -82,3 +83,34 @@ export const toSSE = <A, E>(stream: Stream.Stream<A, E>): ReadableStream<Uint8Ar
     Stream.map(stream, (item) => encoder.encode(`data: ${JSON.stringify(item)}\n\n`))
   )
 }
+
+/**
+ * A chunk of the AI SDK's UI message stream protocol (`UIMessageChunk` in the `ai` package): `start`,
+ * `text-delta`, `tool-output-available`, `data-*`, `finish` ...
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type UIMessageChunk = UIMessage.UIMessageChunk
+
+/**
+ * Turns a run's events (`run.events()`) into the AI SDK's UI message chunks, so that `readUIMessageStream`, `useChat`
+ * or any AI SDK UI renders the run as one assistant message:
+ *
+ * - `workflow-start` becomes `start` (the message id is the run id) and `workflow-finish` becomes `finish` (after
+ *   an `error` part when the run failed; `abort` when it was canceled);
+ * - what steps pass to `writer.custom` with the protocol's types (`text-delta`, `tool-input-available`, `data-*` ...)
+ *   goes through unchanged; other custom events become a `data-<type>` part holding the event;
+ * - each step's progress is a `data-workflow-step` part (id `<runId>:<stepId>`, updated in place) and
+ *   `writer.write` output a transient `data-step-output` part.
+ *
+ * Each event maps on its own, so a reader that resumes from an event index misses nothing and repeats nothing.
+ * Over HTTP, `GET /runs/{runId}/ui` (`stepwise/http`) serves it as Server-Sent Events with the
+ * `x-vercel-ai-ui-message-stream: v1` header.
+ *
+ * @since 0.1.0
+ * @category conversions
+ */
+export const toUIMessageStream = <E, R>(
+  events: Stream.Stream<WorkflowEvent, E, R>
+): Stream.Stream<UIMessageChunk, E, R> => Stream.mapConcat(events, UIMessage.chunksOf)

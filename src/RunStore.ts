@@ -11,7 +11,6 @@ import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Schedule from "effect/Schedule"
 import type * as SqlClient from "@effect/sql/SqlClient"
 import { claimKey, fenceOf, isTerminal } from "./internal/store/model.js"
 import type {
@@ -23,6 +22,7 @@ import type {
   StepRecords
 } from "./internal/store/model.js"
 import type { WorkflowEvent } from "./WorkflowEvent.js"
+import { outage } from "./internal/retry.js"
 import * as SqlStore from "./internal/store/sql.js"
 import { RunStoreError, StepFencedError, StreamClosedError } from "./WorkflowError.js"
 
@@ -68,7 +68,8 @@ export type {
   StepFence,
   StepRecord,
   StepRecords,
-  SuspendedStep
+  SuspendedStep,
+  TraceContext
 } from "./internal/store/model.js"
 
 /**
@@ -97,20 +98,16 @@ export const isTransient = (error: RunStoreError): boolean => error.operation !=
  * @category combinators
  */
 export const retrying = (store: RunStore["Type"]): RunStore["Type"] => {
-  const schedule = Schedule.exponential("20 millis").pipe(
-    Schedule.union(Schedule.spaced("5 seconds")),
-    Schedule.upTo("2 minutes")
-  )
   const transient = (error: unknown) => error instanceof RunStoreError && isTransient(error)
   // The schedule is only set up once a call has failed: the common path stays one call (it is the per-event path).
   const retry = <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, E> =>
     Effect.catchIf(effect, transient, (first) =>
       Effect.zipRight(
         Effect.logWarning("The run store failed; retrying", (first as { readonly message?: string }).message),
-        Effect.retry(effect, { schedule, while: transient })
+        Effect.retry(effect, { schedule: outage, while: transient })
       ))
   return {
-    createRun: (record) => retry(store.createRun(record)),
+    createRun: (record, event) => retry(store.createRun(record, event)),
     getRun: (runId) => retry(store.getRun(runId)),
     updateRun: (runId, patch) => retry(store.updateRun(runId, patch)),
     listRuns: (filter) => retry(store.listRuns(filter)),
@@ -242,13 +239,13 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
     }
 
     return RunStore.of({
-      createRun: (record) =>
+      createRun: (record, event) =>
         Effect.map(Clock.currentTimeMillis, (now) => {
           evict(now)
           if (runs.has(record.runId)) return false
           runs.set(record.runId, {
             record: { ...record, stepsVersion: 0 },
-            events: [],
+            events: event === undefined ? [] : [event],
             steps: new Map(),
             stepsVersion: 0,
             streams: new Map()

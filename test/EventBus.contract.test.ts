@@ -11,6 +11,7 @@ import * as Redis from "stepwise/redis"
 import { channelKey } from "../src/internal/bus/postgres.js"
 import { databaseUrl, postgresEnabled, redisEnabled, redisUrl } from "./backends.js"
 import { busContract } from "./busContract.js"
+import { publishRawPostgres, publishRawRedis } from "./fixtures/harness.js"
 
 busContract("memory", true, { wire: false, processes: false }, () => {
   const { bus, channels } = Effect.runSync(EventBus.makeMemory)
@@ -32,7 +33,7 @@ busContract("Redis Streams", redisEnabled, { wire: true, processes: true }, () =
   const call = <A>(f: () => Promise<A>) => Effect.tryPromise(f)
   return {
     layer: Redis.layerBus({ url: redisUrl, prefix, redeliverAfter, channelTtl: "3 seconds" }),
-    publishRaw: (channel, text) => call(() => client.xadd(prefix + channel, "*", "e", text)),
+    publishRaw: publishRawRedis(client, prefix),
     takeAndDie: (channel, group, n) =>
       call(() => client.xreadgroup("GROUP", group, "dead-member", "COUNT", n, "STREAMS", prefix + channel, ">")).pipe(
         Effect.map((result) => {
@@ -65,18 +66,7 @@ busContract("Postgres", postgresEnabled, { wire: true, processes: true }, () => 
   const redeliverAfter = "1 second"
   return {
     layer: Postgres.layerBus({ url: databaseUrl, prefix: pgPrefix, redeliverAfter, retention: "2 seconds" }),
-    // A foreign publisher: the row, one delivery per group of the channel, the wake-up.
-    publishRaw: (channel, text) =>
-      withSql((sql) =>
-        sql`WITH inserted AS (
-            INSERT INTO ${sql(pgTable("messages"))} (channel, data) VALUES (${channelKey(channel)}, ${text}) RETURNING id
-          )
-          INSERT INTO ${sql(pgTable("deliveries"))} (channel, grp, message_id)
-          SELECT g.channel, g.grp, inserted.id FROM inserted, ${sql(pgTable("groups"))} g
-          WHERE g.channel = ${channelKey(channel)}`.pipe(
-          Effect.zipRight(sql`SELECT pg_notify(${pgPrefix + "wake"}, ${channelKey(channel)})`)
-        )
-      ),
+    publishRaw: (channel, text) => withSql((sql) => publishRawPostgres(sql, pgPrefix)(channel, text)),
     // A member that leases deliveries for the lease and never acknowledges them.
     takeAndDie: (channel, group, n) =>
       withSql((sql) =>

@@ -36,6 +36,31 @@ export const runStoreSuite = (name: string, layer: Layer.Layer<RunStore.RunStore
         expect(yield* store.getRun(id("missing"))).toBeUndefined()
       }).pipe(Effect.provide(layer)))
 
+    it.effect("keeps a run's trace context, and a run created without one has none", () =>
+      Effect.gen(function*() {
+        yield* fresh
+        const store = yield* RunStore.RunStore
+        const trace = { traceId: "4bf92f3577b34da6a3ce929d0e0e4736", spanId: "00f067aa0ba902b7", sampled: true }
+        yield* store.createRun({ ...record("traced"), trace })
+        yield* store.createRun(record("untraced"))
+        yield* store.updateRun(id("traced"), { status: "waiting" })
+        expect((yield* store.getRun(id("traced")))?.trace).toEqual(trace)
+        expect((yield* store.listRuns({ workflowId: `wf-${namespace}`, statuses: ["waiting"] }))[0]?.trace).toEqual(trace)
+        expect(yield* store.getRun(id("untraced"))).not.toHaveProperty("trace")
+      }).pipe(Effect.provide(layer)))
+
+    it.effect("creates a run with its first event in one write; a second create adds no event", () =>
+      Effect.gen(function*() {
+        yield* fresh
+        const store = yield* RunStore.RunStore
+        const start = { type: "workflow-start", runId: id("a"), from: "WORKFLOW", payload: { workflowId: "w" } } as const
+        expect(yield* store.createRun(record("a"), start)).toBe(true)
+        expect(yield* store.createRun(record("a"), start)).toBe(false)
+        const page = yield* store.readEvents(id("a"), 0, 10)
+        expect(page.size).toBe(1)
+        expect(page.events).toEqual([start])
+      }).pipe(Effect.provide(layer)))
+
     it.effect("updates a run and lists runs by workflow and status", () =>
       Effect.gen(function*() {
         yield* fresh

@@ -2,12 +2,17 @@
  * The `stepwise` command, run as users run it: a child process (`node bin/stepwise.mjs ...`, and once through
  * `npx stepwise`) reading a store that the test fills by running workflows (test/fixtures/cli-workflows.ts) with the
  * default engine, on SQLite and on Postgres. Its output is not a terminal, so it is plain.
+ *
+ * Each start of the command costs about two seconds of CPU (most of it tsx loading the source and its dependencies
+ * through its hooks), and a test mostly waits for it: the tests run at once, and so do the commands of a test that
+ * do not depend on each other. Only `runs` needs its store to itself, so it runs first on it, alone.
  */
 import { PgClient } from "@effect/sql-pg"
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it, layer } from "@effect/vitest"
 import { Context, Deferred, Effect, Exit, Layer, Redacted, Schema } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
+import { availableParallelism } from "node:os"
 import { fileURLToPath } from "node:url"
 import { EventBus, RunStore, Step, Workflow, WorkflowEngine } from "stepwise"
 import * as Format from "../src/internal/cli/format.js"
@@ -48,15 +53,24 @@ const spawnCli = (
   return proc
 }
 
+/**
+ * How many commands run at once: a start is CPU-bound, so more than the cores can take only slows each one down
+ * (all of this file's at once starved the test's own Postgres connection past its timeout).
+ */
+const slots = Effect.unsafeMakeSemaphore(availableParallelism() + 1)
+
+/** Runs an effect that starts one command, holding a slot until it ends. */
+const inSlot = slots.withPermits(1)
+
 /** Runs the command to its end. */
 const cli = (...args: ReadonlyArray<string>) => cliWith({}, ...args)
 
 const cliWith = (env: Record<string, string>, ...args: ReadonlyArray<string>) =>
-  Effect.promise(async () => {
+  inSlot(Effect.promise(async () => {
     const proc = spawnCli(args, undefined, env)
     const code = await proc.exited
     return { code, stdout: proc.stdout, stderr: proc.stderr }
-  })
+  }))
 
 const rows = (stdout: string) => stdout.trimEnd().split("\n").slice(1).map((line) => line.split(/\s{2,}/))
 
@@ -90,7 +104,8 @@ const postgresBackend = Layer.unwrapScoped(Effect.gen(function*() {
 }))
 
 const cliSuite = (name: string, backend: Layer.Layer<Store | WorkflowEngine.WorkflowEngine | RunStore.RunStore, unknown>) =>
-  layer(backend, { timeout: 60_000, excludeTestServices: true })(`stepwise command on ${name}`, (it) => {
+  layer(backend, { timeout: 60_000, excludeTestServices: true })(`on ${name}`, (it) => {
+    // Not at once with this store's other tests: it compares the whole listing with the store's.
     it.effect("runs lists the runs newest first, and filters them by workflow, status and limit", () =>
       Effect.gen(function*() {
         const { flags } = yield* Store
@@ -101,21 +116,23 @@ const cliSuite = (name: string, backend: Layer.Layer<Store | WorkflowEngine.Work
         yield* Effect.flatMap(engine.start(greet, { name: "Bob" }), (run) => run.result)
         const newest = (yield* store.listRuns({ order: "newest-first", limit: 20 })).map((r) => r.runId)
 
-        const all = yield* cli("runs", ...flags)
+        const [all, failed, ofGreet, none] = yield* Effect.all([
+          cli("runs", ...flags),
+          cli("runs", ...flags, "--status", "failed"),
+          cli("runs", ...flags, "--workflow", "cli-greet", "--limit", "1"),
+          cli("runs", ...flags, "--workflow", "no-such-workflow")
+        ], { concurrency: "unbounded" })
         expect(all.code).toBe(0)
         expect(all.stdout.split("\n")[0]).toMatch(/^RUN ID\s+WORKFLOW\s+STATUS\s+CREATED \(UTC\)\s+DURATION$/)
         expect(rows(all.stdout).map((row) => row[0])).toEqual(newest)
         expect(rows(all.stdout)[0]).toEqual([newest[0], "cli-greet", "success", expect.stringMatching(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$/), expect.stringMatching(/^\d+(ms|\.\d+s)$/)])
 
-        const failed = yield* cli("runs", ...flags, "--status", "failed")
         expect(rows(failed.stdout).map((row) => [row[1], row[2]])).toContainEqual(["cli-fails", "failed"])
         expect(rows(failed.stdout).every((row) => row[2] === "failed")).toBe(true)
-        const ofGreet = yield* cli("runs", ...flags, "--workflow", "cli-greet", "--limit", "1")
         expect(rows(ofGreet.stdout)).toHaveLength(1)
         expect(rows(ofGreet.stdout)[0]![0]).toBe(newest[0])
-        const none = yield* cli("runs", ...flags, "--workflow", "no-such-workflow")
         expect(none).toMatchObject({ code: 0, stdout: "", stderr: expect.stringContaining("No runs match in the") })
-      }))
+      }), { concurrent: false })
 
     it.effect("show prints a run's status, input and output, and each step with its attempts and timings", () =>
       Effect.gen(function*() {
@@ -165,22 +182,24 @@ const cliSuite = (name: string, backend: Layer.Layer<Store | WorkflowEngine.Work
         const engine = yield* WorkflowEngine.WorkflowEngine
         const gate = yield* Deferred.make<void>()
         const run = yield* engine.start(gated, null).pipe(Effect.provideService(Gate, gate))
-        const tail = spawnCli(["tail", run.runId, ...flags])
-        // The first chunk arrives while the step still waits: the command is following the run live.
-        const deadline = Date.now() + 30_000
-        while (!tail.stdout.includes("one\n")) {
-          if (tail.child.exitCode !== null || Date.now() > deadline) {
-            return expect.fail(`tail printed ${JSON.stringify(tail.stdout)}; stderr: ${tail.stderr}`)
+        yield* inSlot(Effect.gen(function*() {
+          const tail = spawnCli(["tail", run.runId, ...flags])
+          // The first chunk arrives while the step still waits: the command is following the run live.
+          const deadline = Date.now() + 30_000
+          while (!tail.stdout.includes("one\n")) {
+            if (tail.child.exitCode !== null || Date.now() > deadline) {
+              return expect.fail(`tail printed ${JSON.stringify(tail.stdout)}; stderr: ${tail.stderr}`)
+            }
+            yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 20)))
           }
-          yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 20)))
-        }
-        expect(tail.child.exitCode).toBeNull()
-        yield* Deferred.succeed(gate, undefined)
-        yield* run.result
-        expect(yield* Effect.promise(() => tail.exited)).toBe(0)
-        expect(tail.stdout).toBe("one\ntwo\nthree\n")
-        // not a terminal: no progress line
-        expect(tail.stderr).toBe("")
+          expect(tail.child.exitCode).toBeNull()
+          yield* Deferred.succeed(gate, undefined)
+          yield* run.result
+          expect(yield* Effect.promise(() => tail.exited)).toBe(0)
+          expect(tail.stdout).toBe("one\ntwo\nthree\n")
+          // not a terminal: no progress line
+          expect(tail.stderr).toBe("")
+        }))
       }))
 
     it.effect("tail reads a named stream with --namespace, and the run's events with --events", () =>
@@ -203,18 +222,14 @@ const cliSuite = (name: string, backend: Layer.Layer<Store | WorkflowEngine.Work
         expect(parsed.filter((e) => e.type === "workflow-step-result")).toHaveLength(4)
       }))
 
-    it.effect("graph prints a module's workflow as Mermaid, painted with a run of it when asked", () =>
+    it.effect("graph paints a module's workflow with a run of it", () =>
       Effect.gen(function*() {
         const { flags } = yield* Store
         const engine = yield* WorkflowEngine.WorkflowEngine
         const store = yield* RunStore.RunStore
         const run = yield* engine.start(greet, { name: "Ada" })
         yield* run.result
-        const [plain, painted] = yield* Effect.all([
-          cli("graph", `${fixture}#greet`),
-          cli("graph", `${fixture}#greet`, "--run", run.runId, ...flags)
-        ], { concurrency: "unbounded" })
-        expect(plain).toEqual({ code: 0, stdout: `${Workflow.toMermaid(greet)}\n`, stderr: "" })
+        const painted = yield* cli("graph", `${fixture}#greet`, "--run", run.runId, ...flags)
         const steps = yield* store.getSteps(run.runId)
         expect(painted).toEqual({ code: 0, stdout: `${Workflow.toMermaid(greet, { run: steps })}\n`, stderr: "" })
         expect(painted.stdout).toContain("class n0,n1_0,n1_1,n2 done")
@@ -238,10 +253,11 @@ const cliSuite = (name: string, backend: Layer.Layer<Store | WorkflowEngine.Work
       }))
   })
 
-cliSuite("SQLite", sqliteBackend)
-if (postgresEnabled) cliSuite("Postgres", postgresBackend)
+// A test's time includes waiting for slots behind the other tests' commands: more than a command's own minute.
+describe.concurrent("stepwise command", { timeout: 180_000 }, () => {
+  cliSuite("SQLite", sqliteBackend)
+  if (postgresEnabled) cliSuite("Postgres", postgresBackend)
 
-describe("stepwise command", () => {
   it.live("a store that is not there, or not reachable, exits with code 1 and says so", () =>
     Effect.gen(function*() {
       const missing = `${tempSqliteFile()}.missing`
@@ -280,6 +296,12 @@ describe("stepwise command", () => {
       expect(postgres.stderr).toContain(`stepwise: Cannot reach the Postgres store at ${unreachable}: `)
     }))
 
+  // It reads no store: once here, not on each backend.
+  it.live("graph prints a module's workflow as Mermaid", () =>
+    Effect.gen(function*() {
+      expect(yield* cli("graph", `${fixture}#greet`)).toEqual({ code: 0, stdout: `${Workflow.toMermaid(greet)}\n`, stderr: "" })
+    }))
+
   it.live("graph says which module or export it cannot find", () =>
     Effect.gen(function*() {
       const [module, exported, notWorkflow, unnamed] = yield* Effect.all([
@@ -303,8 +325,10 @@ describe("stepwise command", () => {
 
   it.live("npx stepwise runs the package's own command from its folder", () =>
     Effect.gen(function*() {
-      const proc = spawnCli(["--help"], ["npx", "--no-install", "stepwise"])
-      const code = yield* Effect.promise(() => proc.exited)
+      const { code, proc } = yield* inSlot(Effect.promise(async () => {
+        const proc = spawnCli(["--help"], ["npx", "--no-install", "stepwise"])
+        return { code: await proc.exited, proc }
+      }))
       expect({ code, stderr: proc.stderr }).toEqual({ code: 0, stderr: "" })
       for (const command of ["runs", "show", "tail", "graph"]) expect(proc.stdout).toContain(`  - ${command} `)
     }))

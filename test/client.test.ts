@@ -3,9 +3,11 @@
  * instances over the same bus and store) execute them. Here the instances share one process; test/processes.test.ts
  * runs them as separate processes.
  */
+import { FetchHttpClient, HttpServer } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
 import { Context, Effect, Layer, Schema, Stream } from "effect"
 import { EventBus, RunStore, Step, Workflow, WorkflowEngine } from "stepwise"
+import * as Http from "stepwise/http"
 import * as Redis from "stepwise/redis"
 import { redisEnabled, redisUrl } from "./backends.js"
 import { awaitStatus } from "./scenarios.js"
@@ -62,8 +64,11 @@ const stuck = Workflow.make({ id: "client-stuck", inputSchema: N, outputSchema: 
 
 type Infra = Layer.Layer<EventBus.EventBus | RunStore.RunStore, unknown>
 
-/** Two workers and a client, each with its own bus connection (`bus()`), over one store. */
+/** Two workers and a client, each with its own bus connection (`bus()`), over one store: the client's engine. */
 const deployment = (buses: () => () => Layer.Layer<EventBus.EventBus, unknown>) =>
+  Effect.map(deploymentWithStore(buses), ({ engine }) => engine)
+
+const deploymentWithStore = (buses: () => () => Layer.Layer<EventBus.EventBus, unknown>) =>
   Effect.gen(function*() {
     const bus = buses()
     const store = yield* Layer.build(RunStore.layerMemory)
@@ -78,7 +83,22 @@ const deployment = (buses: () => () => Layer.Layer<EventBus.EventBus, unknown>) 
       )
     }
     const client = yield* Layer.build(WorkflowEngine.layerClient.pipe(Layer.provide(infra())))
-    return Context.get(client, WorkflowEngine.WorkflowEngine)
+    return { engine: Context.get(client, WorkflowEngine.WorkflowEngine), store: Context.get(store, RunStore.RunStore) }
+  })
+
+/** The same deployment, with its client serving runs over HTTP (`stepwise/http`) on a free port: its base URL. */
+const servedDeployment = (buses: () => () => Layer.Layer<EventBus.EventBus, unknown>) =>
+  Effect.gen(function*() {
+    const { engine, store } = yield* deploymentWithStore(buses)
+    const served = yield* Layer.build(
+      Http.layerServer({ port: 0, host: "127.0.0.1", workflows: [doubling] }).pipe(
+        Layer.provide(Layer.succeed(Where, "client")),
+        Layer.provide(Layer.succeed(WorkflowEngine.WorkflowEngine, engine)),
+        Layer.provide(Layer.succeed(RunStore.RunStore, store))
+      )
+    )
+    const address = Context.get(served, HttpServer.HttpServer).address as HttpServer.TcpAddress
+    return `http://127.0.0.1:${address.port}`
   })
 
 /** `bus()` is called once per deployment; what it answers, once per instance of the deployment. */
@@ -101,6 +121,21 @@ const suite = (name: string, enabled: boolean, bus: () => () => Layer.Layer<Even
         expect(ran.length).toBe(3)
         expect(ran).not.toContain("client")
       }))
+
+    it.scopedLive("serves runs over HTTP from the client, which executes nothing: Http.client starts, reads, resumes", () =>
+      Effect.gen(function*() {
+        ran.length = 0
+        const base = yield* servedDeployment(bus)
+        const http = yield* Http.client(base)
+        const run = yield* http.start(doubling, 4)
+        const suspended = yield* Effect.flip(run.result)
+        expect(suspended._tag).toBe("RunSuspendedError")
+        yield* run.resume({ step: "approve", resumeData: { ok: true } })
+        expect(yield* run.result).toBe(8)
+        expect(Array.from(yield* Stream.runCollect(run.readable({ namespace: "logs" })))).toEqual(["doubled 4"])
+        expect(ran.length).toBe(3)
+        expect(ran).not.toContain("client")
+      }).pipe(Effect.provide(FetchHttpClient.layer)))
 
     it.scopedLive("cancels a run that a worker executes", () =>
       Effect.gen(function*() {

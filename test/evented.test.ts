@@ -42,6 +42,9 @@ describe("evented engine", () => {
       ])
       expect(commands[1]).toEqual({ type: "workflow.step.run", runId: run.runId, data: { path: "0" } })
       for (const c of commands) expect(Schema.is(WorkflowEngine.Command)(c)).toBe(true)
+      // With no tracer, they carry no trace context (see tracing.test.ts); one that carries it decodes.
+      const trace = { traceId: "4bf92f3577b34da6a3ce929d0e0e4736", spanId: "00f067aa0ba902b7", sampled: true }
+      expect(Schema.is(WorkflowEngine.Command)({ ...commands[1], trace })).toBe(true)
       const finished = published.filter((p) => p.channel === "workflows-finish").map((p) => p.event)
       expect(finished).toEqual([{ type: "workflow.finished", runId: run.runId, data: { status: "success" } }])
     }).pipe(Effect.provide(recordingEventedEngine)))
@@ -420,7 +423,9 @@ for (const backend of storeBackends) {
   describe(`the evented engine with instances that stop, on the ${backend.name} store`, () => {
     it.live.each([
       ["crashes", "after the lease"],
-      ["stops", "at once: the stopping worker hands it back"]
+      ["stops", "at once: the stopping worker hands it back"],
+      // Its new process heartbeats under the same workerId, which must not pass for the dead one's.
+      ["crashes and comes back at once under its name", "after the lease"]
     ] as const)("a step whose executing worker %s while the run's owner lives is executed again %s", ([how]) =>
       Effect.gen(function*() {
         // worker-a starts the run and owns it; worker-b takes every command (worker-a reads none until b is gone),
@@ -451,17 +456,21 @@ for (const backend of storeBackends) {
           ...memory,
           publish: (channel, event) => dead ? Effect.void : memory.publish(channel, event)
         })
-        const lease = how === "crashes" ? "300 millis" : "1 minute"
+        const crashes = how !== "stops"
+        const lease = crashes ? "300 millis" : "1 minute"
         const a = yield* eventedWorker({ workerId: "worker-a", lease }, gated, store, wf)
         const run = yield* Effect.scoped(Effect.gen(function*() {
           yield* eventedWorker({ workerId: "worker-b", lease }, mortal, store, wf)
           const run = yield* a.start(wf, 1)
           yield* Deferred.await(entered)
-          dead = how === "crashes"
+          dead = crashes
           // worker-a joins the group before b stops (a group that loses its last member loses its queue)
           yield* Deferred.succeed(gate, undefined)
           return run
         }))
+        if (how === "crashes and comes back at once under its name") {
+          yield* eventedWorker({ workerId: "worker-b", lease }, memory, store, wf)
+        }
         expect((yield* store.getRun(run.runId))?.owner).toBe("worker-a")
         expect(yield* Effect.timeoutFail(run.result, { duration: "5 seconds", onTimeout: () => "the run stalled" }))
           .toBe(12)

@@ -3,18 +3,22 @@
  * sleep, (c) between two steps; a new process on the same store (the same worker name, as a restarted worker) takes
  * the run over. Each run completes, each completed step executed exactly once, and the event log and stream are
  * gap-free. On SQLite and Postgres, with both engines.
+ *
+ * The tests run at once: most of their time is waiting (for a process to start, the workflow's sleep), and each has a
+ * run, a worker name and on SQLite a file of its own. The worker runs bundled (test/bundle.ts), not through tsx.
  */
 import { SqlClient } from "@effect/sql"
-import { describe, expect, it } from "@effect/vitest"
+import { afterAll, beforeAll, describe, expect, it } from "@effect/vitest"
 import { Effect, Layer } from "effect"
 import { spawn } from "node:child_process"
-import { fileURLToPath } from "node:url"
 import { RunStore, WorkflowEvent } from "stepwise"
 import * as Postgres from "stepwise/postgres"
 import * as Sqlite from "stepwise/sqlite"
 import { databaseUrl, postgresEnabled, tempSqliteFile } from "./backends.js"
+import { bundleScript } from "./bundle.js"
 
-const fixture = fileURLToPath(new URL("./fixtures/crash-worker.ts", import.meta.url))
+const fixture = await bundleScript("test/fixtures/crash-worker.ts")
+afterAll(fixture.remove)
 
 interface Exited {
   readonly code: number | null
@@ -25,7 +29,7 @@ interface Exited {
 
 const worker = (env: Record<string, string>) =>
   Effect.async<Exited>((resume) => {
-    const child = spawn(process.execPath, ["--import", "tsx", fixture], {
+    const child = spawn(process.execPath, [fixture.file], {
       env: { ...process.env, ...env },
       stdio: ["ignore", "pipe", "pipe"]
     })
@@ -44,15 +48,26 @@ const backends = [
     : [])
 ] as const
 
+// The workers create the side-effect table too; on Postgres, where they share it, once beforehand: processes that
+// create one table at the same time can collide even with IF NOT EXISTS.
+if (postgresEnabled) {
+  beforeAll(() =>
+    Effect.runPromise(
+      Effect.flatMap(SqlClient.SqlClient, (sql) =>
+        sql`CREATE TABLE IF NOT EXISTS crash_side_effects (run_id TEXT NOT NULL, step TEXT NOT NULL, attempt INTEGER NOT NULL)`)
+        .pipe(Effect.provide(Postgres.layer({ url: databaseUrl, maxConnections: 1 })), Effect.scoped)
+    ))
+}
+
 for (const backend of backends) {
   for (const engine of ["default", "evented"] as const) {
-    describe(`recovery after SIGKILL: ${engine} engine on ${backend.name}`, () => {
+    describe.concurrent(`recovery after SIGKILL: ${engine} engine on ${backend.name}`, () => {
       for (const killAt of ["mid-step", "sleeping", "between-steps"] as const) {
         it.live(`a run killed ${killAt.replace("-", " ")} completes in a new process`, () =>
           Effect.gen(function*() {
             const db = backend.db()
             const runId = `crash-${engine}-${killAt}-${crypto.randomUUID()}`
-            const env = { STORE: backend.store, DB: db, ENGINE: engine, RUN_ID: runId }
+            const env = { STORE: backend.store, DB: db, ENGINE: engine, RUN_ID: runId, WORKER: `worker-${runId}` }
 
             const first = yield* worker({ ...env, MODE: "start", KILL_AT: killAt })
             expect(first.signal, first.stdout + first.stderr).toBe("SIGKILL")

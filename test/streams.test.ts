@@ -110,6 +110,8 @@ describe("run streams and readers", () => {
       const events = yield* collect(run.events())
       expect(yield* collect(run.events({ startIndex: -1 }))).toEqual([events.at(-1)])
       expect(yield* collect(run.events({ startIndex: 3 }))).toEqual(events.slice(3))
+      // right after workflow-finish (a reader resuming after the last event it saw): nothing more, and it ends
+      expect(yield* collect(run.events({ startIndex: events.length }))).toEqual([])
     }).pipe(Effect.provide(WorkflowEngine.layerMemory)))
 
   it.effect("a startIndex that is not a whole number fails the reader with a RunStreamError", () =>

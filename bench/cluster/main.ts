@@ -33,13 +33,14 @@ import { PgClient } from "@effect/sql-pg"
 import { Effect, Layer, Redacted, Stream } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
-import { cpus, loadavg, platform, release, totalmem } from "node:os"
+import { loadavg } from "node:os"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { Redis as RedisClient } from "ioredis"
 import { type Run, RunStore, WorkflowEngine } from "stepwise"
 import * as Postgres from "stepwise/postgres"
 import * as Redis from "stepwise/redis"
+import { commandLine, int, machine, median, ms, ownCpuMs, percentile, ratio, stats } from "../shared/report.js"
 import {
   type Brokers,
   busLayer,
@@ -64,15 +65,7 @@ const help = `npm run bench:cluster [-- options]
 env: REDIS_URL (default ${Redis.defaultUrl}), DATABASE_URL (default ${Postgres.defaultUrl}; the bench creates and drops
      databases of its own beside it)`
 
-const args = process.argv.slice(2)
-if (args.includes("--help")) {
-  console.log(help)
-  process.exit(0)
-}
-const option = (name: string) => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3)
-const quick = args.includes("--quick")
-const cpuProf = args.includes("--cpu-prof")
-const reps = Number(option("reps") ?? (quick ? 2 : 3))
+const { args, cpuProf, option, quick, reps } = commandLine(help)
 const requestedBuses = (option("buses") ?? "redis,postgres").split(",").filter((b) => b !== "")
 for (const bus of requestedBuses) {
   if (bus !== "redis" && bus !== "postgres") throw new Error(`--buses: unknown bus "${bus}" (redis, postgres)`)
@@ -252,11 +245,6 @@ const processCpuMs = (pid: number | undefined): number => {
   }
 }
 
-const ownCpuMs = () => {
-  const { system, user } = process.cpuUsage()
-  return (user + system) / 1000
-}
-
 /** CPU ms spent meanwhile by the workers (summed) and by this process (the client, or the whole in-process engine). */
 const cpuDuring = <A, E, R>(workers: ReadonlyArray<ChildProcess>, effect: Effect.Effect<A, E, R>) =>
   Effect.gen(function*() {
@@ -312,9 +300,6 @@ const chunkFigure = (engine: Engine, count: number) =>
       writer: (count * 1000) / (span.lastWriteAt - span.firstWriteAt)
     }
   })
-
-const percentile = (sorted: ReadonlyArray<number>, p: number) =>
-  sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!
 
 /** What went wrong with a stream of ticks: what the reader got, what the store holds, and the run's events. */
 const streamReport = (run: Run.Run<unknown, unknown>, received: ReadonlyArray<Tick>) =>
@@ -461,16 +446,6 @@ const measure = (deployment: Deployment, rep: number, databases: Record<string, 
 // ---------------------------------------------------------------------------------------------------------------
 // Report
 
-const median = (xs: ReadonlyArray<number>) => {
-  const sorted = [...xs].sort((a, b) => a - b)
-  const mid = Math.floor(sorted.length / 2)
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
-}
-const stats = (xs: ReadonlyArray<number>) => ({ median: median(xs), min: Math.min(...xs), max: Math.max(...xs), samples: xs })
-const int = (x: number) => Number.isNaN(x) ? "–" : Math.round(x).toLocaleString("en-US")
-const ms = (x: number) => Number.isNaN(x) ? "–" : x.toFixed(2)
-const ratio = (x: number) => Number.isNaN(x) ? "–" : `${x.toFixed(2)}×`
-
 interface Aim {
   readonly deployment: string
   readonly figure: "steps" | "chunks" | "latency"
@@ -591,10 +566,7 @@ const program = Effect.gen(function*() {
     command: `npm run bench:cluster -- ${args.join(" ")}`.trim(),
     reps,
     sizes,
-    node: process.version,
-    platform: `${platform()} ${release()} ${process.arch}`,
-    cpus: `${cpus().length} × ${cpus()[0]?.model ?? "?"}`,
-    memory: `${Math.round(totalmem() / 2 ** 30)} GiB RAM`,
+    ...machine(),
     buses: requestedBuses,
     loadAverage: { start: loadAtStart, end: loadavg()[0]! },
     figures: [...figures],

@@ -56,3 +56,27 @@ export const decode: (schema: Any, value: unknown) => Effect.Effect<unknown, Par
   syncDecoder,
   (schema) => Schema.decodeUnknown(schema)
 )
+
+/**
+ * Why a value cannot be stored as JSON (a BigInt, a cycle), or `undefined` when it can. Stores write step outputs and
+ * run inputs as JSON text; checked where they are produced, a value that cannot be stored fails its step (or its
+ * `start`) with this reason, on every store alike, instead of failing the store's write.
+ */
+export const unstorable = (value: unknown): string | undefined => {
+  const seen = new Set<object>()
+  const visit = (v: unknown, at: string): string | undefined => {
+    if (typeof v === "bigint") return `${at} is a BigInt (${v}n), which JSON cannot hold: encode it, e.g. with Schema.BigInt`
+    if (typeof v !== "object" || v === null || ArrayBuffer.isView(v)) return undefined
+    if (seen.has(v)) return `${at} refers back to itself (a circular structure), which JSON cannot hold`
+    seen.add(v)
+    if (typeof (v as { toJSON?: unknown }).toJSON !== "function") {
+      for (const [key, item] of Array.isArray(v) ? v.entries() : Object.entries(v)) {
+        const reason = visit(item, `${at}${Array.isArray(v) ? `[${key}]` : `.${String(key)}`}`)
+        if (reason !== undefined) return reason
+      }
+    }
+    seen.delete(v)
+    return undefined
+  }
+  return visit(value, "the value")
+}

@@ -113,13 +113,22 @@ const follow = <A>(
     let cursor = yield* resolveStart(runId, startIndex, Effect.map(read(0), (p) => p.size))
     let ended = false
     let next: Effect.Effect.Success<typeof listen> | undefined
+    // The last read brought the reader to the end of what the store held: the next item needs a wake-up first
+    // (pending already, if it came meanwhile), so a listening reader waits for one instead of reading at once and
+    // finding nothing (with 100 readers of one run, that second read and its run check were half their cost).
+    let caughtUp = false
     const pull: Effect.Effect<Chunk.Chunk<A>, Option.Option<RunStreamError>> = Effect.gen(function*() {
       while (!ended) {
+        if (caughtUp && next !== undefined) yield* next.wait
+        caughtUp = false
         const page = yield* read(cursor)
         cursor += page.items.length
         ended = page.ended
         next?.read(page.items.length > 0)
-        if (page.items.length > 0) return Chunk.unsafeFromArray(page.items as Array<A>)
+        if (page.items.length > 0) {
+          caughtUp = !ended && cursor >= page.size
+          return Chunk.unsafeFromArray(page.items as Array<A>)
+        }
         if (ended) break
         if (next === undefined) {
           // Caught up with a run that goes on: listen only now (a reader of a finished run never does), then read
@@ -154,20 +163,33 @@ export const events = (
   runId: string,
   startIndex?: number
 ): Stream.Stream<WorkflowEvent, RunStreamError> =>
-  follow(bus, runId, EventBus.runChannel(runId), startIndex, (from) =>
-    Effect.flatMap(Effect.mapError(store.readEvents(runId, from, pageSize), storeOrBus(runId)), (page) => {
-      // A run's log is empty only between its creation and its `workflow-start`, or once the run is gone.
-      if (page.size === 0) {
-        return Effect.flatMap(Effect.mapError(store.getRun(runId), storeOrBus(runId)), (run) =>
-          run === undefined ? Effect.fail(notInStore(runId)) : Effect.succeed({ items: [], size: 0, ended: false }))
-      }
-      const finish = page.events.findIndex((e) => e.type === "workflow-finish" && e.from === "WORKFLOW")
-      return Effect.succeed(
-        finish === -1
-          ? { items: page.events, size: page.size, ended: false }
-          : { items: page.events.slice(0, finish + 1), size: page.size, ended: true }
-      )
-    }))
+  Stream.suspend(() => {
+    const isFinish = (e: WorkflowEvent) => e.type === "workflow-finish" && e.from === "WORKFLOW"
+    let first = true
+    return follow(bus, runId, EventBus.runChannel(runId), startIndex, (from) =>
+      Effect.flatMap(Effect.mapError(store.readEvents(runId, from, pageSize), storeOrBus(runId)), (page) => {
+        const firstRead = first
+        first = false
+        // A run's log is empty only between its creation and its `workflow-start`, or once the run is gone.
+        if (page.size === 0) {
+          return Effect.flatMap(Effect.mapError(store.getRun(runId), storeOrBus(runId)), (run) =>
+            run === undefined ? Effect.fail(notInStore(runId)) : Effect.succeed({ items: [], size: 0, ended: false }))
+        }
+        // A reader that starts right after `workflow-finish` (resuming after the last event) has nothing to wait for.
+        if (firstRead && page.events.length === 0 && from > 0 && from === page.size) {
+          return Effect.map(
+            Effect.mapError(store.readEvents(runId, from - 1, 1), storeOrBus(runId)),
+            (previous) => ({ items: [], size: page.size, ended: previous.events.some(isFinish) })
+          )
+        }
+        const finish = page.events.findIndex(isFinish)
+        return Effect.succeed(
+          finish === -1
+            ? { items: page.events, size: page.size, ended: false }
+            : { items: page.events.slice(0, finish + 1), size: page.size, ended: true }
+        )
+      }))
+  })
 
 /** One of the run's streams, from `startIndex`, ending when it is closed or the run has ended. */
 export const chunks = <A>(

@@ -5,14 +5,17 @@
  */
 import * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
-import type * as Context from "effect/Context"
+import * as Context from "effect/Context"
+import * as Either from "effect/Either"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
+import { constVoid } from "effect/Function"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
+import * as Tracer from "effect/Tracer"
 import * as EventBus from "../../EventBus.js"
 import type { Run } from "../../Run.js"
 import * as RunStore from "../../RunStore.js"
@@ -34,6 +37,7 @@ import * as Interpreter from "./interpreter.js"
 import * as Memo from "./memo.js"
 import * as Reader from "../bus/reader.js"
 import * as Timers from "./timers.js"
+import * as Tracing from "./tracing.js"
 import { wallNow, wallSleep } from "../wallClock.js"
 
 /** How a run (or one generation of it, between suspensions) settled. */
@@ -77,8 +81,23 @@ export interface EngineOptions {
 
 /** How an engine executes runs. */
 export interface Driver {
-  /** Starts executing a run that the store shows ready (just created, resumed, or left without an owner). */
-  readonly launch: (runId: string, registered: Registered, input: unknown, reason: LaunchReason) => Effect.Effect<void>
+  /**
+   * Starts executing a run that the store shows ready (just created, resumed, or left without an owner). `parent`:
+   * the run's span, under which its walks make their spans (see `tracing.ts`): at `start`, the open span itself;
+   * later, the ids the store recorded (none for a run recorded without).
+   */
+  readonly launch: (
+    runId: string,
+    registered: Registered,
+    input: unknown,
+    reason: LaunchReason,
+    parent: Tracer.AnySpan | undefined
+  ) => Effect.Effect<void>
+  /**
+   * Whether `launch` at `start` walks the run under the run's open span and ends that span when this walk ends (the
+   * default engine). Else `start` ends it once the run is launched.
+   */
+  readonly endsRunSpan?: boolean
   /** Cancels a run, returning once it is recorded canceled. */
   readonly cancel: (runId: string) => Effect.Effect<void>
   /** The status a new run is created with: `running` when the driver executes it at once, else `pending`. */
@@ -371,17 +390,22 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
 
   /** A run's stored input, decoded; a run whose input no longer decodes is failed, saying so (answers `undefined`). */
   const storedInput = (registered: Registered, record: RunStore.RunRecord) =>
-    Effect.flatMap(Effect.either(Codec.decode(registered.workflow.inputSchema, record.input)), (input) =>
-      input._tag === "Right"
-        ? Effect.succeed({ value: input.right })
-        : Effect.as(
-          failRun(record.runId, new Executor.StepFailure({
-            stepId: record.workflowId,
-            path: "",
-            cause: Cause.die(new Error(`The stored input of run ${record.runId} no longer decodes: ${input.left.message}`))
-          })),
-          undefined
-        ))
+    Effect.flatMap(
+      record.corrupt === undefined
+        ? Effect.either(Effect.mapError(Codec.decode(registered.workflow.inputSchema, record.input), (e) => e.message))
+        : Effect.succeed(Either.left(record.corrupt) as Either.Either<unknown, string>),
+      (input): Effect.Effect<{ readonly value: unknown } | undefined> =>
+        input._tag === "Right"
+          ? Effect.succeed({ value: input.right })
+          : Effect.as(
+            failRun(record.runId, new Executor.StepFailure({
+              stepId: record.workflowId,
+              path: "",
+              cause: Cause.die(new Error(`The stored input of run ${record.runId} no longer decodes: ${input.left}`))
+            })),
+            undefined
+          )
+    )
 
   // -------------------------------------------------------------------------------------------------------------
   // run handles
@@ -392,6 +416,9 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
       if (record === undefined) return yield* Effect.die(new RunNotFoundError({ runId }))
       switch (record.status) {
         case "success": {
+          if (record.corrupt !== undefined) {
+            return yield* Effect.die(new RunStore.RunStoreError({ operation: "decode", runId, reason: record.corrupt }))
+          }
           const schema = registry.get(record.workflowId)?.workflow.outputSchema
           const output = schema === undefined
             ? record.output
@@ -425,7 +452,16 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
           waiters.set(runId, waiter)
         }
         const outcome = yield* outcomeFromStore(runId)
-        if (outcome !== undefined && until(outcome)) return outcome
+        if (outcome !== undefined && until(outcome)) {
+          // The waiter goes with the wait: left behind for a run already settled, waiters piled up (one per awaited
+          // run) for as long as the ticker below did not run, which a process kept busy by short runs put off for
+          // good (heap growing by about 0.8 KB a run, seen in the memory soak). Others sharing it wake and look again.
+          if (waiters.get(runId) === waiter) {
+            waiters.delete(runId)
+            Deferred.unsafeDone(waiter, Exit.void)
+          }
+          return outcome
+        }
         // Another process may settle it without telling this one: the engine's ticker wakes every waiter each second.
         yield* Deferred.await(waiter)
       }
@@ -496,7 +532,7 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
         runId,
         owns ? { status: "running", suspended: [], owner: workerId, heartbeatAt: wallNow() } : { status: "running", suspended: [] }
       )
-      return { registered, input: input.value }
+      return { registered, input: input.value, trace: record.trace }
     })
 
   const withDriver = (driver: Driver, scope: Scope.Scope) => Effect.gen(function*() {
@@ -544,7 +580,7 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
           transitions.withPermits(1)(
             Effect.flatMap(
               prepareResume(runId, step, resumeData, driver.isLive(runId), executes),
-              ({ input, registered }) => driver.launch(runId, registered, input, "resume")
+              ({ input, registered, trace }) => driver.launch(runId, registered, input, "resume", Tracing.parentOf(trace))
             )
           )
       }
@@ -573,7 +609,13 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
           if (!stale || !(yield* store.claimRun(record.runId, workerId, now, now - leaseMillis))) continue
           const input = yield* storedInput(registered, record)
           if (input === undefined) continue
-          yield* driver.launch(record.runId, registered, input.value, record.status === "pending" ? "start" : "recover")
+          yield* driver.launch(
+            record.runId,
+            registered,
+            input.value,
+            record.status === "pending" ? "start" : "recover",
+            Tracing.parentOf(record.trace)
+          )
         }
         if (held.length > 0 && driver.watch !== undefined) yield* driver.watch(registered, held)
       })
@@ -621,6 +663,28 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
       input: I,
       options?: { readonly runId?: string }
     ): Effect.Effect<Run<O, E>, WorkflowInputError, R> =>
+      Tracing.ifTracing(startUnder(workflow, input, options, undefined, constVoid), () =>
+        Effect.flatMap(
+          Tracing.makeRunSpan(workflow.id),
+          (span) => {
+            // The run's span goes to a driver that ends it (`Driver.endsRunSpan`) with the launch; else it ends here.
+            let handedOver = false
+            return Effect.onExit(
+              startUnder(workflow, input, options, span, () => {
+                handedOver = driver.endsRunSpan === true
+              }),
+              (exit) => handedOver ? Effect.void : Tracing.end(span, exit)
+            )
+          }
+        ))
+
+    const startUnder = <I, O, E, R>(
+      workflow: Workflow.Workflow<string, I, O, E, R>,
+      input: I,
+      options: { readonly runId?: string } | undefined,
+      span: Tracer.Span | undefined,
+      handOver: () => void
+    ): Effect.Effect<Run<O, E>, WorkflowInputError, R> =>
       Effect.gen(function*() {
         const services = (yield* Effect.context<R>()) as Context.Context<never>
         const workflowId = workflow.id
@@ -628,13 +692,23 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
           Codec.encode(workflow.inputSchema, input),
           (e) => new WorkflowInputError({ workflowId, reason: `input does not match inputSchema: ${e.message}` })
         )
+        const notJson = Codec.unstorable(encoded)
+        if (notJson !== undefined) {
+          return yield* new WorkflowInputError({
+            workflowId,
+            reason: `input cannot be stored: ${notJson.replace("the value", "its encoded input")}`
+          })
+        }
         const runId = options?.runId ?? randomId()
         if (typeof runId !== "string" || runId.length === 0) {
           return yield* new WorkflowInputError({ workflowId, reason: "runId must be a non-empty string" })
         }
+        span?.attribute(Tracing.attributes.runId, runId)
         const registered: Registered = { workflow: workflow as unknown as Workflow.Any, services }
         registry.set(workflowId, registered)
         const now = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
+        const started: WorkflowEvent.WorkflowEvent = { type: "workflow-start", runId, from: "WORKFLOW", payload: { workflowId } }
+        // Stored with the run: created by a process that died before its first event, a run had none.
         const created = yield* Effect.orDie(store.createRun({
           runId,
           workflowId,
@@ -642,8 +716,9 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
           input: encoded,
           ...(executes ? { owner: workerId, heartbeatAt: wallNow() } : {}),
           createdAt: now,
-          updatedAt: now
-        }))
+          updatedAt: now,
+          ...(span === undefined ? {} : { trace: Tracing.contextOf(span) })
+        }, started))
         if (!created) {
           const existing = yield* Effect.orDie(store.getRun(runId))
           if (existing !== undefined && existing.workflowId === workflowId) return handle<O, E>(runId, workflowId)
@@ -652,8 +727,9 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
             reason: `runId "${runId}" already belongs to a run of workflow "${existing?.workflowId}"`
           })
         }
-        yield* emitter(runId)({ type: "workflow-start", runId, from: "WORKFLOW", payload: { workflowId } })
-        yield* driver.launch(runId, registered, input, "start")
+        yield* Executor.publishQuietly(bus, EventBus.runChannel(runId), { type: "watch", runId, data: started })
+        handOver()
+        yield* driver.launch(runId, registered, input, "start", span)
         return handle<O, E>(runId, workflowId)
       })
 
@@ -695,6 +771,8 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
   }
 })
 
+const withoutSpan = (context: Context.Context<never>): Context.Context<never> => Context.omit(Tracer.ParentSpan)(context)
+
 /** Options of the default engine. */
 export interface DefaultOptions extends EngineOptions {
   /**
@@ -710,6 +788,8 @@ interface LiveRun {
   canceling: boolean
   /** A parked sleep fell due while this generation was still walking: walk again once it ends. */
   wakeRequested: boolean
+  /** The run's span, parent of the spans of its walks. */
+  readonly parent: Tracer.AnySpan | undefined
 }
 
 /**
@@ -725,11 +805,24 @@ export const makeDefault = (options: DefaultOptions = {}) => Effect.gen(function
   // Serializes what moves a run between parked and walking (wake-ups, generations ending parked, cancels).
   const lock = Effect.unsafeMakeSemaphore(1)
 
-  const launch = (runId: string, registered: Registered, input: unknown): Effect.Effect<void> =>
+  /**
+   * Walks a run in a fiber of its own, its spans under `parent`. The run's open span (from `start`) is this walk's to
+   * end, once the walk is over and recorded; a recorded one is only a parent.
+   */
+  const launch = (runId: string, registered: Registered, input: unknown, parent: Tracer.AnySpan | undefined): Effect.Effect<void> =>
     Effect.suspend((): Effect.Effect<void> => {
+      const open = parent?._tag === "Span" ? parent : undefined
+      let outcome: Exit.Exit<unknown, unknown> = Exit.void
+      const endOpen = (exit: Exit.Exit<unknown, unknown>) =>
+        open === undefined ? Effect.void : Tracing.end(open, Exit.isSuccess(exit) ? outcome : exit)
       // Reserved at once, so that of two launches racing (a wake-up and a recovery, say) one walks.
-      if (live.has(runId)) return Effect.void
-      const entry: LiveRun = { fiber: undefined, canceling: false, wakeRequested: false }
+      if (live.has(runId)) return endOpen(Exit.void)
+      const entry: LiveRun = {
+        fiber: undefined,
+        canceling: false,
+        wakeRequested: false,
+        parent: open === undefined ? parent : Tracing.parentOf(Tracing.contextOf(open))
+      }
       live.set(runId, entry)
       const release = Effect.sync(() => {
         if (live.get(runId) === entry) live.delete(runId)
@@ -737,7 +830,7 @@ export const makeDefault = (options: DefaultOptions = {}) => Effect.gen(function
       return Effect.gen(function*() {
         const { workflow } = registered
         const memo = yield* core.loadMemo(runId, workflow.id)
-        if (memo === undefined) return yield* release
+        if (memo === undefined) return yield* Effect.zipRight(release, endOpen(Exit.void))
         const park: Executor.Park = {
           after: parkAfter,
           wakeAt: (path, until) => timers.schedule(runId, path, until)
@@ -752,8 +845,11 @@ export const makeDefault = (options: DefaultOptions = {}) => Effect.gen(function
           leave: Effect.suspend(() => --sleeping === 0 ? core.setRun(runId, { status: "running" }) : Effect.void)
         }
         // Effect schedules a forked fiber and never runs it inside `forkIn`: `entry.fiber` is set before the walk begins.
-        const generation = Effect.exit(Interpreter.runWorkflow(env, waits, workflow, input, "")).pipe(
-          Effect.flatMap((exit) => classify(workflow, exit)),
+        const generation = Effect.exit(Tracing.under(Interpreter.runWorkflow(env, waits, workflow, input, ""), parent)).pipe(
+          Effect.flatMap((exit) => {
+            outcome = Tracing.walkExit(exit)
+            return classify(workflow, exit)
+          }),
           Effect.flatMap((result) =>
             result._tag === "Pending"
               ? parkRun(runId, entry, registered, input)
@@ -763,10 +859,12 @@ export const makeDefault = (options: DefaultOptions = {}) => Effect.gen(function
           // Interrupted without a cancel: the engine is shutting down, and the run stays as the store has it.
           Effect.onInterrupt(() => entry.canceling ? core.cancelRun(runId) : Effect.void),
           Effect.catchAllCause((cause) => Effect.logError(`Run ${runId} could not be recorded`, cause)),
-          Effect.ensuring(release)
+          Effect.ensuring(release),
+          Effect.onExit((exit) => endOpen(exit))
         )
-        entry.fiber = yield* Effect.forkIn(generation, scope)
-      }).pipe(Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : release))
+        // Not in the span of the code that launched it (`start`'s caller): spans of the walk hang under the run's.
+        entry.fiber = yield* Effect.forkIn(Effect.mapInputContext(generation, withoutSpan), scope)
+      }).pipe(Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : Effect.zipRight(release, endOpen(exit))))
     })
 
   /** A generation ended with only parked sleeps ahead: the run waits, holding nothing but its timer entries. */
@@ -776,7 +874,7 @@ export const makeDefault = (options: DefaultOptions = {}) => Effect.gen(function
       lock.withPermits(1)(Effect.suspend(() => {
         if (live.get(runId) === entry) live.delete(runId)
         if (!entry.wakeRequested) return Effect.void
-        return Effect.zipRight(core.setRun(runId, { status: "running" }), launch(runId, registered, input))
+        return Effect.zipRight(core.setRun(runId, { status: "running" }), launch(runId, registered, input, entry.parent))
       }))
     )
 
@@ -796,7 +894,7 @@ export const makeDefault = (options: DefaultOptions = {}) => Effect.gen(function
       const input = yield* core.storedInput(registered, record)
       if (input === undefined) return
       yield* core.setRun(runId, { status: "running" })
-      yield* launch(runId, registered, input.value)
+      yield* launch(runId, registered, input.value, Tracing.parentOf(record.trace))
     })).pipe(Effect.catchAllCause((cause) => Effect.logError(`Waking run ${runId} failed`, cause)))
 
   const cancel = (runId: string): Effect.Effect<void> =>
@@ -815,7 +913,8 @@ export const makeDefault = (options: DefaultOptions = {}) => Effect.gen(function
   const isLive = (runId: string) => live.has(runId) || timers.has(runId)
 
   return yield* core.withDriver({
-    launch,
+    launch: (runId, registered, input, _reason, parent) => launch(runId, registered, input, parent),
+    endsRunSpan: true,
     cancel,
     initialStatus: "running",
     orphanStatuses: ["running", "waiting"],

@@ -26,14 +26,15 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
 import * as Option from "effect/Option"
-import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
+import type * as Tracer from "effect/Tracer"
 import * as EventBus from "../../EventBus.js"
 import * as RunStore from "../../RunStore.js"
 import { SerializedError } from "../../WorkflowEvent.js"
 import * as Codec from "../codec.js"
 import { randomId } from "../ids.js"
+import { outage } from "../retry.js"
 import * as Consume from "../bus/consume.js"
 import { classify, type EngineOptions, type LaunchReason, makeCore, type Registered } from "./core.js"
 import * as Executor from "./executor.js"
@@ -41,6 +42,7 @@ import * as Interpreter from "./interpreter.js"
 import type * as Memo from "./memo.js"
 import * as Mutex from "./mutex.js"
 import * as Timers from "./timers.js"
+import * as Tracing from "./tracing.js"
 import { wallNow, wallSleep } from "../wallClock.js"
 
 const noBeats: ReadonlyMap<string, number> = new Map()
@@ -57,14 +59,16 @@ const settlementPath = "$settled"
 
 /**
  * A command. `handBacks`: how many times instances that do not register the run's workflow took it and published it
- * again for the others of the group.
+ * again for the others of the group. `trace`: the ids of the run's span, so that the walk the command causes, in
+ * whichever instance, makes its spans children of it (commands from before tracing have none).
  */
 const command = <T extends string, F extends Schema.Struct.Fields>(type: T, data: F) =>
   Schema.Struct({
     type: Schema.Literal(type),
     runId: Schema.String,
     data: Schema.Struct(data),
-    handBacks: Schema.optional(Schema.Number)
+    handBacks: Schema.optional(Schema.Number),
+    trace: Schema.optional(Tracing.TraceContext)
   })
 
 const Suspended = Schema.Struct({ step: Schema.String, path: Schema.String, payload: Schema.Unknown })
@@ -116,6 +120,21 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
      */
     const handlers = yield* Scope.fork(scope, ExecutionStrategy.sequential)
     const group = options.group ?? defaultGroup
+    /**
+     * This instance, as the executor named in the step records it claims and in its own heartbeats: its worker id and
+     * when it started. Named by the worker id alone, a worker restarted under its name within the lease went on
+     * heartbeating for the steps its former process was executing when it died, and the runs' owners, taking their
+     * executor for alive, never sent them again (runs waited for ever; seen in the kill soak once killed workers came
+     * back in a few seconds). Ownership of runs stays by worker id, so a restarted worker still takes its runs back
+     * at once.
+     */
+    const executorId = `${core.workerId}@${core.startedAt}`
+    if (options.client !== true) {
+      yield* Effect.gen(function*() {
+        yield* Effect.ignore(store.heartbeat(executorId, wallNow()))
+        yield* wallSleep(Duration.millis(core.leaseMillis / 3))
+      }).pipe(Effect.forever, Effect.forkIn(scope))
+    }
 
     // Process-local bookkeeping only: a restart loses none of a run's state.
     const locks = new Map<string, { readonly mutex: Mutex.Mutex; users: number }>()
@@ -134,18 +153,31 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
     // Sleeps not yet due: one timer queue, which sends the sleep's node to be executed once it is.
     const timers = yield* Timers.make((runId, path) => send("workflow.step.run", runId, { path }))
 
-    const resend = Schedule.intersect(Schedule.exponential("10 millis"), Schedule.recurs(5))
     // Commands this instance built are valid by construction: when the bus hands back the same object (the memory
     // bus does), it is not decoded again.
     const sent = new WeakSet<object>()
     const publishCommand = (message: Command): Effect.Effect<void> => {
       sent.add(message)
       const publish = bus.publish(EventBus.workflowsChannel, message)
-      // The retry schedule is only set up once a publish has failed: the common path stays one call.
-      return publish.pipe(Effect.catchAll(() => Effect.retry(publish, resend)), Effect.orDie)
+      // A broker that is down (restarting) is waited for as long as a store would be: given up after a few quick
+      // tries, the command's walk died, and the run was failed for the outage. The retry schedule is only set up
+      // once a publish has failed: the common path stays one call.
+      return publish.pipe(
+        Effect.catchAll((first) =>
+          Effect.zipRight(
+            Effect.logWarning(`Could not send ${message.type} for run ${message.runId}; retrying`, first.message),
+            Effect.retry(publish, outage)
+          )
+        ),
+        Effect.orDie
+      )
     }
-    const send = <T extends Command["type"]>(type: T, runId: string, data: CommandData<T>): Effect.Effect<void> =>
-      publishCommand({ type, runId, data } as Command)
+    const send = <T extends Command["type"]>(
+      type: T,
+      runId: string,
+      data: CommandData<T>,
+      trace?: RunStore.TraceContext | undefined
+    ): Effect.Effect<void> => publishCommand((trace === undefined ? { type, runId, data } : { type, runId, data, trace }) as Command)
 
     /**
      * Publishes a command this instance cannot handle (it does not register the run's workflow) again, for another
@@ -195,6 +227,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
     const decodedInputs = new WeakMap<object, unknown>()
     /** The run's stored input, decoded; `undefined` when it no longer decodes (the dispatching walk fails the run). */
     const decodeInput = (registered: Registered, record: RunStore.RunRecord) => {
+      if (record.corrupt !== undefined) return Effect.succeed(undefined)
       const key = typeof record.input === "object" && record.input !== null ? record.input : undefined
       if (key !== undefined && decodedInputs.has(key)) return Effect.succeed({ value: decodedInputs.get(key) })
       return Effect.match(Codec.decode(registered.workflow.inputSchema, record.input), {
@@ -237,7 +270,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
       Effect.gen(function*() {
         const others = new Set<string>()
         for (const record of memo.values()) {
-          if (record.status === "running" && record.worker !== undefined && record.worker !== core.workerId) {
+          if (record.status === "running" && record.worker !== undefined && record.worker !== executorId) {
             others.add(record.worker)
           }
         }
@@ -249,7 +282,11 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
           // claimed the step (a broker counts a command handled once it is handed to the engine). Sent again, the
           // step is still executed once: of two copies, one wins the claim.
           if (worker === undefined) return unclaimed || (record.dispatchedAt !== undefined && record.dispatchedAt < staleBefore)
-          if (worker === core.workerId) return startedAt < core.startedAt
+          if (worker === executorId) return false
+          // A former process of this worker's name (records from before executor ids carry the name alone).
+          if (worker === core.workerId || worker.slice(0, worker.lastIndexOf("@")) === core.workerId) {
+            return startedAt < core.startedAt
+          }
           // An instance claimed after the heartbeats were read counts as alive: its claim is recent.
           return silent(beats, worker, startedAt, staleBefore)
         }
@@ -259,7 +296,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
      * Walks the run, dispatching what is ready, and sends what the walk came to. `lost`: send steps recorded `running`
      * again when they lost their executor (`lostSteps`), also unclaimed ones when recovering a run whose owner died.
      */
-    const advance = (runId: string, lost?: "recover" | "executor") =>
+    const advance = (runId: string, lost?: "recover" | "executor", trace?: RunStore.TraceContext) =>
       Effect.gen(function*() {
         const loaded = yield* load(runId)
         // A suspended run waits for resume (which sets it running first); a late step end has nothing to advance.
@@ -271,13 +308,16 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
         }
         const { input, memo, record, registered } = loaded
         const redispatch = lost === undefined ? undefined : yield* lostSteps(memo, lost === "recover")
+        const parent = trace ?? record.trace
         const env = core.cachedEnv(runId, registered, memo, {
           _tag: "Dispatch",
-          dispatch: (path) => send("workflow.step.run", runId, { path }),
+          dispatch: (path) => send("workflow.step.run", runId, { path }, parent),
           wakeAt: (path, until) => timers.schedule(runId, path, until),
           redispatch
         })
-        const exit = yield* Effect.exit(Interpreter.runWorkflow(env, Interpreter.noWaits, registered.workflow, input, ""))
+        const exit = yield* Effect.exit(
+          Tracing.under(Interpreter.runWorkflow(env, Interpreter.noWaits, registered.workflow, input, ""), parent)
+        )
         const result = yield* classify(registered.workflow, exit)
         switch (result._tag) {
           case "Success":
@@ -320,26 +360,30 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
       path: string,
       released: string | undefined,
       stop: () => void,
-      claimed: (record: RunStore.StepRecord) => void
+      claimed: (record: RunStore.StepRecord) => void,
+      trace: RunStore.TraceContext | undefined
     ) =>
       Effect.gen(function*() {
         const loaded = yield* load(runId)
         if (loaded === undefined) return
         // Not run: the step's end takes the run to a dispatching walk, which fails it under the run's lock.
-        if (loaded._tag === "Undecodable") return yield* send("workflow.step.end", runId, { path })
-        const { input, memo, registered } = loaded
+        if (loaded._tag === "Undecodable") return yield* send("workflow.step.end", runId, { path }, trace)
+        const { input, memo, record, registered } = loaded
+        const parent = trace ?? record.trace
         const env = core.cachedEnv(runId, registered, memo, {
           _tag: "Execute",
           path,
-          worker: core.workerId,
+          worker: executorId,
           fenced: stop,
           claimed,
           released
         })
         // Whatever the walk comes to (the node's own outcome is recorded), the dispatching side takes it from here.
-        const exit = yield* Effect.exit(Interpreter.runWorkflow(env, Interpreter.noWaits, registered.workflow, input, ""))
+        const exit = yield* Effect.exit(
+          Tracing.under(Interpreter.runWorkflow(env, Interpreter.noWaits, registered.workflow, input, ""), parent)
+        )
         if (Exit.isFailure(exit) && Cause.failureOption(exit.cause).pipe(Option.exists((halt) => halt._tag === "StepFenced"))) return
-        yield* send("workflow.step.end", runId, { path })
+        yield* send("workflow.step.end", runId, { path }, parent)
       })
 
     /**
@@ -352,14 +396,14 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
      * merely walks once more.)
      */
     const awaitingWalk = new Set<string>()
-    const advanceOnce = (runId: string): Effect.Effect<void, Unregistered> | undefined => {
+    const advanceOnce = (runId: string, trace: RunStore.TraceContext | undefined): Effect.Effect<void, Unregistered> | undefined => {
       if (awaitingWalk.has(runId)) return undefined
       awaitingWalk.add(runId)
       return withLock(
         runId,
         Effect.suspend(() => {
           awaitingWalk.delete(runId)
-          return advance(runId)
+          return advance(runId, undefined, trace)
         })
       ).pipe(Effect.onInterrupt(() => Effect.sync(() => awaitingWalk.delete(runId))))
     }
@@ -457,7 +501,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
           status: "success",
           output: outcome,
           stepCallId: randomId(),
-          worker: core.workerId,
+          worker: executorId,
           startedAt: wallNow()
         }
         const won = yield* Effect.orDie(store.claimStep(runId, claim, undefined))
@@ -506,11 +550,11 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
                 }
                 yield* core.setRun(runId, { status: "running" })
               }
-              yield* advance(runId)
+              yield* advance(runId, undefined, message.trace)
             })
           )
         case "workflow.resume":
-          return withLock(runId, advance(runId, message.data.recover === true ? "recover" : undefined))
+          return withLock(runId, advance(runId, message.data.recover === true ? "recover" : undefined, message.trace))
         case "workflow.end":
           return withLock(
             runId,
@@ -578,7 +622,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
                 fiber.unsafeInterruptAsFork(FiberId.none)
               }, (record) => {
                 held = record
-              })
+              }, message.trace)
             )
           )
           return track(
@@ -597,7 +641,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
           )
         }
         case "workflow.step.end": {
-          const walk = advanceOnce(message.runId)
+          const walk = advanceOnce(message.runId, message.trace)
           return walk === undefined ? Effect.void : track(walking, message.runId, handedOver(reported(message, walk)))
         }
         case "workflow.start":
@@ -651,17 +695,24 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
       Effect.forkIn(scope)
     )
 
-    const launch = (runId: string, _registered: Registered, _input: unknown, reason: LaunchReason) =>
+    const launch = (
+      runId: string,
+      _registered: Registered,
+      _input: unknown,
+      reason: LaunchReason,
+      parent: Tracer.AnySpan | undefined
+    ) =>
       Effect.suspend(() => {
+        const trace = parent === undefined ? undefined : Tracing.contextOf(parent)
         if (options.client === true) {
-          return reason === "start" ? send("workflow.start", runId, {}) : send("workflow.resume", runId, {})
+          return reason === "start" ? send("workflow.start", runId, {}, trace) : send("workflow.resume", runId, {}, trace)
         }
         // A run carried here is only walked again (which sets its sleeps' timers again), never redispatched.
         const recover = reason === "recover" && !carried.has(runId)
         carried.set(runId, wallNow())
         return reason === "start"
-          ? send("workflow.start", runId, {})
-          : send("workflow.resume", runId, { recover })
+          ? send("workflow.start", runId, {}, trace)
+          : send("workflow.resume", runId, { recover }, trace)
       })
 
     /**

@@ -18,6 +18,7 @@ import * as ParseResult from "effect/ParseResult"
 import type * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import * as Sink from "effect/Sink"
+import * as Tracer from "effect/Tracer"
 import * as EventBus from "../../EventBus.js"
 import type { RunWritable } from "../../RunContext.js"
 import { RunContext } from "../../RunContext.js"
@@ -31,6 +32,7 @@ import * as Codec from "../codec.js"
 import { randomId } from "../ids.js"
 import type { Memo } from "./memo.js"
 import * as Mutex from "./mutex.js"
+import * as Tracing from "./tracing.js"
 import { wallNow } from "../wallClock.js"
 
 /** A step (or a nested workflow, or a map) failed: the run fails with it. */
@@ -266,6 +268,9 @@ export const makeRunEnv = (options: {
   })
 
   const runContext = RunContext.of({ runId, workflowId: options.workflowId, writable })
+  // The services were taken from whoever started or registered the workflow, with the span that caller was in: the
+  // span of user code is the step's, which providing them around it must not replace.
+  const services = Context.omit(Tracer.ParentSpan)(options.services) as Context.Context<never>
   return {
     ...options,
     failureCause: options.failureCause ?? rebuildCause,
@@ -275,7 +280,7 @@ export const makeRunEnv = (options: {
     write: log.write,
     flushWrites,
     runContext,
-    userContext: Context.add(options.services, RunContext, runContext)
+    userContext: Context.add(services, RunContext, runContext)
   }
 }
 
@@ -367,11 +372,15 @@ const makeGroupCommit = <A, E>(options: {
         commit(items, fences),
         (error): error is StepFencedError => error instanceof StepFencedError,
         (error) => {
+          // A claim fenced off meanwhile counts too: another batch (the events', another stream's) may have been
+          // refused for it while this one was on its way. Failing here instead handed the refusal to every writer of
+          // the batch, and an execution that still held its own claim failed its step with another's (a run failed
+          // "the claim on path 1[2] ... no longer holds"; seen in the kill soak under heavy load).
           let refusedOne = false
           for (const fence of error.fences) {
             for (const claim of fences ?? []) {
-              if (claim.stepCallId === fence.stepCallId && claim.path === fence.path && !claim.fenced) {
-                fenceOff(claim)
+              if (claim.stepCallId === fence.stepCallId && claim.path === fence.path) {
+                if (!claim.fenced) fenceOff(claim)
                 refusedOne = true
               }
             }
@@ -940,6 +949,8 @@ const run = (
 
     const base = makeContext(env, scope, spec.id, stepCallId, input, () => attempt, claim)
     let suspended: { readonly payload: unknown } | undefined
+    // The span of the attempt running now.
+    let attemptSpan: Tracer.Span | undefined
     const suspend = (payload: unknown): Effect.Effect<never> =>
       Effect.suspend(() => {
         if (spec.suspendSchema !== undefined) {
@@ -952,12 +963,30 @@ const run = (
           }
         }
         suspended = { payload }
+        attemptSpan?.attribute(Tracing.attributes.suspended, true)
         return Effect.interrupt
       })
+    // Each attempt is a span of its own, the parent of what the step's code traces.
+    const traced = (effect: Effect.Effect<unknown, unknown, unknown>) =>
+      Tracing.ifTracing(effect, () =>
+        Tracing.useSpan(
+          Tracing.stepSpanName(spec.id),
+          {
+            [Tracing.attributes.runId]: env.runId,
+            [Tracing.attributes.workflowId]: env.workflowId,
+            [Tracing.attributes.stepId]: spec.id,
+            [Tracing.attributes.path]: path,
+            [Tracing.attributes.attempt]: attempt
+          },
+          (span) => {
+            attemptSpan = span
+            return Effect.withParentSpan(effect, span)
+          }
+        ))
     const once = Effect.suspend(() => {
       attempt++
       const attemptEffect = spec.run(stepContext(base, resumeData, suspend, attempt))
-      const timed = spec.timeout === undefined ? attemptEffect : Effect.timeout(attemptEffect, spec.timeout)
+      const timed = traced(spec.timeout === undefined ? attemptEffect : Effect.timeout(attemptEffect, spec.timeout))
       if (attempt === firstAttempt) return timed
       claim.attempt = attempt
       // A retry's record is written under the claim: a fenced-off execution stops here (a defect is not retried).
@@ -1001,6 +1030,12 @@ const run = (
     if (Exit.isFailure(encodedOutput)) {
       return yield* fail(env, spec.id, path, stepCallId, attempt, Cause.die(new Error(
         `Step "${spec.id}" returned output that does not match its outputSchema: ${parseMessage(encodedOutput.cause)}`
+      )), claim)
+    }
+    const notJson = Codec.unstorable(encodedOutput.value)
+    if (notJson !== undefined) {
+      return yield* fail(env, spec.id, path, stepCallId, attempt, Cause.die(new Error(
+        `Step "${spec.id}" returned output that cannot be stored: ${notJson.replace("the value", "its encoded output")}`
       )), claim)
     }
     return yield* succeed(env, scope, spec.id, path, stepCallId, attempt, exit.value, encodedOutput.value, claim)
@@ -1110,7 +1145,7 @@ type GraphFn = Extract<Node, { readonly _tag: "Map" }>["fn"]
 
 /**
  * Runs a function of the graph (not a step) once per path: its answer is recorded, so a resumed or recovered run
- * never evaluates it again (and its writer events are never emitted twice).
+ * never evaluates it again (and its writer events are never emitted twice). With `spanName`, the evaluation is a span.
  */
 const evaluate = <A>(
   env: RunEnv,
@@ -1119,7 +1154,8 @@ const evaluate = <A>(
   input: unknown,
   nodeId: string,
   path: string,
-  check: (value: unknown) => A | string
+  check: (value: unknown) => A | string,
+  spanName?: string
 ): Effect.Effect<A, StepFailure | Pending> =>
   Effect.gen(function*() {
     const known = env.memo.get(path)
@@ -1127,7 +1163,18 @@ const evaluate = <A>(
     // Executing one dispatched step evaluates nothing else: the dispatching walk does that, once.
     if (env.mode._tag === "Execute") return yield* pending
     const ctx = makeContext(env, scope, nodeId, randomId(), input)
-    const exit = yield* runUser(env, () => fn(ctx))
+    const exit = yield* runUser(env, () =>
+      spanName === undefined ? fn(ctx) : Tracing.ifTracing(fn(ctx), () =>
+        Tracing.useSpan(
+          spanName,
+          {
+            [Tracing.attributes.runId]: env.runId,
+            [Tracing.attributes.workflowId]: env.workflowId,
+            [Tracing.attributes.stepId]: nodeId,
+            [Tracing.attributes.path]: path
+          },
+          (span) => Effect.withParentSpan(fn(ctx), span)
+        )))
     if (Exit.isFailure(exit)) return yield* new StepFailure({ stepId: nodeId, path, cause: exit.cause })
     const checked = check(exit.value)
     if (typeof checked === "string") {
@@ -1163,10 +1210,19 @@ export const evaluateCondition = (
   nodeId: string,
   path: string
 ): Effect.Effect<boolean, StepFailure | Pending> =>
-  evaluate(env, scope, fn, input, nodeId, path, (value) =>
-    typeof value === "boolean"
-      ? value
-      : `The condition of "${nodeId}" must produce a boolean, but produced ${typeof value}.`)
+  evaluate(
+    env,
+    scope,
+    fn,
+    input,
+    nodeId,
+    path,
+    (value) =>
+      typeof value === "boolean"
+        ? value
+        : `The condition of "${nodeId}" must produce a boolean, but produced ${typeof value}.`,
+    Tracing.conditionSpanName(nodeId)
+  )
 
 /**
  * Entry point 3: the wake-up time of a sleep (epoch ms), from its duration or duration function. Recorded, so a

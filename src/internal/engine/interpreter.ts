@@ -14,6 +14,7 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import type * as Tracer from "effect/Tracer"
 import type * as RunStore from "../../RunStore.js"
 import type * as Step from "../../Step.js"
 import type { Node, StepLike } from "../../Workflow.js"
@@ -21,6 +22,7 @@ import * as Codec from "../codec.js"
 import * as Executor from "./executor.js"
 import type { Halt, RunEnv, WorkflowScope } from "./executor.js"
 import { randomId } from "../ids.js"
+import * as Tracing from "./tracing.js"
 
 /** The paths of a node's parts (see the module's doc), one definition for the Effect walk and the replay. */
 const childPath = (path: string, stepId: string): string => `${path}:${stepId}`
@@ -92,8 +94,13 @@ const replayPrefix = (
 ): number => {
   let value = input
   let i = 0
+  // An executing walk visits the node that holds its target (it has a part to run): replaying it first only to find
+  // that part unrecorded cost a foreach of n items up to n lookups per execution, n² in all.
+  const target = env.mode._tag === "Execute" ? env.mode.path : undefined
   for (; i < nodes.length; i++) {
-    const replayed = replayedNode(env, scope, nodes[i]!, `${prefix}${i}`, value)
+    const path = `${prefix}${i}`
+    if (target !== undefined && holds(path, target)) break
+    const replayed = replayedNode(env, scope, nodes[i]!, path, value)
     if (replayed === undefined) break
     value = replayed.value
   }
@@ -273,37 +280,89 @@ const runNested = (
   env: RunEnv,
   waits: WaitTracker,
   scope: WorkflowScope,
-  workflow: Extract<StepLike, { readonly _tag: "Workflow" }>,
+  workflow: Nested,
   input: unknown,
   path: string
 ): Effect.Effect<unknown, Halt> =>
-  Effect.gen(function*() {
-    let known = env.memo.get(path)
+  Effect.suspend(() => {
+    const known = env.memo.get(path)
     if (known?.status === "success") {
-      const output = yield* Executor.decodeStored(workflow.id, path, workflow.outputSchema, known.output)
-      scope.results.set(workflow.id, output)
-      return output
+      return Effect.map(Executor.decodeStored(workflow.id, path, workflow.outputSchema, known.output), (output) => {
+        scope.results.set(workflow.id, output)
+        return output
+      })
     }
     if (known?.status === "failed") {
-      return yield* new Executor.StepFailure({ stepId: workflow.id, path, cause: env.failureCause(path, known) })
+      return Effect.fail(new Executor.StepFailure({ stepId: workflow.id, path, cause: env.failureCause(path, known) }))
     }
-    if (known === undefined) {
-      if (env.mode._tag === "Execute") return yield* Executor.notNow
-      // Started once: the record keeps the call id, so the result event matches the start event in any process.
-      const stepCallId = randomId()
-      const encodedInput = yield* Effect.exit(Codec.encode(workflow.inputSchema, input))
-      known = { path, stepId: workflow.id, status: "running", stepCallId }
-      yield* Executor.emitStepStart(env, workflow.id, stepCallId, Exit.isSuccess(encodedInput) ? encodedInput.value : input, known)
-      env.memo.set(path, known)
-      if (Exit.isFailure(encodedInput)) {
-        return yield* Executor.fail(env, workflow.id, path, stepCallId, 1, Cause.die(new Error(
-          `Nested workflow "${workflow.id}" received input that does not match its inputSchema: ${
-            Executor.parseMessage(encodedInput.cause)
-          }`
-        )), { expected: known })
-      }
+    // Started before (by this walk's process or another): its steps' spans are children of its recorded span.
+    if (known !== undefined) return Tracing.under(walkNested(env, waits, scope, workflow, input, path, known), known.trace)
+    if (env.mode._tag === "Execute") return pending
+    const start = (span: Tracer.Span | undefined) =>
+      Effect.flatMap(
+        recordNestedStart(env, workflow, input, path, span),
+        (started) => walkNested(env, waits, scope, workflow, input, path, started)
+      )
+    // Its span is opened where it starts and lasts as long as this walk walks it; its ids go with its record.
+    return Tracing.ifTracing(start(undefined), () =>
+      Effect.flatMap(
+        Tracing.makeSpan(Tracing.workflowSpanName(workflow.id), {
+          [Tracing.attributes.runId]: env.runId,
+          [Tracing.attributes.workflowId]: env.workflowId,
+          [Tracing.attributes.stepId]: workflow.id,
+          [Tracing.attributes.path]: path
+        }),
+        (span) =>
+          Tracing.under(start(span), span).pipe(
+            Effect.onExit((exit) => Tracing.end(span, Tracing.walkExit(exit)))
+          )
+      ))
+  })
+
+type Nested = Extract<StepLike, { readonly _tag: "Workflow" }>
+
+/** Records the start of a nested workflow, once: the record keeps the call id and the span. */
+const recordNestedStart = (
+  env: RunEnv,
+  workflow: Nested,
+  input: unknown,
+  path: string,
+  span: Tracer.Span | undefined
+): Effect.Effect<RunStore.StepRecord, Halt> =>
+  Effect.gen(function*() {
+    // The call id makes the result event match the start event in any process.
+    const stepCallId = randomId()
+    const encodedInput = yield* Effect.exit(Codec.encode(workflow.inputSchema, input))
+    const started: RunStore.StepRecord = {
+      path,
+      stepId: workflow.id,
+      status: "running",
+      stepCallId,
+      ...(span === undefined ? {} : { trace: Tracing.contextOf(span) })
     }
-    const started = known
+    yield* Executor.emitStepStart(env, workflow.id, stepCallId, Exit.isSuccess(encodedInput) ? encodedInput.value : input, started)
+    env.memo.set(path, started)
+    if (Exit.isFailure(encodedInput)) {
+      return yield* Executor.fail(env, workflow.id, path, stepCallId, 1, Cause.die(new Error(
+        `Nested workflow "${workflow.id}" received input that does not match its inputSchema: ${
+          Executor.parseMessage(encodedInput.cause)
+        }`
+      )), { expected: started })
+    }
+    return started
+  })
+
+/** Walks a started nested workflow and records its outcome when it ends. */
+const walkNested = (
+  env: RunEnv,
+  waits: WaitTracker,
+  scope: WorkflowScope,
+  workflow: Nested,
+  input: unknown,
+  path: string,
+  started: RunStore.StepRecord
+): Effect.Effect<unknown, Halt> =>
+  Effect.gen(function*() {
     const stepCallId = started.stepCallId ?? randomId()
     const output = yield* runWorkflow(env, waits, workflow, input, `${path}/`)
     const encoded = yield* Effect.exit(Codec.encode(workflow.outputSchema, output))

@@ -35,6 +35,20 @@ export interface SuspendedStep {
 }
 
 /**
+ * Where spans hang in a run's trace: the ids of the span that stands for the run (or, on a nested workflow's step
+ * record, for that nested workflow). Walks of the run in any process, later or elsewhere, make their spans children
+ * of it, so that a run is one trace (see the README, "Tracing").
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface TraceContext {
+  readonly traceId: string
+  readonly spanId: string
+  readonly sampled: boolean
+}
+
+/**
  * One run. `input` and `output` are stored encoded with the workflow's schemas.
  *
  * @since 0.1.0
@@ -55,12 +69,20 @@ export interface RunRecord {
   readonly heartbeatAt?: number
   readonly createdAt: number
   readonly updatedAt: number
+  /** The run's span, made by `start`, when a tracer was there to make it. Set at creation only. */
+  readonly trace?: TraceContext
   /**
    * How many step records have been written for the run (`putStep` calls), as `getSteps` counts them. Stores set it
    * (a record given to `createRun` leaves it out); an engine holding step records read at this count knows they are
    * current without reading them again.
    */
   readonly stepsVersion?: number
+  /**
+   * Set by a store when a field of the run's row no longer decodes (corrupt JSON): which field and why. The fields
+   * that did not decode are left out (`input` is then `undefined`). The engines fail such a run with this reason
+   * instead of failing every listing or read that meets the row.
+   */
+  readonly corrupt?: string
 }
 
 /**
@@ -125,6 +147,8 @@ export interface StepRecord {
    * the instance that took it off the bus).
    */
   readonly dispatchedAt?: number
+  /** On a nested workflow's record: the span that stands for it, parent of the spans of its steps. */
+  readonly trace?: TraceContext
 }
 
 /**
@@ -210,8 +234,11 @@ export interface ChunkPage {
  * @category models
  */
 export interface Shape {
-  /** Creates a run; answers `false` (and changes nothing) when the id is taken. */
-  readonly createRun: (record: RunRecord) => Effect.Effect<boolean, RunStoreError>
+  /**
+   * Creates a run, with `event` (its `workflow-start`) as event 0 in the same atomic write when given; answers `false`
+   * (and changes nothing) when the id is taken.
+   */
+  readonly createRun: (record: RunRecord, event?: WorkflowEvent) => Effect.Effect<boolean, RunStoreError>
   readonly getRun: (runId: string) => Effect.Effect<RunRecord | undefined, RunStoreError>
   /**
    * Applies `patch` to the run. A finished run (`success`, `failed`, `canceled`) stays as it is: the patch changes

@@ -177,6 +177,11 @@ const migrations: Record<string, Effect.Effect<void, SqlError, SqlClient.SqlClie
             END`
         ], { discard: true })
     })
+  }),
+  // The run's trace context (`RunRecord.trace`, JSON), so that walks anywhere continue the run's trace.
+  "7_stepwise_run_trace": Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    yield* sql`ALTER TABLE stepwise_runs ADD COLUMN trace TEXT`
   })
 }
 
@@ -305,6 +310,7 @@ interface RunRow {
   readonly created_at: number | string
   readonly updated_at: number | string
   readonly steps_version: number | string
+  readonly trace: string | null
 }
 
 /** A store failure, with the driver's own words (a deadlock, a lost connection) after `@effect/sql`'s. */
@@ -341,13 +347,22 @@ export const make = Effect.gen(function*() {
   yield* Effect.mapError(migrate, (e) => new RunStoreError({ operation: "migrate", reason: e.message }))
   const isPg = sql.onDialectOrElse({ pg: () => true, orElse: () => false })
 
-  const toRecord = (row: RunRow): Effect.Effect<RunStore.RunRecord, RunStoreError> =>
+  /**
+   * A run row as a record. A JSON field that no longer decodes is left out and named in `corrupt` rather than failing
+   * the read: one corrupt row would otherwise fail every listing that meets it (the engines' scan for runs to take
+   * over among them), and the run itself could never be failed.
+   */
+  const toRecord = (row: RunRow): Effect.Effect<RunStore.RunRecord> =>
     Effect.gen(function*() {
       const what = `run ${row.run_id}`
-      const input = yield* fromJson(row.input, `the input of ${what}`, row.run_id)
-      const output = yield* optionalJson(row.output, `the output of ${what}`, row.run_id)
-      const error = yield* optionalJson(row.error, `the error of ${what}`, row.run_id)
-      const suspended = yield* optionalJson(row.suspended, `the suspended steps of ${what}`, row.run_id)
+      const problems: Array<string> = []
+      const field = (decoded: Effect.Effect<unknown, RunStoreError>) =>
+        Effect.catchAll(decoded, (error) => Effect.sync(() => (problems.push(error.reason), undefined)))
+      const input = yield* field(fromJson(row.input, `the input of ${what}`, row.run_id))
+      const output = yield* field(optionalJson(row.output, `the output of ${what}`, row.run_id))
+      const error = yield* field(optionalJson(row.error, `the error of ${what}`, row.run_id))
+      const suspended = yield* field(optionalJson(row.suspended, `the suspended steps of ${what}`, row.run_id))
+      const trace = yield* field(optionalJson(row.trace, `the trace context of ${what}`, row.run_id))
       return {
         runId: row.run_id,
         workflowId: row.workflow_id,
@@ -361,17 +376,28 @@ export const make = Effect.gen(function*() {
         ...(row.heartbeat_at === null ? {} : { heartbeatAt: Number(row.heartbeat_at) }),
         createdAt: Number(row.created_at),
         updatedAt: Number(row.updated_at),
-        stepsVersion: Number(row.steps_version)
+        stepsVersion: Number(row.steps_version),
+        ...(trace === undefined ? {} : { trace: trace as RunStore.TraceContext }),
+        ...(problems.length === 0 ? {} : { corrupt: problems.join("; ") })
       }
     })
 
-  const createRun = (record: RunStore.RunRecord) =>
+  const insertRun = (record: RunStore.RunRecord) =>
     sql<{ run_id: string }>`INSERT INTO stepwise_runs
-      (run_id, workflow_id, status, input, owner, heartbeat_at, created_at, updated_at)
+      (run_id, workflow_id, status, input, owner, heartbeat_at, created_at, updated_at, trace)
       VALUES (${record.runId}, ${record.workflowId}, ${record.status}, ${toJson(record.input)},
-        ${record.owner ?? null}, ${record.heartbeatAt ?? null}, ${record.createdAt}, ${record.updatedAt})
+        ${record.owner ?? null}, ${record.heartbeatAt ?? null}, ${record.createdAt}, ${record.updatedAt},
+        ${record.trace === undefined ? null : toJson(record.trace)})
       ON CONFLICT (run_id) DO NOTHING
       RETURNING run_id`.pipe(Effect.map((rows) => rows.length === 1), Effect.mapError(fail("create run", record.runId)))
+
+  /** The run and its first event in one transaction: a process that dies in between leaves neither. */
+  const createRun = (record: RunStore.RunRecord, event?: WorkflowEvent) =>
+    event === undefined
+      ? insertRun(record)
+      : sql.withTransaction(
+        Effect.flatMap(insertRun(record), (created) => created ? Effect.as(appendEvent(record.runId, event), true) : Effect.succeed(false))
+      ).pipe(Effect.catchTag("SqlError", (error) => Effect.fail(fail("create run", record.runId)(error))))
 
   const getRun = (runId: string) =>
     sql<RunRow>`SELECT * FROM stepwise_runs WHERE run_id = ${runId}`.pipe(

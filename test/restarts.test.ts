@@ -1,0 +1,90 @@
+/**
+ * Restarts of the servers themselves, under three worker processes and a client process (test/fixtures/cluster.ts):
+ * a `redis-server` of the test's own killed and started again, empty, while runs stream; a Postgres cluster of the
+ * test's own (store and bus) stopped and started again while steps commit. Runs pause, then complete: no run lost,
+ * no committed step run again, and the client, which follows every run's stream and events live from the start, goes
+ * on without a gap or a duplicate (checked against the store).
+ */
+import { SqlClient } from "@effect/sql"
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Layer, Schedule } from "effect"
+import { RunStore } from "stepwise"
+import * as Postgres from "stepwise/postgres"
+import { postgresEnabled, redisEnabled } from "./backends.js"
+import { checkRuns } from "./fixtures/check.js"
+import { createEffects, stepsOfRun } from "./fixtures/clusterWorkflow.js"
+import { followedBy, freshDatabase, printed, type Proc, start } from "./fixtures/harness.js"
+import { type OwnServer, ownPostgres, ownPostgresAvailable, ownRedis } from "./fixtures/servers.js"
+
+const runs = 40
+
+/**
+ * Starts three workers and a client over `env`, restarts `server` once a third of the user code has run, and checks
+ * every run once the client followed them all.
+ */
+const restartMidway = (options: {
+  readonly env: Record<string, string>
+  readonly databaseUrl: string
+  readonly server: OwnServer
+  readonly how: "crash" | "graceful"
+}) =>
+  Effect.gen(function*() {
+    const context = yield* Layer.build(Postgres.layer({ url: options.databaseUrl, maxConnections: 2 }))
+    const sql = yield* Effect.provide(SqlClient.SqlClient, context)
+    const store = yield* Effect.provide(RunStore.RunStore, context)
+    yield* createEffects(sql)
+    const workers: Array<Proc> = []
+    for (const id of ["worker-1", "worker-2", "worker-3"]) {
+      workers.push(yield* start({ ...options.env, ROLE: "worker", WORKER_ID: id }))
+    }
+    for (const w of workers) yield* printed(w, "ready")
+    const client = yield* start({ ...options.env, ROLE: "client", RUNS: String(runs), RUN_PREFIX: "run" })
+    while (true) {
+      const [row] = yield* sql<{ count: number }>`SELECT count(*)::int AS count FROM cluster_effects`
+      if ((row?.count ?? 0) >= (runs * stepsOfRun.length) / 3 || client.child.exitCode !== null) break
+      yield* Effect.sleep("20 millis")
+    }
+    const before = followedBy(client).length
+    yield* options.server.stop(options.how)
+    yield* Effect.sleep("3 seconds")
+    yield* options.server.start
+    const restartedAt = Date.now()
+    yield* printed(client, "done run", 120_000)
+    // The test's own pool may hold connections from before the restart: its reads are retried.
+    const { figures, problems } = yield* checkRuns({ store, sql, prefix: "run", count: runs, followed: followedBy(client) })
+      .pipe(Effect.retry(Schedule.spaced("500 millis").pipe(Schedule.intersect(Schedule.recurs(10)))))
+    expect(problems).toEqual([])
+    expect(figures).toMatchObject({ runs, lost: 0, stuck: 0, rerunCompleted: 0, gaps: 0, duplicates: 0, wrong: 0 })
+    // The restart came while runs were under way.
+    expect(before).toBeLessThan(runs)
+    return { figures, after: (Date.now() - restartedAt) / 1000 }
+  })
+
+describe.skipIf(!postgresEnabled || !redisEnabled)("a Redis restart", () => {
+  it.scopedLive("killed and started again empty while runs stream: every run completes, nothing lost or run twice, readers go on", () =>
+    Effect.gen(function*() {
+      const redis = yield* ownRedis({ persist: false })
+      const db = yield* freshDatabase()
+      const { after, figures } = yield* restartMidway({
+        env: { BUS: "redis", DATABASE_URL: db.url, REDIS_URL: redis.url, REDIS_PREFIX: "stepwise-restart:" },
+        databaseUrl: db.url,
+        server: redis,
+        how: "crash"
+      })
+      console.log(`Redis restart: ${runs} runs done ${after.toFixed(1)} s after it, ${figures.reexecuted} attempts ran again`)
+    }), 180_000)
+})
+
+describe.skipIf(!ownPostgresAvailable)("a Postgres restart", () => {
+  it.scopedLive("stopped and started again while steps commit (store and bus): every run completes, nothing lost or run twice", () =>
+    Effect.gen(function*() {
+      const pg = yield* ownPostgres
+      const { after, figures } = yield* restartMidway({
+        env: { BUS: "postgres", DATABASE_URL: pg.url },
+        databaseUrl: pg.url,
+        server: pg,
+        how: "crash"
+      })
+      console.log(`Postgres restart: ${runs} runs done ${after.toFixed(1)} s after it, ${figures.reexecuted} attempts ran again`)
+    }), 180_000)
+})
