@@ -75,7 +75,8 @@ describe.skipIf(!postgresEnabled || !redisEnabled)("a Redis restart", () => {
     }), 180_000)
 })
 
-describe.skipIf(!ownPostgresAvailable)("a Postgres restart", () => {
+// Without initdb/pg_ctl the test may skip only outside CI: under CI it runs and fails, saying what is missing.
+describe.skipIf(!ownPostgresAvailable && !process.env["CI"])("a Postgres restart", () => {
   it.scopedLive("stopped and started again while steps commit (store and bus): every run completes, nothing lost or run twice", () =>
     Effect.gen(function*() {
       const pg = yield* ownPostgres
