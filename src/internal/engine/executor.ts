@@ -318,7 +318,7 @@ const highWater = 1000
  * A failed commit stops the flushing; `surface` fails with it (and, when `clearOnSurface`, forgets it, so that a
  * retrying producer may try the store again).
  */
-interface GroupCommit<A, E> {
+export interface GroupCommit<A, E> {
   readonly offer: (item: A, claim: Claim | undefined) => Effect.Effect<void, E>
   /** Commits everything buffered (waiting for a batch in flight first), then fails with a failure met meanwhile. */
   readonly flush: Effect.Effect<void, E>
@@ -332,7 +332,7 @@ interface GroupCommit<A, E> {
   readonly settled: () => boolean
 }
 
-const makeGroupCommit = <A, E>(options: {
+export const makeGroupCommit = <A, E>(options: {
   readonly commit: (batch: Array<A>, fences: ReadonlyArray<Claim> | undefined) => Effect.Effect<void, unknown>
   readonly onFailure: (cause: Cause.Cause<unknown>) => Cause.Cause<E>
   readonly clearOnSurface: boolean
