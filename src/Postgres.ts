@@ -85,6 +85,12 @@ export interface BusOptions {
    * database without taking each other's commands. Letters, digits and `_`. Default `"stepwise_bus_"`.
    */
   readonly prefix?: string
+  /**
+   * The size of the bus's pool: statements at once in this process (more wait their turn, in order of arrival). The
+   * bus holds one more connection for LISTEN. Lower it when many processes share a server's `max_connections`.
+   * A whole number, at least 1. Default 10.
+   */
+  readonly maxConnections?: number
 }
 
 /**

@@ -5,7 +5,7 @@
  */
 import { PgClient } from "@effect/sql-pg"
 import { afterAll, describe, expect, it } from "@effect/vitest"
-import { Chunk, ConfigProvider, Effect, Exit, Fiber, Layer, Logger, LogLevel, Redacted, Scope, Stream } from "effect"
+import { Cause, Chunk, ConfigProvider, Effect, Exit, Fiber, Layer, Logger, LogLevel, Redacted, Scope, Stream } from "effect"
 import { createServer, type Server, type Socket } from "node:net"
 import { connect } from "node:net"
 import { EventBus } from "stepwise"
@@ -406,6 +406,48 @@ describe.runIf(postgresEnabled)("Postgres.layerBus", () => {
       const rows = yield* sql`SELECT 1 FROM stepwise_bus_messages WHERE channel = ${c}`
       expect(rows.length).toBe(1)
     }).pipe(Effect.scoped, Effect.provide(Postgres.layerBus({ url: databaseUrl })), Effect.provide(Sql)))
+
+  it.live("maxConnections bounds the pool: 200 publishes and reads at once over 2 connections, plus the LISTEN one", () =>
+    Effect.gen(function*() {
+      const ownPrefix = `stepwise_bus_p${crypto.randomUUID().slice(0, 8)}_`
+      const { bus } = yield* PgBus.make({ url: databaseUrl, prefix: ownPrefix, maxConnections: 2 })
+      const channels = Array.from({ length: 20 }, (_, i) => channel(`pool-${i}`))
+      const got = yield* Effect.forEach(channels, (c) => Effect.flatMap(bus.subscribe(c), collect))
+      const sql = yield* PgClient.PgClient
+      let most = 0
+      const count = sql<{ n: string }>`SELECT count(*) AS n FROM pg_stat_activity
+        WHERE application_name IN (${`stepwise-bus ${ownPrefix}`}, ${`stepwise-bus-listen ${ownPrefix}`})`.pipe(
+          Effect.map(([row]) => Number(row!.n))
+        )
+      const watcher = yield* Effect.forkScoped(Effect.forever(Effect.zipRight(
+        Effect.map(count, (n) => {
+          most = Math.max(most, n)
+        }),
+        Effect.sleep("5 millis")
+      )))
+      yield* Effect.forEach(channels, (c) =>
+        Effect.forEach(Array.from({ length: 10 }, (_, i) => i), (i) => bus.publish(c, event(i)), { discard: true }), {
+        concurrency: "unbounded",
+        discard: true
+      })
+      yield* until("every subscriber has its 10 events", () => got.every((events) => events.length === 10), 20_000)
+      yield* Fiber.interrupt(watcher)
+      for (const events of got) expect(events.map((e) => e.data)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+      expect(most).toBeGreaterThan(0)
+      expect(most).toBeLessThanOrEqual(3)
+      for (const table of ["channels", "messages", "groups", "deliveries", "readers", "migrations"]) {
+        yield* sql`DROP TABLE IF EXISTS ${sql(`${ownPrefix}${table}`)}`
+      }
+    }).pipe(Effect.scoped, Effect.provide(Sql)))
+
+  it.live("a maxConnections that is not a whole number of at least 1 is refused, saying so", () =>
+    Effect.gen(function*() {
+      for (const maxConnections of [0, -1, 2.5, Number.NaN]) {
+        const exit = yield* Effect.exit(Layer.build(Postgres.layerBus({ url: databaseUrl, maxConnections })))
+        expect(Exit.isFailure(exit)).toBe(true)
+        expect(String(Exit.isFailure(exit) ? Cause.squash(exit.cause) : "")).toContain(`Invalid maxConnections ${maxConnections}`)
+      }
+    }).pipe(Effect.scoped))
 
   it.live("a publish that fails says which channel and why", () =>
     Effect.gen(function*() {

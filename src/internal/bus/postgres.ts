@@ -120,6 +120,8 @@ export interface Options {
   readonly prefix?: string
   /** How often the safety net checks the LISTEN connection and the channels (5 seconds). */
   readonly safetyNet?: Duration.DurationInput
+  /** The pool's size: statements at once (10). */
+  readonly maxConnections?: number
 }
 
 /** What a layer holds in memory, for tests that check nothing is left behind and for the reconnect tests. */
@@ -144,8 +146,8 @@ const pageSize = 128
 const readBatch = 128
 /** Fibers that read channels, each one batch at a time. */
 const readers = 4
-/** Statements at once (the pool's size): more wait in this process, not in the pool, whose wait times out. */
-const maxConnections = 10
+/** Statements at once (the pool's size) unless told: more wait in this process, not in the pool, whose wait times out. */
+const defaultMaxConnections = 10
 /** How long the layer waits for the database when it is built, and the LISTEN connection when it connects. */
 const connectTimeoutMillis = 3000
 /**
@@ -322,6 +324,10 @@ export const make = (options: Options): Effect.Effect<
   Effect.gen(function*() {
     const prefix = options.prefix ?? "stepwise_bus_"
     if (!/^[a-z_][a-z0-9_]{0,40}$/.test(prefix)) return yield* Effect.dieMessage(`Invalid table prefix "${prefix}"`)
+    const maxConnections = options.maxConnections ?? defaultMaxConnections
+    if (!Number.isInteger(maxConnections) || maxConnections < 1) {
+      return yield* Effect.dieMessage(`Invalid maxConnections ${maxConnections}: a whole number of connections, at least 1`)
+    }
     const t = tableNames(prefix)
     const where = redactUrl(options.url)
     const leaseMillis = Duration.toMillis(Duration.decode(options.redeliverAfter ?? "10 seconds"))
@@ -337,7 +343,7 @@ export const make = (options: Options): Effect.Effect<
           connectionString: options.url,
           connectionTimeoutMillis: connectTimeoutMillis,
           keepAlive: false,
-          application_name: "stepwise-bus"
+          application_name: `stepwise-bus ${prefix}`
         })
         probe.on("error", () => {})
         try {
@@ -353,7 +359,7 @@ export const make = (options: Options): Effect.Effect<
       url: Redacted.make(options.url),
       connectTimeout: Duration.millis(poolTimeoutMillis),
       maxConnections,
-      applicationName: "stepwise-bus"
+      applicationName: `stepwise-bus ${prefix}`
     }).pipe(
       Effect.provideServiceEffect(Reactivity.Reactivity, Reactivity.make),
       Effect.withClock(wallClock),
@@ -791,7 +797,7 @@ export const make = (options: Options): Effect.Effect<
               connectionString: options.url,
               connectionTimeoutMillis: connectTimeoutMillis,
               keepAlive: true,
-              application_name: "stepwise-bus-listen"
+              application_name: `stepwise-bus-listen ${prefix}`
             })
             client.on("error", () => Deferred.unsafeDone(lost, Exit.void))
             client.on("end", () => Deferred.unsafeDone(lost, Exit.void))
