@@ -9,6 +9,7 @@
  * full mode a slow contender stops repeating a case early (see CASE_BUDGET_MS).
  * Prints a markdown report to stdout (progress goes to stderr) and writes the JSON results.
  */
+import { spawn } from "node:child_process"
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import os from "node:os"
 import { dirname, join, resolve } from "node:path"
@@ -17,7 +18,8 @@ import { buildCases, figureNames, type Case, type FigureName, type Sizes } from 
 import { canForceGc, collectGarbage, withTimeout } from "./measure.ts"
 import { curvesSvg, type CurvesDocument } from "./chart.ts"
 import { json, markdown, type Outcome, type Results } from "./report.ts"
-import type { Contender, Loaded, Unavailable } from "./types.ts"
+import { adapters } from "./adapters.ts"
+import type { Contender, MemorySample, Unavailable } from "./types.ts"
 
 const benchDir = resolve(dirname(fileURLToPath(import.meta.url)), "..")
 
@@ -117,14 +119,6 @@ const quickSizes: Sizes = {
   curveWaiting: [100, 300, 1_000]
 }
 
-/** Adapter modules; each is imported on its own so one that fails to load leaves the others running. */
-const adapters: ReadonlyArray<{ readonly id: string; readonly label: string; readonly load: () => Promise<Loaded> }> = [
-  { id: "floor", label: "floors", load: async () => (await import("./contenders/floors.ts")).load() },
-  { id: "stepwise", label: "stepwise (../dist, built from ../src)", load: async () => (await import("./contenders/stepwise.ts")).load() },
-  { id: "mastra", label: "@mastra/core", load: async () => (await import("./contenders/mastra.ts")).load() },
-  { id: "effect-workflow", label: "@effect/workflow", load: async () => (await import("./contenders/effect-workflow.ts")).load() }
-]
-
 /**
  * Full mode keeps under 30 minutes on 2 cores: a contender stops repeating a case once its
  * repetitions of it took CASE_BUDGET_MS (after at least MIN_REPS), or CASE_CAP_MS whatever the
@@ -153,6 +147,49 @@ const RUN_END_MS = 1_620_000
  * at every step, and its evented engine cancels waiting runs in O(n²): their last points would take many minutes).
  */
 const CURVE_POINT_MS = { full: 120_000, quick: 20_000 } as const
+
+/**
+ * The contender with its memory measurement moved to a child process (child.ts, same Node, flags and loader), killed
+ * after `timeoutMs`: each memory sample starts from a fresh heap, and one that never ends (Mastra's evented engine
+ * canceling 10,000 runs) no longer keeps running beside every later measurement.
+ */
+const isolated = (contender: Contender, timeoutMs: number): Contender => ({
+  ...contender,
+  memoryWaiting: (n) =>
+    new Promise<MemorySample | undefined>((resolvePromise, reject) => {
+      const child = spawn(process.execPath, [...process.execArgv, join(benchDir, "src", "child.ts"), contender.id, String(n)], {
+        cwd: benchDir,
+        env: process.env,
+        stdio: ["ignore", "pipe", "pipe"]
+      })
+      let stdout = ""
+      let stderr = ""
+      child.stdout.setEncoding("utf8").on("data", (text: string) => {
+        stdout += text
+      })
+      child.stderr.setEncoding("utf8").on("data", (text: string) => {
+        stderr = (stderr + text).slice(-4000)
+      })
+      const timer = setTimeout(() => {
+        child.kill("SIGKILL")
+        reject(new Error(`${contender.id} memory: no result after ${Math.round(timeoutMs / 1000)} s (its process was killed)`))
+      }, timeoutMs)
+      child.on("error", (error) => {
+        clearTimeout(timer)
+        reject(error)
+      })
+      child.on("exit", (code, signal) => {
+        clearTimeout(timer)
+        const line = stdout.split("\n").find((l) => l.startsWith("sample "))
+        if (code === 0 && line !== undefined) {
+          resolvePromise((JSON.parse(line.slice("sample ".length)) as MemorySample | null) ?? undefined)
+        } else if (signal !== "SIGKILL") {
+          const last = stderr.trim().split("\n").slice(-3).join(" | ")
+          reject(new Error(`${contender.id} memory: its process exited with ${signal ?? code}${last === "" ? "" : `: ${last}`}`))
+        }
+      })
+    })
+})
 
 const selected = (id: string, filter: ReadonlyArray<string> | undefined): boolean =>
   filter === undefined || filter.some((f) => id === f || id.startsWith(`${f}-`))
@@ -221,7 +258,7 @@ const main = async (): Promise<void> => {
   for (const c of cases) {
     outcomes[c.id] = Object.fromEntries(contenders.map((contender) => [contender.id, { samples: [], values: {} }]))
   }
-  // memory runs last: some engines leave canceled runs' timers (and so their heap) behind, which
+  // memory runs last (each sample in a child process, see `isolated`): some engines leave canceled runs' timers behind, which
   // would slow every later GC; reported in figure order all the same. The memory cases run from the fewest waiting
   // runs to the most, so that each point of the curve can be extrapolated from the two before it.
   const memoryCases = cases.filter((c) => c.group === "memory").sort((a, b) => (a.waiting ?? 0) - (b.waiting ?? 0))
@@ -291,7 +328,9 @@ const main = async (): Promise<void> => {
         await collectGarbage()
         const t0 = performance.now()
         try {
-          const measured = await withTimeout(`${contender.id} ${c.id}`, timeoutMs, c.measure(contender))
+          const measured = c.group === "memory"
+            ? await c.measure(isolated(contender, timeoutMs))
+            : await withTimeout(`${contender.id} ${c.id}`, timeoutMs, c.measure(contender))
           if (measured === undefined) {
             outcome.unsupported = true
             continue
