@@ -3,7 +3,7 @@
  *
  *   child.ts <contender id> <waiting runs>
  *
- * Loads the contender's adapter, runs `memoryWaiting(n)` once and prints the sample as one JSON line prefixed
+ * Loads the contender's adapter, runs `memoryWaiting` on a small batch to warm up, then on `n`, and prints the sample as one JSON line prefixed
  * `sample ` on stdout. In a fresh process the heap holds nothing of earlier cases, and a measurement that never ends
  * (a peer's engine canceling 10,000 runs) is ended by killing the process, which no in-process timeout can do.
  */
@@ -24,6 +24,9 @@ const main = async (): Promise<void> => {
     const reason = loaded.unavailable.find((u) => u.id === contenderId)?.reason
     throw new Error(`contender "${contenderId}" is not available${reason === undefined ? "" : `: ${reason}`}`)
   }
+  // A first, smaller batch warms what a fresh process allocates once (compiled code, tables grown to size), which an
+  // in-process measurement had from the cases before it; only the second batch is measured.
+  await contender.memoryWaiting(Math.min(n, 200))
   const sample = await contender.memoryWaiting(n)
   process.stdout.write(`sample ${JSON.stringify(sample ?? null)}\n`)
 }
