@@ -99,7 +99,7 @@ const stepsCase = (sizes: Sizes, concurrency: number, steps = LINEAR_STEPS): Cas
   // engines whose cost per step grows with the run's length take seconds each.
   warm: (c) =>
     steps === LINEAR_STEPS
-      ? c.stepOverhead(Math.max(10, Math.round(runs / 10)), concurrency, steps)
+      ? c.stepOverhead(Math.max(100, Math.round(runs / 10)), concurrency, steps)
       : c.stepOverhead(1, concurrency, Math.min(steps, 100))
   }
 }
@@ -120,7 +120,7 @@ const fanOutCase = (sizes: Sizes): Case => ({
     if (t === undefined) return undefined
     return { raw: t, values: { usPerRun: (t.ms * 1000) / sizes.fanOutRuns, runsPerSec: sizes.fanOutRuns / (t.ms / 1000) } }
   },
-  warm: (c) => c.fanOut(Math.max(10, Math.round(sizes.fanOutRuns / 10)))
+  warm: (c) => c.fanOut(Math.max(50, Math.round(sizes.fanOutRuns / 10)))
 })
 
 const writerCase = (id: string, figure: string, chunks: number, readers: number): Case => ({
