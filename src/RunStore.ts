@@ -142,11 +142,92 @@ export interface MemoryOptions {
 interface MemoryRun {
   /** Its `stepsVersion` may lag behind `stepsVersion` below: `getRun` brings it up to date (a step write need not). */
   record: RunRecord
-  readonly events: Array<WorkflowEvent>
+  /** Replaced, not grown, while short (see `appendEvents` below). */
+  events: Array<WorkflowEvent>
   /** Each path's record, with the version of the write that stored it. */
-  readonly steps: Map<string, { readonly record: StepRecord; readonly version: number }>
+  readonly steps: StepTable
   stepsVersion: number
-  readonly streams: Map<string, { readonly chunks: Array<unknown>; closed: boolean }>
+  /** Made by the run's first stream: most runs have none. */
+  streams: Map<string, { readonly chunks: Array<unknown>; closed: boolean }> | undefined
+}
+
+/**
+ * Below this many events, a run's log is copied to a new array of the exact size at each append. An array that grows
+ * by `push` gets room for 16 more elements at once: for the few events of a run that waits (4 in a sleep), two
+ * thirds of its log would be empty slots, held for as long as the run waits (see bench/README.md, figure 5).
+ */
+const exactEvents = 16
+
+/** Appends events to a run's log (see `exactEvents`); answers the index of the first. */
+const appendEvents = (run: MemoryRun, events: ReadonlyArray<WorkflowEvent>): number => {
+  const first = run.events.length
+  if (first + events.length <= exactEvents) run.events = run.events.concat(events)
+  else for (const event of events) run.events.push(event)
+  return first
+}
+
+/** Below this many paths, a run's step records are a list searched in order; past it, a `Map` by path. */
+const listedSteps = 8
+
+interface StepEntry {
+  readonly record: StepRecord
+  readonly version: number
+}
+
+/**
+ * A run's step records by path. Most runs have a few (a run waiting in a sleep has two): a list of record and
+ * version, one after the other, costs a fifth of a `Map` of them (whose smallest table alone takes 152 bytes).
+ */
+class StepTable {
+  private list: Array<StepRecord | number> | undefined = []
+  private map: Map<string, StepEntry> | undefined
+  get(path: string): StepEntry | undefined {
+    const list = this.list
+    if (list === undefined) return this.map!.get(path)
+    for (let i = 0; i < list.length; i += 2) {
+      const record = list[i] as StepRecord
+      if (record.path === path) return { record, version: list[i + 1] as number }
+    }
+    return undefined
+  }
+  set(record: StepRecord, version: number): void {
+    const list = this.list
+    if (list === undefined) {
+      this.map!.set(record.path, { record, version })
+      return
+    }
+    for (let i = 0; i < list.length; i += 2) {
+      if ((list[i] as StepRecord).path === record.path) {
+        list[i] = record
+        list[i + 1] = version
+        return
+      }
+    }
+    if (list.length < 2 * listedSteps) {
+      // Exact-sized, as the event log (see `exactEvents`).
+      this.list = list.concat(record, version)
+      return
+    }
+    const map = new Map<string, StepEntry>()
+    for (let i = 0; i < list.length; i += 2) {
+      const listed = list[i] as StepRecord
+      map.set(listed.path, { record: listed, version: list[i + 1] as number })
+    }
+    map.set(record.path, { record, version })
+    this.list = undefined
+    this.map = map
+  }
+  /** The records written after version `since`, in the order their paths were first written. */
+  since(since: number): Array<StepRecord> {
+    const out: Array<StepRecord> = []
+    const list = this.list
+    if (list === undefined) {
+      for (const { record, version } of this.map!.values()) if (version > since) out.push(record)
+    } else {
+      for (let i = 0; i < list.length; i += 2) if ((list[i + 1] as number) > since) out.push(list[i] as StepRecord)
+    }
+    return out
+  }
 }
 
 const emptyEvents: EventPage = { events: [], size: 0 }
@@ -224,16 +305,17 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
     /** Stores a step record (and its event): the one write every step write comes to. */
     const writeStep = (run: MemoryRun, step: StepRecord, event: WorkflowEvent | undefined) => {
       const version = ++run.stepsVersion
-      run.steps.set(step.path, { record: step, version })
-      if (event !== undefined) run.events.push(event)
+      run.steps.set(step, version)
+      if (event !== undefined) appendEvents(run, [event])
       return version
     }
 
     const stream = (run: MemoryRun, namespace: string) => {
-      let s = run.streams.get(namespace)
+      const streams = run.streams ??= new Map()
+      let s = streams.get(namespace)
       if (s === undefined) {
         s = { chunks: [], closed: false }
-        run.streams.set(namespace, s)
+        streams.set(namespace, s)
       }
       return s
     }
@@ -246,9 +328,9 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
           runs.set(record.runId, {
             record: { ...record, stepsVersion: 0 },
             events: event === undefined ? [] : [event],
-            steps: new Map(),
+            steps: new StepTable(),
             stepsVersion: 0,
-            streams: new Map()
+            streams: undefined
           })
           return true
         }),
@@ -285,14 +367,12 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
           if (filter.order === "newest-first") out.reverse()
           return filter.limit === undefined ? out : out.slice(0, Math.max(0, filter.limit))
         }),
-      appendEvent: (runId, event) => withRun("append event", runId, (run) => run.events.push(event) - 1),
+      appendEvent: (runId, event) => withRun("append event", runId, (run) => appendEvents(run, [event])),
       appendEvents: (runId, events, fences) =>
         withRunEffect("append events", runId, (run) => {
           const refused = broken(run, fences)
           if (refused.length > 0) return Effect.fail(fenced(runId, refused))
-          const first = run.events.length
-          for (const event of events) run.events.push(event)
-          return Effect.succeed(first)
+          return Effect.succeed(appendEvents(run, events))
         }),
       readEvents: (runId, from, max) =>
         Effect.sync(() => {
@@ -330,9 +410,7 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
         Effect.sync(() => {
           const run = runs.get(runId)
           if (run === undefined) return noSteps
-          const steps: Array<StepRecord> = []
-          for (const { record, version } of run.steps.values()) if (version > since) steps.push(record)
-          return { steps, version: run.stepsVersion }
+          return { steps: run.steps.since(since), version: run.stepsVersion }
         }),
       appendChunks: (runId, namespace, chunks, fences) =>
         withRunEffect("append chunks", runId, (run): Effect.Effect<number, StreamClosedError | StepFencedError> => {
@@ -353,7 +431,7 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
         }),
       readChunks: (runId, namespace, from, max) =>
         Effect.sync(() => {
-          const s = runs.get(runId)?.streams.get(namespace)
+          const s = runs.get(runId)?.streams?.get(namespace)
           if (s === undefined) return { chunks: [], size: 0, closed: false }
           return { chunks: s.chunks.slice(from, from + max), size: s.chunks.length, closed: s.closed }
         }),
