@@ -828,6 +828,14 @@ export const replayedNow = (
 // again. Walks that replay a run's history on every transition (the evented engine) depend on this.
 const decodedOutputs = new WeakMap<RunStore.StepRecord, unknown>()
 
+/**
+ * Forgets the decoded outputs of records no walk is about to replay (a run that settled or only waits). A memory store
+ * keeps its records: otherwise each waiting run would keep an entry here and a decoded copy of each output.
+ */
+export const forgetDecoded = (records: Iterable<RunStore.StepRecord>): void => {
+  for (const record of records) decodedOutputs.delete(record)
+}
+
 const replay = (env: RunEnv, scope: WorkflowScope, spec: StepSpec, known: RunStore.StepRecord, path: string) => {
   const now = replayedNow(env, scope, spec.id, spec.outputSchema, path)
   if (now !== undefined) return Effect.succeed(now.value)
