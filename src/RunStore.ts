@@ -183,6 +183,7 @@ class MemoryRun {
     return first
   }
 
+  /** The record at a path, with the version of its write. */
   step(path: string): StepEntry | undefined {
     const steps = this.steps
     if (!Array.isArray(steps)) return steps.get(path)
@@ -308,7 +309,6 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
     }
     const fenced = (runId: string, fences: ReadonlyArray<StepFence>) =>
       new StepFencedError({ runId, fences: fences.map(({ path, stepCallId }) => ({ path, stepCallId })) })
-
 
     const stream = (run: MemoryRun, namespace: string) => {
       const streams = run.streams ??= new Map()
