@@ -139,14 +139,103 @@ export interface MemoryOptions {
   readonly maxFinishedRuns?: number
 }
 
-interface MemoryRun {
-  /** Its `stepsVersion` may lag behind `stepsVersion` below: `getRun` brings it up to date (a step write need not). */
-  record: RunRecord
-  readonly events: Array<WorkflowEvent>
-  /** Each path's record, with the version of the write that stored it. */
-  readonly steps: Map<string, { readonly record: StepRecord; readonly version: number }>
-  stepsVersion: number
-  readonly streams: Map<string, { readonly chunks: Array<unknown>; closed: boolean }>
+/**
+ * Below this many events, a run's log is copied to a new array of the exact size at each append. An array that grows
+ * by `push` gets room for 16 more elements at once: for the few events of a run that waits (4 in a sleep), two
+ * thirds of its log would be empty slots, held for as long as the run waits (see bench/README.md, figure 5).
+ */
+const exactEvents = 16
+
+/** Below this many paths, a run's step records are a list searched in order; past it, a `Map` by path. */
+const listedSteps = 8
+
+interface StepEntry {
+  readonly record: StepRecord
+  readonly version: number
+}
+
+/** What the memory store holds of one run. */
+class MemoryRun {
+  /** Replaced, not grown, while short (see `exactEvents`). */
+  events: Array<WorkflowEvent>
+  /**
+   * Each path's record, with the version of the write that stored it. Most runs have a few (a run waiting in a sleep
+   * has two): a list of record and version, one after the other, costs a fifth of a `Map` of them (whose smallest
+   * table alone takes 152 bytes); past `listedSteps` paths, a `Map`.
+   */
+  private steps: Array<StepRecord | number> | Map<string, StepEntry> = []
+  stepsVersion = 0
+  /** Made by the run's first stream: most runs have none. */
+  streams: Map<string, { readonly chunks: Array<unknown>; closed: boolean }> | undefined = undefined
+  constructor(
+    /** Its `stepsVersion` may lag behind `stepsVersion` above: `getRun` brings it up to date (a step write need not). */
+    public record: RunRecord,
+    event: WorkflowEvent | undefined
+  ) {
+    this.events = event === undefined ? [] : [event]
+  }
+
+  /** Appends events to the log; answers the index of the first. */
+  appendEvents(events: ReadonlyArray<WorkflowEvent>): number {
+    const first = this.events.length
+    if (first + events.length <= exactEvents) this.events = this.events.concat(events)
+    else for (const event of events) this.events.push(event)
+    return first
+  }
+
+  /** The record at a path, with the version of its write. */
+  step(path: string): StepEntry | undefined {
+    const steps = this.steps
+    if (!Array.isArray(steps)) return steps.get(path)
+    for (let i = 0; i < steps.length; i += 2) {
+      const record = steps[i] as StepRecord
+      if (record.path === path) return { record, version: steps[i + 1] as number }
+    }
+    return undefined
+  }
+
+  /** Stores a step record (and its event): the one write every step write comes to. Answers its version. */
+  writeStep(record: StepRecord, event: WorkflowEvent | undefined): number {
+    const version = ++this.stepsVersion
+    if (event !== undefined) this.appendEvents([event])
+    const steps = this.steps
+    if (!Array.isArray(steps)) {
+      steps.set(record.path, { record, version })
+      return version
+    }
+    for (let i = 0; i < steps.length; i += 2) {
+      if ((steps[i] as StepRecord).path === record.path) {
+        steps[i] = record
+        steps[i + 1] = version
+        return version
+      }
+    }
+    if (steps.length < 2 * listedSteps) {
+      // Exact-sized, as the event log.
+      this.steps = steps.concat(record, version)
+      return version
+    }
+    const map = new Map<string, StepEntry>()
+    for (let i = 0; i < steps.length; i += 2) {
+      const listed = steps[i] as StepRecord
+      map.set(listed.path, { record: listed, version: steps[i + 1] as number })
+    }
+    map.set(record.path, { record, version })
+    this.steps = map
+    return version
+  }
+
+  /** The records written after version `since`, in the order their paths were first written. */
+  stepsSince(since: number): Array<StepRecord> {
+    const out: Array<StepRecord> = []
+    const steps = this.steps
+    if (!Array.isArray(steps)) {
+      for (const { record, version } of steps.values()) if (version > since) out.push(record)
+    } else {
+      for (let i = 0; i < steps.length; i += 2) if ((steps[i + 1] as number) > since) out.push(steps[i] as StepRecord)
+    }
+    return out
+  }
 }
 
 const emptyEvents: EventPage = { events: [], size: 0 }
@@ -213,7 +302,7 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
       if (fences === undefined || fences.length === 0) return noFences
       let out: Array<StepFence> | undefined
       for (const fence of fences) {
-        const current = run.steps.get(fence.path)
+        const current = run.step(fence.path)
         if (current === undefined || fenceOf(current.record) !== fence.stepCallId) (out ??= []).push(fence)
       }
       return out ?? noFences
@@ -221,19 +310,12 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
     const fenced = (runId: string, fences: ReadonlyArray<StepFence>) =>
       new StepFencedError({ runId, fences: fences.map(({ path, stepCallId }) => ({ path, stepCallId })) })
 
-    /** Stores a step record (and its event): the one write every step write comes to. */
-    const writeStep = (run: MemoryRun, step: StepRecord, event: WorkflowEvent | undefined) => {
-      const version = ++run.stepsVersion
-      run.steps.set(step.path, { record: step, version })
-      if (event !== undefined) run.events.push(event)
-      return version
-    }
-
     const stream = (run: MemoryRun, namespace: string) => {
-      let s = run.streams.get(namespace)
+      const streams = run.streams ??= new Map()
+      let s = streams.get(namespace)
       if (s === undefined) {
         s = { chunks: [], closed: false }
-        run.streams.set(namespace, s)
+        streams.set(namespace, s)
       }
       return s
     }
@@ -243,13 +325,7 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
         Effect.map(Clock.currentTimeMillis, (now) => {
           evict(now)
           if (runs.has(record.runId)) return false
-          runs.set(record.runId, {
-            record: { ...record, stepsVersion: 0 },
-            events: event === undefined ? [] : [event],
-            steps: new Map(),
-            stepsVersion: 0,
-            streams: new Map()
-          })
+          runs.set(record.runId, new MemoryRun({ ...record, stepsVersion: 0 }, event))
           return true
         }),
       getRun: (runId) =>
@@ -285,14 +361,12 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
           if (filter.order === "newest-first") out.reverse()
           return filter.limit === undefined ? out : out.slice(0, Math.max(0, filter.limit))
         }),
-      appendEvent: (runId, event) => withRun("append event", runId, (run) => run.events.push(event) - 1),
+      appendEvent: (runId, event) => withRun("append event", runId, (run) => run.appendEvents([event])),
       appendEvents: (runId, events, fences) =>
         withRunEffect("append events", runId, (run) => {
           const refused = broken(run, fences)
           if (refused.length > 0) return Effect.fail(fenced(runId, refused))
-          const first = run.events.length
-          for (const event of events) run.events.push(event)
-          return Effect.succeed(first)
+          return Effect.succeed(run.appendEvents(events))
         }),
       readEvents: (runId, from, max) =>
         Effect.sync(() => {
@@ -302,9 +376,9 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
         }),
       putStep: (runId, step, event, fence) =>
         fence === undefined
-          ? withRun("store step result", runId, (run) => writeStep(run, step, event))
+          ? withRun("store step result", runId, (run) => run.writeStep(step, event))
           : withRunEffect("store step result", runId, (run) => {
-            const current = run.steps.get(fence.path)
+            const current = run.step(fence.path)
             if (current?.record === step) return Effect.succeed(current.version)
             // Replaced only while the claim is live: an outcome, once recorded, is not written over.
             if (
@@ -313,26 +387,24 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
             ) {
               return Effect.fail(fenced(runId, [fence]))
             }
-            return Effect.succeed(writeStep(run, step, event))
+            return Effect.succeed(run.writeStep(step, event))
           }),
       claimStep: (runId, step, expected, event) =>
         withRun("claim step", runId, (run) => {
-          const current = run.steps.get(step.path)
+          const current = run.step(step.path)
           if (current?.record === step) return current.version
           if (expected === undefined ? current !== undefined : current === undefined) return undefined
           if (expected !== undefined) {
             const key = claimKey(expected)
             if (key === null || claimKey(current!.record) !== key) return undefined
           }
-          return writeStep(run, step, event)
+          return run.writeStep(step, event)
         }),
       getSteps: (runId, since = 0) =>
         Effect.sync(() => {
           const run = runs.get(runId)
           if (run === undefined) return noSteps
-          const steps: Array<StepRecord> = []
-          for (const { record, version } of run.steps.values()) if (version > since) steps.push(record)
-          return { steps, version: run.stepsVersion }
+          return { steps: run.stepsSince(since), version: run.stepsVersion }
         }),
       appendChunks: (runId, namespace, chunks, fences) =>
         withRunEffect("append chunks", runId, (run): Effect.Effect<number, StreamClosedError | StepFencedError> => {
@@ -353,7 +425,7 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
         }),
       readChunks: (runId, namespace, from, max) =>
         Effect.sync(() => {
-          const s = runs.get(runId)?.streams.get(namespace)
+          const s = runs.get(runId)?.streams?.get(namespace)
           if (s === undefined) return { chunks: [], size: 0, closed: false }
           return { chunks: s.chunks.slice(from, from + max), size: s.chunks.length, closed: s.closed }
         }),

@@ -258,6 +258,34 @@ export const runStoreSuite = (name: string, layer: Layer.Layer<RunStore.RunStore
         expect(read.steps).toHaveLength(20)
       }).pipe(Effect.provide(layer)))
 
+    it.effect("keeps one record per path across many paths, rewrites answering only what changed since a version", () =>
+      Effect.gen(function*() {
+        yield* fresh
+        const store = yield* RunStore.RunStore
+        yield* store.createRun(record("a"))
+        // A few paths and many: the memory store keeps a few records differently from many.
+        for (let i = 0; i < 30; i++) {
+          yield* store.putStep(id("a"), { path: `p${i}`, stepId: "s", status: "running", stepCallId: `c${i}` })
+          if (i === 3) {
+            yield* store.putStep(id("a"), { path: "p1", stepId: "s", status: "success", output: 1, stepCallId: "c1" })
+          }
+        }
+        expect(yield* store.getSteps(id("a"), 31)).toEqual({ steps: [], version: 31 })
+        const few = { path: "p2", stepId: "s", status: "success", output: 2, stepCallId: "c2" } as const
+        const many = { path: "p25", stepId: "s", status: "success", output: 25, stepCallId: "c25" } as const
+        expect(yield* store.putStep(id("a"), few, undefined, { path: "p2", stepCallId: "c2" })).toBe(32)
+        expect(yield* store.putStep(id("a"), many, undefined, { path: "p25", stepCallId: "c25" })).toBe(33)
+        const late = yield* Effect.flip(store.putStep(id("a"), { ...many, output: 99 }, undefined, { path: "p25", stepCallId: "other" }))
+        expect(late._tag).toBe("StepFencedError")
+        const since = yield* store.getSteps(id("a"), 31)
+        expect(since.version).toBe(33)
+        expect(since.steps.map((s) => s.path).sort()).toEqual(["p2", "p25"])
+        const all = (yield* store.getSteps(id("a"))).steps
+        expect(all).toHaveLength(30)
+        expect(all.find((s) => s.path === "p1")).toMatchObject({ status: "success", output: 1 })
+        expect(all.find((s) => s.path === "p29")).toMatchObject({ status: "running", stepCallId: "c29" })
+      }).pipe(Effect.provide(layer)))
+
     it.effect("stores a step record and its event in one write, and refuses a step of a run it does not have", () =>
       Effect.gen(function*() {
         yield* fresh

@@ -88,6 +88,16 @@ describe("the step records cache", () => {
     expect(cache.update("r", { steps: [], version: 7 }, 6)).toBeUndefined()
   })
 
+  it("answers the records of a run it drops, so that what was derived from them can go too", () => {
+    const cache = Memo.makeCache(10)
+    const stored = step("0", "success", 1)
+    cache.put("r", { steps: [stored], version: 1 })
+    cache.written("r", step("1", "running"), 2)
+    expect([...(cache.drop("r") ?? [])].map((record) => record.path)).toEqual(["0", "1"])
+    expect(cache.drop("r")).toBeUndefined()
+    expect(cache.version("r")).toBeUndefined()
+  })
+
   it("keeps what a walk records to that walk", () => {
     const cache = Memo.makeCache(10)
     const walk = cache.put("r", { steps: [step("0", "success", 1)], version: 1 })

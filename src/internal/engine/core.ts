@@ -278,7 +278,8 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
   }
   const dropEnv = (runId: string) => {
     envs.delete(runId)
-    memos.drop(runId)
+    const records = memos.drop(runId)
+    if (records !== undefined) Executor.forgetDecoded(records)
   }
 
   const emitter = (runId: string) => Executor.makeEmit(store, bus, runId)

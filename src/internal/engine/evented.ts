@@ -223,8 +223,12 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
         )
       })
 
-    // A run's input is decoded once per stored value (the memory store hands out the same object every time).
+    // A run's input is decoded once per stored value (the memory store hands out the same object every time), until
+    // the run only waits (`forgetInput`).
     const decodedInputs = new WeakMap<object, unknown>()
+    const forgetInput = (record: RunStore.RunRecord) => {
+      if (typeof record.input === "object" && record.input !== null) decodedInputs.delete(record.input)
+    }
     /** The run's stored input, decoded; `undefined` when it no longer decodes (the dispatching walk fails the run). */
     const decodeInput = (registered: Registered, record: RunStore.RunRecord) => {
       if (record.corrupt !== undefined) return Effect.succeed(undefined)
@@ -341,7 +345,10 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
           case "Pending": {
             if (carried.has(runId)) carried.set(runId, wallNow())
             // A run that only sleeps keeps nothing in this process but its timers.
-            if (result.waitingOnly) core.dropEnv(runId)
+            if (result.waitingOnly) {
+              core.dropEnv(runId)
+              forgetInput(record)
+            }
             const status = result.waitingOnly ? "waiting" : "running"
             if (record.status !== status) yield* core.setRun(runId, { status })
           }
@@ -658,7 +665,9 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
     const commands = options.client === true ? undefined : yield* bus.subscribe(EventBus.workflowsChannel, { group })
     if (commands !== undefined) yield* Consume.forEach(commands, (raw) => {
       let message: Command
-      if (sent.has(raw)) {
+      // Taken out as it is read: kept, an entry stayed for every command still referenced (a table of 64K slots after
+      // 10,000 runs started at once).
+      if (sent.delete(raw)) {
         message = raw as unknown as Command
       } else {
         const decoded = decodeCommand(raw)

@@ -78,8 +78,8 @@ export interface Cache {
   readonly update: (runId: string, read: RunStore.StepRecords, since: number) => Memo | undefined
   /** Tells the cache of a step write of this process, with the version the store answered. */
   readonly written: (runId: string, record: RunStore.StepRecord, version: number) => void
-  /** Forgets a run (it settled, or waits without anything in this process). */
-  readonly drop: (runId: string) => void
+  /** Forgets a run (it settled, or waits without anything in this process); answers the records it held. */
+  readonly drop: (runId: string) => Iterable<RunStore.StepRecord> | undefined
   /** How many runs are cached (for tests). */
   readonly size: () => number
 }
@@ -145,7 +145,10 @@ export const makeCache = (capacity: number): Cache => {
       }
     },
     drop: (runId) => {
+      const entry = entries.get(runId)
+      if (entry === undefined) return undefined
       entries.delete(runId)
+      return entry.records.values()
     },
     size: () => entries.size
   }

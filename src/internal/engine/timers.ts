@@ -28,6 +28,8 @@ interface Entry {
   readonly runId: string
   readonly path: string
   live: boolean
+  /** The run's next pending entry: a run's entries are a list from `byRun`, most often of one. */
+  next: Entry | undefined
 }
 
 const before = (a: Entry, b: Entry) => a.at < b.at || (a.at === b.at && a.seq < b.seq)
@@ -83,7 +85,9 @@ export const make = (
 ): Effect.Effect<Timers, never, Scope.Scope> => Effect.gen(function*() {
   const scope = yield* Effect.scope
   const heap = new Heap()
-  const byRun = new Map<string, Map<string, Entry>>()
+  // Each run's first pending entry (the others follow by `next`): no collection per run, which for a run waiting in
+  // one sleep would cost more than its entry.
+  const byRun = new Map<string, Entry>()
   let live = 0
   let seq = 0
   // When the earliest entry changes, the loop is told to look again.
@@ -99,32 +103,37 @@ export const make = (
     if (!entry.live) return
     entry.live = false
     live--
-    const forRun = byRun.get(entry.runId)
-    if (forRun?.get(entry.path) === entry) {
-      forRun.delete(entry.path)
-      if (forRun.size === 0) byRun.delete(entry.runId)
+    const first = byRun.get(entry.runId)
+    if (first === entry) {
+      if (entry.next === undefined) byRun.delete(entry.runId)
+      else byRun.set(entry.runId, entry.next)
+    } else {
+      let previous = first
+      while (previous !== undefined && previous.next !== entry) previous = previous.next
+      if (previous !== undefined) previous.next = entry.next
     }
+    entry.next = undefined
   }
 
   const schedule = (runId: string, path: string, at: number) =>
     Effect.sync(() => {
-      let forRun = byRun.get(runId)
-      if (forRun?.has(path)) return
-      if (forRun === undefined) {
-        forRun = new Map()
-        byRun.set(runId, forRun)
-      }
-      const entry: Entry = { at, seq: seq++, runId, path, live: true }
-      forRun.set(path, entry)
+      const first = byRun.get(runId)
+      for (let e = first; e !== undefined; e = e.next) if (e.path === path) return
+      const entry: Entry = { at, seq: seq++, runId, path, live: true, next: first }
+      byRun.set(runId, entry)
       heap.push(entry)
       live++
       if (at < target) poke()
     })
 
   const cancel = (runId: string) => {
-    const forRun = byRun.get(runId)
-    if (forRun === undefined) return
-    for (const entry of Array.from(forRun.values())) remove(entry)
+    const first = byRun.get(runId)
+    if (first === undefined) return
+    for (let e: Entry | undefined = first; e !== undefined;) {
+      const next: Entry | undefined = e.next
+      remove(e)
+      e = next
+    }
     // Stale entries are dropped when they reach the top; rebuild once they outnumber the live ones.
     if (heap.items.length > 64 && heap.items.length > 2 * live) heap.compact()
     // Nothing left: stop the sleeping timer, so that no timer outlives the last entry.
