@@ -3,9 +3,10 @@ import { SqliteClient } from "@effect/sql-sqlite-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Cause, Context, Effect, Exit, Layer, TestClock } from "effect"
 import { RunStore, type WorkflowEvent } from "stepwise"
+import * as Postgres from "stepwise/postgres"
 import * as Sqlite from "stepwise/sqlite"
 import * as SqlStore from "../src/internal/store/sql.js"
-import { postgresEnabled, postgresStore, sqliteStore, tempSqliteFile } from "./backends.js"
+import { databaseUrl, postgresEnabled, postgresStore, sqliteStore, tempSqliteFile } from "./backends.js"
 
 // Ids are unique per test: a durable store keeps what earlier tests (and earlier runs of the suite) wrote.
 let namespace = crypto.randomUUID().slice(0, 8)
@@ -569,6 +570,26 @@ if (postgresEnabled) {
         expect(refusals.length).toBeGreaterThan(0)
         expect(new Set(refusals)).toEqual(new Set(["StepFencedError"]))
       }).pipe(Effect.scoped))
+
+    /** The statements prepared in the session of a one-connection store, after it ran a few and the app one. */
+    const preparedAfterUse = (preparedStatements: boolean) =>
+      Effect.gen(function*() {
+        const store = yield* RunStore.RunStore
+        const sql = yield* SqlClient.SqlClient
+        yield* fresh
+        yield* store.createRun(record("prepared"))
+        for (let i = 0; i < 3; i++) yield* store.getRun(id("prepared"))
+        yield* sql`SELECT ${1}::int AS n`
+        return yield* sql<{ statement: string }>`SELECT statement FROM pg_prepared_statements`
+      }).pipe(Effect.provide(Postgres.layer({ url: databaseUrl, maxConnections: 1, preparedStatements })))
+
+    it.live("prepares the store's statements once per connection, and none of the application's on its client", () =>
+      Effect.gen(function*() {
+        const prepared = (yield* preparedAfterUse(true)).map((row) => row.statement)
+        expect(prepared.filter((text) => text.includes("FROM stepwise_runs WHERE run_id"))).toHaveLength(1)
+        expect(prepared.filter((text) => !text.includes("stepwise_"))).toEqual([])
+        expect(yield* preparedAfterUse(false)).toEqual([])
+      }))
   })
 }
 

@@ -3,15 +3,16 @@
  * workflow on the default engine, and per step the store calls, SQL statements and (Postgres) commits and WAL
  * flushes.
  *
- *   npx tsx bench/durable/steps.ts [postgres|sqlite|memory ...] [--runs 300] [--reps 3] [--log]
+ *   npx tsx bench/durable/steps.ts [postgres|postgres-unprepared|sqlite|memory ...] [--runs 300] [--reps 3] [--log]
  *
  * Runs from the sources (the root tsconfig maps "stepwise" to src). Statements are counted in the drivers
  * (node-postgres's `Client.query`, better-sqlite3's `Statement` runs), so `BEGIN`/`COMMIT` count too; `--log` prints
- * each distinct statement of one run with its count. Commits and flushes come from `pg_stat_database` and
+ * each distinct statement of one run with its count. `postgres-unprepared` is the Postgres store with
+ * `preparedStatements: false`. Repetitions interleave the stores, as in bench:durable. Commits and flushes come from `pg_stat_database` and
  * `pg_stat_wal` (the whole server's: run it on a quiet server).
  */
 import { Effect, Layer, Schema } from "effect"
-import { mkdtempSync } from "node:fs"
+import { mkdtempSync, readFileSync } from "node:fs"
 import { loadavg, tmpdir } from "node:os"
 import { join } from "node:path"
 import { createRequire } from "node:module"
@@ -29,7 +30,7 @@ const runs = flag("runs", 300)
 const reps = flag("reps", 3)
 const log = args.includes("--log")
 const chosen = args.filter((a, i) => !a.startsWith("--") && !args[i - 1]?.startsWith("--runs") && !args[i - 1]?.startsWith("--reps"))
-const stores = (chosen.length > 0 ? chosen : ["memory", "sqlite", "postgres"]) as Array<"memory" | "sqlite" | "postgres">
+const stores = chosen.length > 0 ? chosen : ["memory", "sqlite", "postgres"]
 const databaseUrl = process.env["DATABASE_URL"] ?? Postgres.defaultUrl
 
 // -- statements, counted in the drivers
@@ -40,7 +41,10 @@ const count = (text: string) => {
 }
 const pg = require("pg") as { Client: { prototype: { query: (...a: Array<unknown>) => unknown } } }
 const query = pg.Client.prototype.query
-pg.Client.prototype.query = function(this: unknown, ...a: Array<unknown>) {
+// the server processes of this process's connections, for their CPU time
+const backends = new Set<number>()
+pg.Client.prototype.query = function(this: { processID?: number }, ...a: Array<unknown>) {
+  if (this.processID !== undefined) backends.add(this.processID)
   const q = a[0]
   count(typeof q === "string" ? q : (q as { text?: string }).text ?? "?")
   return query.apply(this, a)
@@ -57,6 +61,19 @@ Database.prototype.prepare = function(this: unknown, source: string) {
     }
   }
   return statement
+}
+/** CPU time (µs) of the server processes that served this process, from /proc (the server on this machine). */
+const serverCpu = () => {
+  let ticks = 0
+  for (const pid of backends) {
+    try {
+      const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")
+      ticks += Number(fields[11]) + Number(fields[12]) // utime, stime
+    } catch {
+      backends.delete(pid) // gone: its connection closed with its pool
+    }
+  }
+  return ticks * 10_000 // USER_HZ 100
 }
 const total = () => [...statements.values()].reduce((a, b) => a + b, 0)
 
@@ -84,7 +101,7 @@ const storeLayer = (name: string, rep: number): Layer.Layer<RunStore.RunStore, u
     ? RunStore.layerMemory
     : name === "sqlite"
     ? Sqlite.layer({ filename: join(dir, `steps-${rep}.db`) })
-    : Postgres.layer({ url: databaseUrl })
+    : Postgres.layer({ url: databaseUrl, preparedStatements: name !== "postgres-unprepared" })
 
 const serverCounters = Effect.gen(function*() {
   const { Client } = require("pg") as {
@@ -113,13 +130,18 @@ const measure = (name: string, rep: number) =>
     yield* Effect.flatMap(engine.start(linear, 1), (r) => r.result)
     const oneRun = new Map(statements)
     const oneRunCalls = new Map(calls)
-    const before = name === "postgres" ? yield* serverCounters : undefined
+    const before = name.startsWith("postgres") ? yield* serverCounters : undefined
     const s0 = total()
+    const c0 = process.cpuUsage()
+    const server0 = serverCpu()
     const t0 = performance.now()
     for (let i = 0; i < runs; i++) yield* Effect.flatMap(engine.start(linear, i), (r) => r.result)
     const us = ((performance.now() - t0) * 1000) / (runs * 10)
-    const after = name === "postgres" ? yield* serverCounters : undefined
-    return { us, statements: (total() - s0) / (runs * 10), oneRun, oneRunCalls, before, after }
+    const cpu = process.cpuUsage(c0)
+    const clientCpu = (cpu.user + cpu.system) / (runs * 10)
+    const serverCpuPerStep = (serverCpu() - server0) / (runs * 10)
+    const after = name.startsWith("postgres") ? yield* serverCounters : undefined
+    return { us, clientCpu, serverCpu: serverCpuPerStep, statements: (total() - s0) / (runs * 10), oneRun, oneRunCalls, before, after }
   }).pipe(
     Effect.provide(WorkflowEngine.layerDefault.pipe(
       Layer.provideMerge(Layer.merge(EventBus.layerMemory, Layer.provide(counted, storeLayer(name, rep))))
@@ -129,18 +151,26 @@ const measure = (name: string, rep: number) =>
 
 const program = Effect.gen(function*() {
   console.log(`load average ${loadavg().map((x) => x.toFixed(2)).join(" ")}; ${runs} runs of 10 steps, ${reps} reps`)
-  for (const name of stores) {
-    const results = []
-    for (let rep = 0; rep < reps; rep++) results.push(yield* measure(name, rep))
+  const results = new Map<string, Array<Effect.Effect.Success<ReturnType<typeof measure>>>>()
+  for (let rep = 0; rep < reps; rep++) {
+    for (const name of rep % 2 === 0 ? stores : [...stores].reverse()) {
+      results.set(name, [...(results.get(name) ?? []), yield* measure(name, rep)])
+    }
+  }
+  for (const [name, all] of results) {
+    const results = all
     const sorted = results.map((r) => r.us).sort((a, b) => a - b)
     const last = results.at(-1)!
+    const med = (xs: Array<number>) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
     const perStep = (n: number) => (n / (runs * 10)).toFixed(2)
     const server = last.before && last.after
       ? `, commits/step ${perStep(last.after.commits - last.before.commits)}, WAL flushes/step ${perStep(last.after.syncs - last.before.syncs)}`
       : ""
     console.log(
       `${name}: µs/step median ${sorted[Math.floor(sorted.length / 2)]!.toFixed(0)} (${sorted.map((x) => x.toFixed(0)).join(", ")}); ` +
-        `statements/step ${last.statements.toFixed(2)}${server}`
+        `CPU µs/step client ${med(results.map((r) => r.clientCpu)).toFixed(0)}` +
+        (!name.startsWith("postgres") ? "" : `, server ${med(results.map((r) => r.serverCpu)).toFixed(0)}`) +
+        `; statements/step ${last.statements.toFixed(2)}${server}`
     )
     console.log(`  store calls in one run: ${[...last.oneRunCalls].map(([k, v]) => `${k} ${v}`).join(", ")}`)
     if (log) for (const [text, n] of last.oneRun) console.log(`  ${String(n).padStart(3)} × ${text}`)

@@ -313,6 +313,13 @@ interface RunRow {
   readonly trace: string | null
 }
 
+/**
+ * The columns of a `RunRow`, named rather than `*`: the result of a prepared statement (Postgres, see pgClient.ts)
+ * must not change shape when a migration adds a column.
+ */
+const runColumns = `run_id, workflow_id, status, input, output, error, failed_step, suspended, owner, heartbeat_at,
+  created_at, updated_at, steps_version, trace`
+
 /** A store failure, with the driver's own words (a deadlock, a lost connection) after `@effect/sql`'s. */
 const fail = (operation: string, runId?: string) => (error: SqlError): RunStoreError =>
   new RunStoreError({
@@ -400,7 +407,7 @@ export const make = Effect.gen(function*() {
       ).pipe(Effect.catchTag("SqlError", (error) => Effect.fail(fail("create run", record.runId)(error))))
 
   const getRun = (runId: string) =>
-    sql<RunRow>`SELECT * FROM stepwise_runs WHERE run_id = ${runId}`.pipe(
+    sql<RunRow>`SELECT ${sql.literal(runColumns)} FROM stepwise_runs WHERE run_id = ${runId}`.pipe(
       Effect.mapError(fail("read run", runId)),
       Effect.flatMap((rows) => rows.length === 0 ? Effect.succeed(undefined) : toRecord(rows[0]!))
     )
@@ -440,7 +447,7 @@ export const make = Effect.gen(function*() {
       // Runs created in the same millisecond come in the order of their ids, which is arbitrary but stable.
       const order = filter.order === "newest-first" ? sql`ORDER BY created_at DESC, run_id DESC` : sql`ORDER BY created_at, run_id`
       const limit = filter.limit === undefined ? sql`` : sql`LIMIT ${Math.max(0, Math.floor(filter.limit))}`
-      const rows = yield* sql<RunRow>`SELECT * FROM stepwise_runs ${where} ${order} ${limit}`
+      const rows = yield* sql<RunRow>`SELECT ${sql.literal(runColumns)} FROM stepwise_runs ${where} ${order} ${limit}`
         .pipe(Effect.mapError(fail("list runs")))
       return yield* Effect.forEach(rows, toRecord)
     })
