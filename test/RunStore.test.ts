@@ -87,6 +87,30 @@ export const runStoreSuite = (name: string, layer: Layer.Layer<RunStore.RunStore
         expect(yield* store.getRun(id("settled"))).toMatchObject({ status: "success", output: 1 })
       }).pipe(Effect.provide(layer)))
 
+    it.effect("finishes a run with its events in one write, after the events before; a finished run gets them too", () =>
+      Effect.gen(function*() {
+        yield* fresh
+        const store = yield* RunStore.RunStore
+        const event = (type: string) => ({ type, runId: id("a") }) as unknown as WorkflowEvent.WorkflowEvent
+        yield* store.createRun(record("a"), event("start"))
+        yield* store.appendEvent(id("a"), event("middle"))
+        yield* store.updateRun(id("a"), { status: "canceled" }, [event("canceled"), event("finish")])
+        expect(yield* store.getRun(id("a"))).toMatchObject({ status: "canceled" })
+        // Too late: the run stays canceled, with its updatedAt, and the late end is in the log after the first.
+        const updatedAt = (yield* store.getRun(id("a")))?.updatedAt
+        yield* TestClock.adjust("1 second")
+        yield* store.updateRun(id("a"), { status: "success", output: 1 }, [event("finish")])
+        expect(yield* store.getRun(id("a"))).toMatchObject({ status: "canceled", updatedAt })
+        expect(yield* store.getRun(id("a"))).not.toHaveProperty("output")
+        const page = yield* store.readEvents(id("a"), 0, 10)
+        expect(page.events.map((e) => e.type)).toEqual(["start", "middle", "canceled", "finish", "finish"])
+        expect(page.size).toBe(5)
+        expect(yield* store.appendEvent(id("a"), event("after"))).toBe(5)
+        const failure = yield* Effect.flip(store.updateRun(id("nope"), { status: "failed" }, [event("finish")]))
+        expect(failure.message).toContain(`run ${id("nope")}`)
+        expect((yield* store.readEvents(id("nope"), 0, 10)).size).toBe(0)
+      }).pipe(Effect.provide(layer)))
+
     it.effect("lists runs oldest first by default, or newest first, up to a limit", () =>
       Effect.gen(function*() {
         yield* fresh
@@ -675,6 +699,23 @@ describe("RunStore.layerSql upgrades", () => {
         // No run, no step row and no event.
         yield* Effect.flip(store.putStep("none", running, started))
         expect(yield* sql`SELECT COUNT(*) AS n FROM stepwise_events WHERE run_id = 'none'`).toEqual([{ n: 0 }])
+      }).pipe(Effect.provide(Sqlite.layer({ filename })), Effect.scoped)
+    }))
+
+  it.effect("creates and finishes a SQLite run with its events in one statement each, leaving them in the log only", () =>
+    Effect.gen(function*() {
+      const filename = tempSqliteFile()
+      yield* Effect.gen(function*() {
+        const store = yield* RunStore.RunStore
+        const sql = yield* SqlClient.SqlClient
+        const event = (type: string) => ({ type }) as unknown as WorkflowEvent.WorkflowEvent
+        expect(yield* store.createRun({ runId: "r", workflowId: "wf", status: "running", input: 1, createdAt: 1, updatedAt: 1 }, event("start")))
+          .toBe(true)
+        expect(yield* store.createRun({ runId: "r", workflowId: "wf", status: "running", input: 1, createdAt: 1, updatedAt: 1 }, event("again")))
+          .toBe(false)
+        yield* store.updateRun("r", { status: "success", output: 2 }, [event("a"), event("b")])
+        expect((yield* store.readEvents("r", 0, 10)).events.map((e) => e.type)).toEqual(["start", "a", "b"])
+        expect(yield* sql`SELECT events FROM stepwise_runs WHERE run_id = 'r'`).toEqual([{ events: null }])
       }).pipe(Effect.provide(Sqlite.layer({ filename })), Effect.scoped)
     }))
 

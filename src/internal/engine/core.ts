@@ -281,7 +281,16 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
     memos.drop(runId)
   }
 
-  const emitter = (runId: string) => Executor.makeEmit(store, bus, runId)
+  /**
+   * Records a run's end and the events that announce it in one write (a finished run is never found without them),
+   * then publishes the events.
+   */
+  const settle = (runId: string, patch: RunStore.RunPatch, events: ReadonlyArray<WorkflowEvent.WorkflowEvent>) =>
+    Effect.zipRight(
+      Effect.orDie(store.updateRun(runId, patch, events)),
+      Effect.forEach(events, (event) =>
+        Executor.publishQuietly(bus, EventBus.runChannel(runId), { type: "watch", runId, data: event }), { discard: true })
+    )
 
   const setRun = (runId: string, patch: RunStore.RunPatch) => Effect.orDie(store.updateRun(runId, patch))
 
@@ -303,8 +312,7 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
   const completeRun = (runId: string, output: unknown) =>
     Effect.gen(function*() {
       dropEnv(runId)
-      yield* setRun(runId, { status: "success", output })
-      yield* emitter(runId)(finish(runId, { workflowStatus: "success", output }))
+      yield* settle(runId, { status: "success", output }, [finish(runId, { workflowStatus: "success", output })])
       yield* announceEnd(runId)
       yield* notify(runId)
     })
@@ -314,8 +322,9 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
       dropEnv(runId)
       const error = Executor.serializeCause(failure.cause)
       rememberCause(runId, failure.cause)
-      yield* setRun(runId, { status: "failed", error, failedStep: failure.stepId })
-      yield* emitter(runId)(finish(runId, { workflowStatus: "failed", error }))
+      yield* settle(runId, { status: "failed", error, failedStep: failure.stepId }, [
+        finish(runId, { workflowStatus: "failed", error })
+      ])
       yield* announceEnd(runId)
       yield* notify(runId)
     })
@@ -330,10 +339,10 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
   const cancelRun = (runId: string) =>
     Effect.gen(function*() {
       dropEnv(runId)
-      const emit = emitter(runId)
-      yield* setRun(runId, { status: "canceled" })
-      yield* emit({ type: "workflow-canceled", runId, from: "WORKFLOW", payload: {} })
-      yield* emit(finish(runId, { workflowStatus: "canceled" }))
+      yield* settle(runId, { status: "canceled" }, [
+        { type: "workflow-canceled", runId, from: "WORKFLOW", payload: {} },
+        finish(runId, { workflowStatus: "canceled" })
+      ])
       yield* announceEnd(runId)
       yield* notify(runId)
     })
