@@ -451,15 +451,30 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
       }
     })
 
-  /** Waits until the run settles. A waiter registers before reading the store, so no settlement is missed. */
-  const awaitOutcome = (runId: string, until: (outcome: Outcome) => boolean = () => true): Effect.Effect<Outcome> =>
+  /**
+   * Waits until the run settles. A waiter registers before reading the store, so no settlement is missed. While
+   * `walking(runId)` (this process walks the run; it notifies when the walk settles it), the first read is skipped:
+   * the store would show the run unsettled.
+   */
+  const awaitOutcome = (
+    runId: string,
+    until: (outcome: Outcome) => boolean = () => true,
+    walking: (runId: string) => boolean = () => false
+  ): Effect.Effect<Outcome> =>
     Effect.gen(function*() {
+      let first = true
       while (true) {
         let waiter = waiters.get(runId)
         if (waiter === undefined) {
           waiter = yield* Deferred.make<void>()
           waiters.set(runId, waiter)
         }
+        if (first && walking(runId)) {
+          first = false
+          yield* Deferred.await(waiter)
+          continue
+        }
+        first = false
         const outcome = yield* outcomeFromStore(runId)
         if (outcome !== undefined && until(outcome)) {
           // The waiter goes with the wait: left behind for a run already settled, waiters piled up (one per awaited
@@ -556,7 +571,7 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
       constructor(readonly runId: string, readonly workflowId: string) {}
       get result() {
         const runId = this.runId
-        return Effect.flatMap(awaitOutcome(runId), toResult<O, E>(runId))
+        return Effect.flatMap(awaitOutcome(runId, undefined, driver.isLive), toResult<O, E>(runId))
       }
       get status() {
         const runId = this.runId
@@ -818,7 +833,13 @@ export const makeDefault = (options: DefaultOptions = {}) => Effect.gen(function
    * Walks a run in a fiber of its own, its spans under `parent`. The run's open span (from `start`) is this walk's to
    * end, once the walk is over and recorded; a recorded one is only a parent.
    */
-  const launch = (runId: string, registered: Registered, input: unknown, parent: Tracer.AnySpan | undefined): Effect.Effect<void> =>
+  const launch = (
+    runId: string,
+    registered: Registered,
+    input: unknown,
+    parent: Tracer.AnySpan | undefined,
+    created = false
+  ): Effect.Effect<void> =>
     Effect.suspend((): Effect.Effect<void> => {
       const open = parent?._tag === "Span" ? parent : undefined
       let outcome: Exit.Exit<unknown, unknown> = Exit.void
@@ -838,7 +859,9 @@ export const makeDefault = (options: DefaultOptions = {}) => Effect.gen(function
       })
       return Effect.gen(function*() {
         const { workflow } = registered
-        const memo = yield* core.loadMemo(runId, workflow.id)
+        // A run this process has just created has no step records yet: nothing to read. (Were another process to
+        // write some meanwhile, the claims of this walk's steps would find them and stop it.)
+        const memo = created ? new Map<string, RunStore.StepRecord>() : yield* core.loadMemo(runId, workflow.id)
         if (memo === undefined) return yield* Effect.zipRight(release, endOpen(Exit.void))
         const park: Executor.Park = {
           after: parkAfter,
@@ -922,7 +945,7 @@ export const makeDefault = (options: DefaultOptions = {}) => Effect.gen(function
   const isLive = (runId: string) => live.has(runId) || timers.has(runId)
 
   return yield* core.withDriver({
-    launch: (runId, registered, input, _reason, parent) => launch(runId, registered, input, parent),
+    launch: (runId, registered, input, reason, parent) => launch(runId, registered, input, parent, reason === "start"),
     endsRunSpan: true,
     cancel,
     initialStatus: "running",
