@@ -35,10 +35,9 @@ const databaseUrl = process.env["DATABASE_URL"] ?? Postgres.defaultUrl
 
 // -- statements, counted in the drivers
 const statements = new Map<string, number>()
-const count = (text: string) => {
-  const key = text.replace(/\s+/g, " ").trim().slice(0, 160)
-  statements.set(key, (statements.get(key) ?? 0) + 1)
-}
+// by their text as sent (normalized only for printing: a regexp over every statement's text showed in profiles)
+const count = (text: string) => statements.set(text, (statements.get(text) ?? 0) + 1)
+const shown = (text: string) => text.replace(/\s+/g, " ").trim().slice(0, 160)
 const pg = require("pg") as { Client: { prototype: { query: (...a: Array<unknown>) => unknown } } }
 const query = pg.Client.prototype.query
 // the server processes of this process's connections, for their CPU time
@@ -173,7 +172,7 @@ const program = Effect.gen(function*() {
         `; statements/step ${last.statements.toFixed(2)}${server}`
     )
     console.log(`  store calls in one run: ${[...last.oneRunCalls].map(([k, v]) => `${k} ${v}`).join(", ")}`)
-    if (log) for (const [text, n] of last.oneRun) console.log(`  ${String(n).padStart(3)} × ${text}`)
+    if (log) for (const [text, n] of last.oneRun) console.log(`  ${String(n).padStart(3)} × ${shown(text)}`)
   }
 })
 
