@@ -109,7 +109,7 @@ export const retrying = (store: RunStore["Type"]): RunStore["Type"] => {
   return {
     createRun: (record, event) => retry(store.createRun(record, event)),
     getRun: (runId) => retry(store.getRun(runId)),
-    updateRun: (runId, patch) => retry(store.updateRun(runId, patch)),
+    updateRun: (runId, patch, events) => retry(store.updateRun(runId, patch, events)),
     listRuns: (filter) => retry(store.listRuns(filter)),
     appendEvent: (runId, event) => retry(store.appendEvent(runId, event)),
     appendEvents: (runId, events, fences) => retry(store.appendEvents(runId, events, fences)),
@@ -333,9 +333,10 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
           const run = runs.get(runId)
           return run === undefined ? undefined : current(run)
         }),
-      updateRun: (runId, patch) =>
+      updateRun: (runId, patch, events) =>
         Effect.flatMap(Clock.currentTimeMillis, (now) =>
           withRun("update run", runId, (run) => {
+            if (events !== undefined) for (const event of events) run.events.push(event)
             // A finished run stays as it is (see `updateRun`).
             if (isTerminal(run.record.status)) return
             run.record = { ...run.record, ...patch, updatedAt: now }

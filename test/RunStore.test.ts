@@ -3,9 +3,10 @@ import { SqliteClient } from "@effect/sql-sqlite-node"
 import { describe, expect, it } from "@effect/vitest"
 import { Cause, Context, Effect, Exit, Layer, TestClock } from "effect"
 import { RunStore, type WorkflowEvent } from "stepwise"
+import * as Postgres from "stepwise/postgres"
 import * as Sqlite from "stepwise/sqlite"
 import * as SqlStore from "../src/internal/store/sql.js"
-import { postgresEnabled, postgresStore, sqliteStore, tempSqliteFile } from "./backends.js"
+import { databaseUrl, postgresEnabled, postgresStore, sqliteStore, tempSqliteFile } from "./backends.js"
 
 // Ids are unique per test: a durable store keeps what earlier tests (and earlier runs of the suite) wrote.
 let namespace = crypto.randomUUID().slice(0, 8)
@@ -84,6 +85,30 @@ export const runStoreSuite = (name: string, layer: Layer.Layer<RunStore.RunStore
         yield* store.updateRun(id("settled"), { status: "running" })
         yield* store.updateRun(id("settled"), { status: "waiting", output: 2 })
         expect(yield* store.getRun(id("settled"))).toMatchObject({ status: "success", output: 1 })
+      }).pipe(Effect.provide(layer)))
+
+    it.effect("finishes a run with its events in one write, after the events before; a finished run gets them too", () =>
+      Effect.gen(function*() {
+        yield* fresh
+        const store = yield* RunStore.RunStore
+        const event = (type: string) => ({ type, runId: id("a") }) as unknown as WorkflowEvent.WorkflowEvent
+        yield* store.createRun(record("a"), event("start"))
+        yield* store.appendEvent(id("a"), event("middle"))
+        yield* store.updateRun(id("a"), { status: "canceled" }, [event("canceled"), event("finish")])
+        expect(yield* store.getRun(id("a"))).toMatchObject({ status: "canceled" })
+        // Too late: the run stays canceled, with its updatedAt, and the late end is in the log after the first.
+        const updatedAt = (yield* store.getRun(id("a")))?.updatedAt
+        yield* TestClock.adjust("1 second")
+        yield* store.updateRun(id("a"), { status: "success", output: 1 }, [event("finish")])
+        expect(yield* store.getRun(id("a"))).toMatchObject({ status: "canceled", updatedAt })
+        expect(yield* store.getRun(id("a"))).not.toHaveProperty("output")
+        const page = yield* store.readEvents(id("a"), 0, 10)
+        expect(page.events.map((e) => e.type)).toEqual(["start", "middle", "canceled", "finish", "finish"])
+        expect(page.size).toBe(5)
+        expect(yield* store.appendEvent(id("a"), event("after"))).toBe(5)
+        const failure = yield* Effect.flip(store.updateRun(id("nope"), { status: "failed" }, [event("finish")]))
+        expect(failure.message).toContain(`run ${id("nope")}`)
+        expect((yield* store.readEvents(id("nope"), 0, 10)).size).toBe(0)
       }).pipe(Effect.provide(layer)))
 
     it.effect("lists runs oldest first by default, or newest first, up to a limit", () =>
@@ -597,6 +622,26 @@ if (postgresEnabled) {
         expect(refusals.length).toBeGreaterThan(0)
         expect(new Set(refusals)).toEqual(new Set(["StepFencedError"]))
       }).pipe(Effect.scoped))
+
+    /** The statements prepared in the session of a one-connection store, after it ran a few and the app one. */
+    const preparedAfterUse = (preparedStatements: boolean) =>
+      Effect.gen(function*() {
+        const store = yield* RunStore.RunStore
+        const sql = yield* SqlClient.SqlClient
+        yield* fresh
+        yield* store.createRun(record("prepared"))
+        for (let i = 0; i < 3; i++) yield* store.getRun(id("prepared"))
+        yield* sql`SELECT ${1}::int AS n`
+        return yield* sql<{ statement: string }>`SELECT statement FROM pg_prepared_statements`
+      }).pipe(Effect.provide(Postgres.layer({ url: databaseUrl, maxConnections: 1, preparedStatements })))
+
+    it.live("prepares the store's statements once per connection, and none of the application's on its client", () =>
+      Effect.gen(function*() {
+        const prepared = (yield* preparedAfterUse(true)).map((row) => row.statement)
+        expect(prepared.filter((text) => text.includes("FROM stepwise_runs WHERE run_id"))).toHaveLength(1)
+        expect(prepared.filter((text) => !text.includes("stepwise_"))).toEqual([])
+        expect(yield* preparedAfterUse(false)).toEqual([])
+      }))
   })
 }
 
@@ -682,6 +727,23 @@ describe("RunStore.layerSql upgrades", () => {
         // No run, no step row and no event.
         yield* Effect.flip(store.putStep("none", running, started))
         expect(yield* sql`SELECT COUNT(*) AS n FROM stepwise_events WHERE run_id = 'none'`).toEqual([{ n: 0 }])
+      }).pipe(Effect.provide(Sqlite.layer({ filename })), Effect.scoped)
+    }))
+
+  it.effect("creates and finishes a SQLite run with its events in one statement each, leaving them in the log only", () =>
+    Effect.gen(function*() {
+      const filename = tempSqliteFile()
+      yield* Effect.gen(function*() {
+        const store = yield* RunStore.RunStore
+        const sql = yield* SqlClient.SqlClient
+        const event = (type: string) => ({ type }) as unknown as WorkflowEvent.WorkflowEvent
+        expect(yield* store.createRun({ runId: "r", workflowId: "wf", status: "running", input: 1, createdAt: 1, updatedAt: 1 }, event("start")))
+          .toBe(true)
+        expect(yield* store.createRun({ runId: "r", workflowId: "wf", status: "running", input: 1, createdAt: 1, updatedAt: 1 }, event("again")))
+          .toBe(false)
+        yield* store.updateRun("r", { status: "success", output: 2 }, [event("a"), event("b")])
+        expect((yield* store.readEvents("r", 0, 10)).events.map((e) => e.type)).toEqual(["start", "a", "b"])
+        expect(yield* sql`SELECT events FROM stepwise_runs WHERE run_id = 'r'`).toEqual([{ events: null }])
       }).pipe(Effect.provide(Sqlite.layer({ filename })), Effect.scoped)
     }))
 

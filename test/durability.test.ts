@@ -223,6 +223,31 @@ describe("durability", () => {
       }))
     }))
 
+  it.effect("a run started and awaited here reads no step records, and reads the run once, for its result", () =>
+    Effect.gen(function*() {
+      const calls: Array<string> = []
+      const store = yield* RunStore.makeMemory()
+      const counting = RunStore.RunStore.of({
+        ...store,
+        getSteps: (runId, since) => Effect.zipRight(Effect.sync(() => calls.push("getSteps")), store.getSteps(runId, since)),
+        getRun: (runId) => Effect.zipRight(Effect.sync(() => calls.push("getRun")), store.getRun(runId))
+      })
+      const wf = Workflow.make({ id: "reads", inputSchema: N, outputSchema: N }).pipe(
+        Workflow.then(Step.make({ id: "a", inputSchema: N, outputSchema: N, execute: ({ inputData }) => Effect.succeed(inputData + 1) })),
+        Workflow.then(Step.make({ id: "b", inputSchema: N, outputSchema: N, execute: ({ inputData }) => Effect.succeed(inputData * 2) })),
+        Workflow.commit
+      )
+      const context = yield* Layer.build(WorkflowEngine.layerDefault.pipe(
+        Layer.provide(Layer.merge(EventBus.layerMemory, Layer.succeed(RunStore.RunStore, counting)))
+      ))
+      const run = yield* engineOf(context).start(wf, 1)
+      expect(yield* run.result).toBe(4)
+      expect(calls).toEqual(["getRun"])
+      // A second wait for the settled run reads it again.
+      expect(yield* run.result).toBe(4)
+      expect(calls).toEqual(["getRun", "getRun"])
+    }).pipe(Effect.scoped))
+
   it.live("transient store failures are retried, and the run completes as if nothing happened", () =>
     Effect.gen(function*() {
       const engine = yield* WorkflowEngine.WorkflowEngine

@@ -282,7 +282,16 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
     if (records !== undefined) Executor.forgetDecoded(records)
   }
 
-  const emitter = (runId: string) => Executor.makeEmit(store, bus, runId)
+  /**
+   * Records a run's end and the events that announce it in one write (a finished run is never found without them),
+   * then publishes the events.
+   */
+  const settle = (runId: string, patch: RunStore.RunPatch, events: ReadonlyArray<WorkflowEvent.WorkflowEvent>) =>
+    Effect.zipRight(
+      Effect.orDie(store.updateRun(runId, patch, events)),
+      Effect.forEach(events, (event) =>
+        Executor.publishQuietly(bus, EventBus.runChannel(runId), { type: "watch", runId, data: event }), { discard: true })
+    )
 
   const setRun = (runId: string, patch: RunStore.RunPatch) => Effect.orDie(store.updateRun(runId, patch))
 
@@ -304,8 +313,7 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
   const completeRun = (runId: string, output: unknown) =>
     Effect.gen(function*() {
       dropEnv(runId)
-      yield* setRun(runId, { status: "success", output })
-      yield* emitter(runId)(finish(runId, { workflowStatus: "success", output }))
+      yield* settle(runId, { status: "success", output }, [finish(runId, { workflowStatus: "success", output })])
       yield* announceEnd(runId)
       yield* notify(runId)
     })
@@ -315,8 +323,9 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
       dropEnv(runId)
       const error = Executor.serializeCause(failure.cause)
       rememberCause(runId, failure.cause)
-      yield* setRun(runId, { status: "failed", error, failedStep: failure.stepId })
-      yield* emitter(runId)(finish(runId, { workflowStatus: "failed", error }))
+      yield* settle(runId, { status: "failed", error, failedStep: failure.stepId }, [
+        finish(runId, { workflowStatus: "failed", error })
+      ])
       yield* announceEnd(runId)
       yield* notify(runId)
     })
@@ -331,10 +340,10 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
   const cancelRun = (runId: string) =>
     Effect.gen(function*() {
       dropEnv(runId)
-      const emit = emitter(runId)
-      yield* setRun(runId, { status: "canceled" })
-      yield* emit({ type: "workflow-canceled", runId, from: "WORKFLOW", payload: {} })
-      yield* emit(finish(runId, { workflowStatus: "canceled" }))
+      yield* settle(runId, { status: "canceled" }, [
+        { type: "workflow-canceled", runId, from: "WORKFLOW", payload: {} },
+        finish(runId, { workflowStatus: "canceled" })
+      ])
       yield* announceEnd(runId)
       yield* notify(runId)
     })
@@ -443,15 +452,30 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
       }
     })
 
-  /** Waits until the run settles. A waiter registers before reading the store, so no settlement is missed. */
-  const awaitOutcome = (runId: string, until: (outcome: Outcome) => boolean = () => true): Effect.Effect<Outcome> =>
+  /**
+   * Waits until the run settles. A waiter registers before reading the store, so no settlement is missed. While
+   * `walking(runId)` (this process walks the run; it notifies when the walk settles it), the first read is skipped:
+   * the store would show the run unsettled.
+   */
+  const awaitOutcome = (
+    runId: string,
+    until: (outcome: Outcome) => boolean = () => true,
+    walking: (runId: string) => boolean = () => false
+  ): Effect.Effect<Outcome> =>
     Effect.gen(function*() {
+      let first = true
       while (true) {
         let waiter = waiters.get(runId)
         if (waiter === undefined) {
           waiter = yield* Deferred.make<void>()
           waiters.set(runId, waiter)
         }
+        if (first && walking(runId)) {
+          first = false
+          yield* Deferred.await(waiter)
+          continue
+        }
+        first = false
         const outcome = yield* outcomeFromStore(runId)
         if (outcome !== undefined && until(outcome)) {
           // The waiter goes with the wait: left behind for a run already settled, waiters piled up (one per awaited
@@ -548,7 +572,7 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
       constructor(readonly runId: string, readonly workflowId: string) {}
       get result() {
         const runId = this.runId
-        return Effect.flatMap(awaitOutcome(runId), toResult<O, E>(runId))
+        return Effect.flatMap(awaitOutcome(runId, undefined, driver.isLive), toResult<O, E>(runId))
       }
       get status() {
         const runId = this.runId
@@ -810,7 +834,13 @@ export const makeDefault = (options: DefaultOptions = {}) => Effect.gen(function
    * Walks a run in a fiber of its own, its spans under `parent`. The run's open span (from `start`) is this walk's to
    * end, once the walk is over and recorded; a recorded one is only a parent.
    */
-  const launch = (runId: string, registered: Registered, input: unknown, parent: Tracer.AnySpan | undefined): Effect.Effect<void> =>
+  const launch = (
+    runId: string,
+    registered: Registered,
+    input: unknown,
+    parent: Tracer.AnySpan | undefined,
+    created = false
+  ): Effect.Effect<void> =>
     Effect.suspend((): Effect.Effect<void> => {
       const open = parent?._tag === "Span" ? parent : undefined
       let outcome: Exit.Exit<unknown, unknown> = Exit.void
@@ -830,7 +860,9 @@ export const makeDefault = (options: DefaultOptions = {}) => Effect.gen(function
       })
       return Effect.gen(function*() {
         const { workflow } = registered
-        const memo = yield* core.loadMemo(runId, workflow.id)
+        // A run this process has just created has no step records yet: nothing to read. (Were another process to
+        // write some meanwhile, the claims of this walk's steps would find them and stop it.)
+        const memo = created ? new Map<string, RunStore.StepRecord>() : yield* core.loadMemo(runId, workflow.id)
         if (memo === undefined) return yield* Effect.zipRight(release, endOpen(Exit.void))
         const park: Executor.Park = {
           after: parkAfter,
@@ -914,7 +946,7 @@ export const makeDefault = (options: DefaultOptions = {}) => Effect.gen(function
   const isLive = (runId: string) => live.has(runId) || timers.has(runId)
 
   return yield* core.withDriver({
-    launch: (runId, registered, input, _reason, parent) => launch(runId, registered, input, parent),
+    launch: (runId, registered, input, reason, parent) => launch(runId, registered, input, parent, reason === "start"),
     endsRunSpan: true,
     cancel,
     initialStatus: "running",

@@ -244,8 +244,16 @@ export interface Shape {
    * Applies `patch` to the run. A finished run (`success`, `failed`, `canceled`) stays as it is: the patch changes
    * nothing, atomically with the check, so that a walk that read the run before another process finished it cannot
    * set it running again. Fails when the run does not exist.
+   *
+   * With `events` (a run's end: its `workflow-finish`), appends them to the run's log, in order, in the same atomic
+   * write: a finished run is never found without the event that says so. They are appended also when the patch
+   * changes nothing. A decorator must pass `events` on.
    */
-  readonly updateRun: (runId: string, patch: RunPatch) => Effect.Effect<void, RunStoreError>
+  readonly updateRun: (
+    runId: string,
+    patch: RunPatch,
+    events?: ReadonlyArray<WorkflowEvent>
+  ) => Effect.Effect<void, RunStoreError>
   /** The runs that match `filter`, by creation time: oldest first unless it says otherwise. */
   readonly listRuns: (filter: RunFilter) => Effect.Effect<ReadonlyArray<RunRecord>, RunStoreError>
   /** Appends to the run's event log; answers the event's index. */

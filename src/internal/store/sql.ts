@@ -182,6 +182,28 @@ const migrations: Record<string, Effect.Effect<void, SqlError, SqlClient.SqlClie
   "7_stepwise_run_trace": Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     yield* sql`ALTER TABLE stepwise_runs ADD COLUMN trace TEXT`
+  }),
+  // SQLite: a run's row and the events written with it (its start, with `createRun`; its end, with `updateRun`) in
+  // one statement, as migration 6 does for steps: the statement carries the events (a JSON array of their JSON texts)
+  // in `events`, and a trigger appends them after the log's last and clears the column. Before, creating a run with
+  // its event was a transaction of four statements. Postgres writes both in one statement (CTEs).
+  "8_stepwise_run_events": Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const append = sql.literal(`INSERT INTO stepwise_events (run_id, idx, data)
+        SELECT NEW.run_id, base.first + j.key, j.value FROM json_each(NEW.events) AS j,
+          (SELECT COALESCE(MAX(idx) + 1, 0) AS first FROM stepwise_events WHERE run_id = NEW.run_id) AS base;
+      UPDATE stepwise_runs SET events = NULL WHERE run_id = NEW.run_id;`)
+    yield* sql.onDialectOrElse({
+      pg: () => Effect.void,
+      orElse: () =>
+        Effect.all([
+          sql`ALTER TABLE stepwise_runs ADD COLUMN events TEXT`,
+          sql`CREATE TRIGGER stepwise_run_events_inserted AFTER INSERT ON stepwise_runs
+            WHEN NEW.events IS NOT NULL BEGIN ${append} END`,
+          sql`CREATE TRIGGER stepwise_run_events_updated AFTER UPDATE OF events ON stepwise_runs
+            WHEN NEW.events IS NOT NULL BEGIN ${append} END`
+        ], { discard: true })
+    })
   })
 }
 
@@ -313,6 +335,13 @@ interface RunRow {
   readonly trace: string | null
 }
 
+/**
+ * The columns of a `RunRow`, named rather than `*`: the result of a prepared statement (Postgres, see pgClient.ts)
+ * must not change shape when a migration adds a column.
+ */
+const runColumns = `run_id, workflow_id, status, input, output, error, failed_step, suspended, owner, heartbeat_at,
+  created_at, updated_at, steps_version, trace`
+
 /** A store failure, with the driver's own words (a deadlock, a lost connection) after `@effect/sql`'s. */
 const fail = (operation: string, runId?: string) => (error: SqlError): RunStoreError =>
   new RunStoreError({
@@ -382,30 +411,46 @@ export const make = Effect.gen(function*() {
       }
     })
 
-  const insertRun = (record: RunStore.RunRecord) =>
-    sql<{ run_id: string }>`INSERT INTO stepwise_runs
-      (run_id, workflow_id, status, input, owner, heartbeat_at, created_at, updated_at, trace)
-      VALUES (${record.runId}, ${record.workflowId}, ${record.status}, ${toJson(record.input)},
-        ${record.owner ?? null}, ${record.heartbeatAt ?? null}, ${record.createdAt}, ${record.updatedAt},
-        ${record.trace === undefined ? null : toJson(record.trace)})
-      ON CONFLICT (run_id) DO NOTHING
-      RETURNING run_id`.pipe(Effect.map((rows) => rows.length === 1), Effect.mapError(fail("create run", record.runId)))
-
-  /** The run and its first event in one transaction: a process that dies in between leaves neither. */
-  const createRun = (record: RunStore.RunRecord, event?: WorkflowEvent) =>
-    event === undefined
-      ? insertRun(record)
-      : sql.withTransaction(
-        Effect.flatMap(insertRun(record), (created) => created ? Effect.as(appendEvent(record.runId, event), true) : Effect.succeed(false))
-      ).pipe(Effect.catchTag("SqlError", (error) => Effect.fail(fail("create run", record.runId)(error))))
+  /**
+   * The run and its first event (if any) in one statement, so that a process that dies in between leaves neither:
+   * on Postgres a CTE, on SQLite the row carries the event for the trigger of migration 8.
+   */
+  const createRun = (record: RunStore.RunRecord, event?: WorkflowEvent) => {
+    const values = sql`${record.runId}, ${record.workflowId}, ${record.status}, ${toJson(record.input)},
+      ${record.owner ?? null}, ${record.heartbeatAt ?? null}, ${record.createdAt}, ${record.updatedAt},
+      ${record.trace === undefined ? null : toJson(record.trace)}`
+    const created = event === undefined
+      ? sql<{ run_id: string }>`INSERT INTO stepwise_runs
+          (run_id, workflow_id, status, input, owner, heartbeat_at, created_at, updated_at, trace)
+          VALUES (${values})
+          ON CONFLICT (run_id) DO NOTHING
+          RETURNING run_id`
+      : isPg
+      ? sql<{ run_id: string }>`WITH r AS (
+          INSERT INTO stepwise_runs
+            (run_id, workflow_id, status, input, owner, heartbeat_at, created_at, updated_at, trace, event_count)
+          VALUES (${values}, 1)
+          ON CONFLICT (run_id) DO NOTHING
+          RETURNING run_id
+        ), e AS (
+          INSERT INTO stepwise_events (run_id, idx, data) SELECT run_id, 0, ${toJson(event)} FROM r
+        )
+        SELECT run_id FROM r`
+      : sql<{ run_id: string }>`INSERT INTO stepwise_runs
+          (run_id, workflow_id, status, input, owner, heartbeat_at, created_at, updated_at, trace, events)
+          VALUES (${values}, ${batchJson([event])})
+          ON CONFLICT (run_id) DO NOTHING
+          RETURNING run_id`
+    return created.pipe(Effect.map((rows) => rows.length === 1), Effect.mapError(fail("create run", record.runId)))
+  }
 
   const getRun = (runId: string) =>
-    sql<RunRow>`SELECT * FROM stepwise_runs WHERE run_id = ${runId}`.pipe(
+    sql<RunRow>`SELECT ${sql.literal(runColumns)} FROM stepwise_runs WHERE run_id = ${runId}`.pipe(
       Effect.mapError(fail("read run", runId)),
       Effect.flatMap((rows) => rows.length === 0 ? Effect.succeed(undefined) : toRecord(rows[0]!))
     )
 
-  const updateRun = (runId: string, patch: RunStore.RunPatch) =>
+  const updateRun = (runId: string, patch: RunStore.RunPatch, events?: ReadonlyArray<WorkflowEvent>) =>
     Effect.gen(function*() {
       const now = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
       const set: Record<string, unknown> = { updated_at: now }
@@ -416,6 +461,7 @@ export const make = Effect.gen(function*() {
       if (patch.suspended !== undefined) set["suspended"] = toJson(patch.suspended)
       if (patch.owner !== undefined) set["owner"] = patch.owner
       if (patch.heartbeatAt !== undefined) set["heartbeat_at"] = patch.heartbeatAt
+      if (events !== undefined && events.length > 0) return yield* updateRunWithEvents(runId, set, events)
       // A finished run stays as it is: a walk in another process that read the run before it finished must not
       // set it running again.
       const rows = yield* sql<{ run_id: string }>`UPDATE stepwise_runs SET ${sql.update(set)}
@@ -430,6 +476,37 @@ export const make = Effect.gen(function*() {
       }
     })
 
+  /**
+   * `updateRun` with events, in one statement: the row is written whatever its status, so that the events are
+   * appended with it, and each column keeps its value when the run is finished (a finished run stays as it is).
+   */
+  const updateRunWithEvents = (runId: string, set: Record<string, unknown>, events: ReadonlyArray<WorkflowEvent>) => {
+    const columns = Object.keys(set).map((column) =>
+      sql`${sql(column)} = CASE WHEN status IN ('success', 'failed', 'canceled') THEN ${sql(column)} ELSE ${
+        set[column]
+      } END`
+    )
+    const assignments = sql.join(", ", false)(columns)
+    const n = events.length
+    const batch = batchJson(events)
+    const written = isPg
+      ? sql<{ idx: number }>`WITH c AS (
+          UPDATE stepwise_runs SET ${assignments}, event_count = event_count + ${n} WHERE run_id = ${runId}
+          RETURNING event_count - ${n} AS first
+        )
+        INSERT INTO stepwise_events (run_id, idx, data)
+        SELECT ${runId}, c.first + t.ord - 1, t.value
+        FROM c, json_array_elements_text(${batch}::json) WITH ORDINALITY AS t(value, ord)
+        RETURNING idx`
+      // The trigger of migration 8 appends the events.
+      : sql<{ idx: number }>`UPDATE stepwise_runs SET ${assignments}, events = ${batch} WHERE run_id = ${runId}
+          RETURNING 0 AS idx`
+    return written.pipe(
+      Effect.mapError(fail("update run", runId)),
+      Effect.flatMap((rows) => rows.length === 0 ? Effect.fail(noSuchRun("update run", runId)) : Effect.void)
+    )
+  }
+
   const listRuns = (filter: RunStore.RunFilter) =>
     Effect.gen(function*() {
       const clauses = [
@@ -440,7 +517,7 @@ export const make = Effect.gen(function*() {
       // Runs created in the same millisecond come in the order of their ids, which is arbitrary but stable.
       const order = filter.order === "newest-first" ? sql`ORDER BY created_at DESC, run_id DESC` : sql`ORDER BY created_at, run_id`
       const limit = filter.limit === undefined ? sql`` : sql`LIMIT ${Math.max(0, Math.floor(filter.limit))}`
-      const rows = yield* sql<RunRow>`SELECT * FROM stepwise_runs ${where} ${order} ${limit}`
+      const rows = yield* sql<RunRow>`SELECT ${sql.literal(runColumns)} FROM stepwise_runs ${where} ${order} ${limit}`
         .pipe(Effect.mapError(fail("list runs")))
       return yield* Effect.forEach(rows, toRecord)
     })
