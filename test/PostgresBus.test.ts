@@ -373,6 +373,28 @@ describe.runIf(postgresEnabled)("Postgres.layerBus", () => {
       expect([...member].sort((x, y) => x - y)).toEqual([1, 2, 3, 4])
     }).pipe(Effect.scoped, Effect.provide(Sql), Effect.provide(Logger.minimumLogLevel(LogLevel.Error))))
 
+  it.live("a subscription made while the database is down waits for it and then gets what is published", () =>
+    Effect.gen(function*() {
+      const c = channel("subscribe-in-outage")
+      const server = yield* proxy(new URL(databaseUrl))
+      const { bus } = yield* makeBus({ url: server.url, safetyNet: "1 hour" })
+      const direct = yield* makeBus()
+      yield* server.down
+      // Both subscriptions are asked for during the outage: they wait rather than fail their readers.
+      const plainFiber = yield* Effect.fork(bus.subscribe(c))
+      const memberFiber = yield* Effect.fork(bus.subscribe(c, { group: "g" }))
+      yield* Effect.sleep("1500 millis")
+      expect(plainFiber.unsafePoll()).toBeNull()
+      expect(memberFiber.unsafePoll()).toBeNull()
+      yield* server.up
+      const plain = yield* collect(Stream.map(yield* Fiber.join(plainFiber), (e) => e.data as number))
+      const member = yield* collect(Stream.map(yield* Fiber.join(memberFiber), (e) => e.data as number))
+      yield* direct.bus.publish(c, event(1))
+      yield* until("the event arrived at both", () => plain.length === 1 && member.length === 1, 8000)
+      expect(plain).toEqual([1])
+      expect(member).toEqual([1])
+    }).pipe(Effect.scoped, Effect.provide(Sql), Effect.provide(Logger.minimumLogLevel(LogLevel.Error))))
+
   it.live("an unreachable database fails the layer at once, with an EventBusError naming the URL but not its password", () =>
     Effect.gen(function*() {
       const started = Date.now()

@@ -75,6 +75,7 @@ import type { BusEvent, SubscribeOptions } from "../../EventBus.js"
 import { decodeIncoming, EventBus, skipMalformed } from "../../EventBus.js"
 import { EventBusError } from "../../WorkflowError.js"
 import { redactUrl } from "../url.js"
+import * as Retry from "../retry.js"
 import { wallClock, wallSleep } from "../wallClock.js"
 
 // -----------------------------------------------------------------------------------------------------------------
@@ -428,6 +429,27 @@ export const make = (options: Options): Effect.Effect<
         }
       })
 
+    /**
+     * Runs `effect` through an outage of the database (a restart, a lost connection) as the engines ride out theirs
+     * (`Retry.outage`: backoff up to 5 s apart, for up to 2 minutes), warning at the first failure; then fails with
+     * the last error. For what a caller waits on, such as a subscription being made.
+     */
+    const rideOut = <A>(what: string, effect: Effect.Effect<A, SqlError>) => {
+      let warned = false
+      return effect.pipe(
+        Effect.tapError((error) =>
+          Effect.suspend(() => {
+            const message = `Postgres bus: ${what} failed, retrying for up to 2 minutes`
+            if (warned) return Effect.logDebug(message, describe(error))
+            warned = true
+            return Effect.logWarning(message, describe(error))
+          })
+        ),
+        Effect.retry(Retry.outage),
+        Effect.withClock(wallClock)
+      )
+    }
+
     const decode = (channel: string, row: Row): Effect.Effect<BusEvent | undefined> => {
       if (row.data === null) return skipMalformed(channel, `the message of delivery ${row.id} is gone`)
       let parsed: unknown
@@ -535,7 +557,8 @@ export const make = (options: Options): Effect.Effect<
     const subscribePlain = (channel: string) =>
       Effect.gen(function*() {
         const key = channelKey(channel)
-        const cursor = yield* position(undefined).pipe(
+        // Made while the database is down (a restart), a subscription waits for it rather than failing its reader.
+        const cursor = yield* rideOut(`subscribing to "${channel}"`, position(undefined)).pipe(
           Effect.mapError((error) => new EventBusError({ channel, reason: `could not subscribe: ${describe(error)}` }))
         )
         const queue = yield* Queue.unbounded<BusEvent>()
@@ -649,7 +672,7 @@ export const make = (options: Options): Effect.Effect<
     const subscribeGroup = (channel: string, group: string) =>
       Effect.gen(function*() {
         const key = channelKey(channel)
-        yield* registerGroup(pair(key, group)).pipe(
+        yield* rideOut(`joining group "${group}" of "${channel}"`, registerGroup(pair(key, group))).pipe(
           Effect.mapError((error) =>
             new EventBusError({ channel, reason: `could not join group "${group}": ${describe(error)}` })
           )
