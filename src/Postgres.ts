@@ -111,7 +111,8 @@ export interface BusOptions {
  * with publishers in several processes). Members of a `group` share the events, each to one of them, at most 16 at a
  * time; an event counts as handled once the member's stream is pulled again, and goes to another member if its member
  * is gone before (see `redeliverAfter`). Subscriptions ride out a lost connection or a database restart: they read
- * what they missed when it is back. An unreachable database fails the layer within a few seconds.
+ * what they missed when it is back, and one asked for while the database is down waits for it (up to 2 minutes, as
+ * the engines wait out an outage). An unreachable database fails the layer within a few seconds.
  *
  * ```ts
  * const Bus = Postgres.layerBus({ url: "postgres://127.0.0.1:5432/app", redeliverAfter: "30 seconds" })
