@@ -50,9 +50,10 @@ const prepares = (text: string): boolean => text.includes("stepwise_") && !/\bSE
 class PreparingClient extends Pg.Client {
   private readonly names = new Map<string, string>()
   override query(config: unknown, values?: unknown, callback?: unknown): unknown {
-    if (typeof config === "string" && Array.isArray(values) && values.length > 0 && prepares(config)) {
+    if (typeof config === "string" && Array.isArray(values) && values.length > 0) {
+      // A statement named before is found at once; the text is looked at only the first time (per-step path).
       let name = this.names.get(config)
-      if (name === undefined && this.names.size < maxPrepared) {
+      if (name === undefined && this.names.size < maxPrepared && prepares(config)) {
         name = `stepwise_${this.names.size}`
         this.names.set(config, name)
       }
