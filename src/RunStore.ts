@@ -98,6 +98,9 @@ export const isTransient = (error: RunStoreError): boolean => error.operation !=
  * @category combinators
  */
 export const retrying = (store: RunStore["Type"]): RunStore["Type"] => {
+  // A memory store has no outage to ride out (its failures name a run it does not hold): it is used as it is, one
+  // fiber operation less on each of its calls.
+  if (memoryStores.has(store)) return store
   const transient = (error: unknown) => error instanceof RunStoreError && isTransient(error)
   // The schedule is only set up once a call has failed: the common path stays one call (it is the per-event path).
   const retry = <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, E> =>
@@ -125,6 +128,9 @@ export const retrying = (store: RunStore["Type"]): RunStore["Type"] => {
     workerHeartbeats: (workers) => retry(store.workerHeartbeats(workers))
   }
 }
+
+/** The stores `makeMemory` built. */
+const memoryStores = new WeakSet<RunStore["Type"]>()
 
 /**
  * How long a finished run stays in the memory store.
@@ -320,7 +326,7 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
       return s
     }
 
-    return RunStore.of({
+    const store = RunStore.of({
       createRun: (record, event) =>
         Effect.map(Clock.currentTimeMillis, (now) => {
           evict(now)
@@ -459,6 +465,8 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
           return beats
         })
     })
+    memoryStores.add(store)
+    return store
   })
 
 /**

@@ -12,6 +12,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
+import * as FiberRef from "effect/FiberRef"
 import { constVoid } from "effect/Function"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
@@ -796,7 +797,6 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
   }
 })
 
-const withoutSpan = (context: Context.Context<never>): Context.Context<never> => Context.omit(Tracer.ParentSpan)(context)
 
 /** Options of the default engine. */
 export interface DefaultOptions extends EngineOptions {
@@ -877,7 +877,6 @@ export const makeDefault = (options: DefaultOptions = {}) => Effect.gen(function
           enter: Effect.suspend(() => ++sleeping === 1 ? core.setRun(runId, { status: "waiting" }) : Effect.void),
           leave: Effect.suspend(() => --sleeping === 0 ? core.setRun(runId, { status: "running" }) : Effect.void)
         }
-        // Effect schedules a forked fiber and never runs it inside `forkIn`: `entry.fiber` is set before the walk begins.
         const generation = Effect.exit(Tracing.under(Interpreter.runWorkflow(env, waits, workflow, input, ""), parent)).pipe(
           Effect.flatMap((exit) => {
             outcome = Tracing.walkExit(exit)
@@ -889,14 +888,25 @@ export const makeDefault = (options: DefaultOptions = {}) => Effect.gen(function
               // No longer live before anyone hears how it settled: a waiter may resume it at once.
               : Effect.zipRight(release, core.applyWalk(runId, result))
           ),
-          // Interrupted without a cancel: the engine is shutting down, and the run stays as the store has it.
-          Effect.onInterrupt(() => entry.canceling ? core.cancelRun(runId) : Effect.void),
           Effect.catchAllCause((cause) => Effect.logError(`Run ${runId} could not be recorded`, cause)),
-          Effect.ensuring(release),
-          Effect.onExit((exit) => endOpen(exit))
+          // One finalizer for all three (each of `onInterrupt`, `ensuring` and `onExit` masks interruption on its own,
+          // a few fiber operations apiece on every run). Interrupted without a cancel: the engine is shutting down,
+          // and the run stays as the store has it.
+          Effect.onExit((exit) => {
+            const cleanup = Effect.zipRight(release, endOpen(exit))
+            if (!entry.canceling || Exit.isSuccess(exit) || !Cause.isInterruptedOnly(exit.cause)) return cleanup
+            return Effect.zipRight(
+              Effect.catchAllCause(core.cancelRun(runId), (cause) => Effect.logError(`Run ${runId} could not be recorded`, cause)),
+              cleanup
+            )
+          })
         )
-        // Not in the span of the code that launched it (`start`'s caller): spans of the walk hang under the run's.
-        entry.fiber = yield* Effect.forkIn(Effect.mapInputContext(generation, withoutSpan), scope)
+        // The walk's fiber is its own: its context is set once, at its start, to what user code is given (the run's
+        // services and `RunContext`), not in the span of the code that launched it (`start`'s caller), so that spans
+        // of the walk hang under the run's. Nothing runs in this fiber after the walk, so nothing needs it restored;
+        // scoping it (`Effect.provide`, `Effect.mapInputContext`) cost two dozen fiber operations on every run.
+        // Effect schedules a forked fiber and never runs it inside `forkIn`: `entry.fiber` is set before the walk begins.
+        entry.fiber = yield* Effect.forkIn(Effect.zipRight(FiberRef.set(FiberRef.currentContext, env.userContext), generation), scope)
       }).pipe(Effect.onExit((exit) => Exit.isSuccess(exit) ? Effect.void : Effect.zipRight(release, endOpen(exit))))
     })
 

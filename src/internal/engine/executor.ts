@@ -101,8 +101,18 @@ const refused = (claim: Claim): Effect.Effect<never> =>
 /**
  * The claim of the step whose code the current fiber runs (its forks inherit it), so that a run stream's writable
  * obtained there writes under it.
+ *
+ * A cell, not the claim itself: setting a fiber ref copies the fiber's whole table of fiber refs, and the claim
+ * changes on every step. Each fiber that runs user code gets a cell of its own once (`runUser` installs it), and
+ * then writes the claim into it; a fork gets a copy of its parent's cell, holding the claim of the moment (a step's
+ * forks keep writing under that step's claim, and parallel branches never share one). The initial cell is never
+ * written.
  */
-export const currentClaim: FiberRef.FiberRef<Claim | undefined> = FiberRef.unsafeMake<Claim | undefined>(undefined)
+const noCell: { claim: Claim | undefined } = { claim: undefined }
+const claimCell: FiberRef.FiberRef<{ claim: Claim | undefined }> = FiberRef.unsafeMake(noCell, {
+  fork: (cell) => ({ claim: cell.claim }),
+  join: (parent) => parent
+})
 
 /**
  * How a walk treats work that has not happened yet.
@@ -255,7 +265,7 @@ export const makeRunEnv = (options: {
       writables.set(namespace, existing)
     }
     const fiber = Fiber.getCurrentFiber()
-    const claim = fiber._tag === "Some" ? fiber.value.getFiberRef(currentClaim) : undefined
+    const claim = fiber._tag === "Some" ? fiber.value.getFiberRef(claimCell).claim : undefined
     return claim === undefined ? existing.writable : existing.under(claim)
   }
   /**
@@ -586,13 +596,13 @@ const makeEventLog = (store: RunStore.RunStore["Type"], bus: EventBus.EventBus["
 
   const publish = (event: WorkflowEvent) => publishQuietly(bus, channel, { type: "watch", runId, data: event })
   // A failure of the buffered events is the writing step's (its writer or its end surfaces it), not the log's.
-  const afterBuffered = <A>(effect: Effect.Effect<A>): Effect.Effect<A> =>
-    Effect.suspend(() => group.idle() ? effect : Effect.zipRight(group.drain, effect))
+  const afterBuffered = <A>(effect: () => Effect.Effect<A>): Effect.Effect<A> =>
+    Effect.suspend(() => group.idle() ? effect() : Effect.zipRight(group.drain, Effect.suspend(effect)))
   const emit = (event: WorkflowEvent, step?: RunStore.StepRecord): Effect.Effect<void> =>
-    afterBuffered(direct(event, step))
+    afterBuffered(() => direct(event, step))
 
   const emitUnder = (claim: Claim, step: RunStore.StepRecord, event?: WorkflowEvent): Effect.Effect<boolean> =>
-    afterBuffered(Effect.suspend(() => {
+    afterBuffered(() => {
       if (claim.fenced) return Effect.succeed(false)
       return Effect.matchEffect(store.putStep(runId, step, event, claim), {
         onFailure: (error) => {
@@ -602,18 +612,20 @@ const makeEventLog = (store: RunStore.RunStore["Type"], bus: EventBus.EventBus["
         },
         onSuccess: () => event === undefined ? Effect.succeed(true) : Effect.as(publish(event), true)
       })
-    }))
+    })
 
   const claim = (
     step: RunStore.StepRecord,
     expected: RunStore.StepRecord | undefined,
     event?: WorkflowEvent
   ): Effect.Effect<boolean> =>
-    afterBuffered(Effect.matchEffect(store.claimStep(runId, step, expected, event), {
-      onFailure: Effect.die,
-      onSuccess: (version) =>
-        version === undefined ? Effect.succeed(false) : event === undefined ? Effect.succeed(true) : Effect.as(publish(event), true)
-    }))
+    afterBuffered(() =>
+      Effect.matchEffect(store.claimStep(runId, step, expected, event), {
+        onFailure: Effect.die,
+        onSuccess: (version) =>
+          version === undefined ? Effect.succeed(false) : event === undefined ? Effect.succeed(true) : Effect.as(publish(event), true)
+      })
+    )
 
   return { write: group.offer, emit, emitUnder, claim, flush: group.flush, settled: group.settled }
 }
@@ -691,21 +703,27 @@ const stepContext = (
 
 /**
  * Runs user code, capturing every failure, defect and throw, and makes what it wrote durable. It runs with the run's
- * services and `RunContext`: an inline walk has them as its context (`Interpreter.runWorkflow` provides
- * `env.userContext` once per walk); the evented engine's walks, which mostly run no user code at all, get them here,
+ * services and `RunContext`: an inline walk has them as its context (the default engine sets `env.userContext` as the
+ * context of the fiber it forks for the walk); the evented engine's walks, which mostly run no user code at all, get them here,
  * around the user code alone (providing a context costs a few microseconds, `npm run bench:micro`).
  */
 const runUser = <A>(
   env: RunEnv,
-  effect: () => Effect.Effect<A, unknown, unknown>,
+  effect: Effect.Effect<A, unknown, unknown> | (() => Effect.Effect<A, unknown, unknown>),
   claim?: Claim
 ): Effect.Effect<Exit.Exit<A, unknown>> => {
-  const user = Effect.suspend(effect) as Effect.Effect<A, unknown>
+  const user = (typeof effect === "function" ? Effect.suspend(effect) : effect) as Effect.Effect<A, unknown>
   const provided = env.mode._tag === "Inline" ? user : Effect.provide(user, env.userContext)
-  // The claim of the step (none for other user code), for the run streams the code asks for (`currentClaim`). Set,
+  const guarded = Effect.exit(Effect.ensuring(provided, env.flushWrites))
+  // The claim of the step (none for other user code), for the run streams the code asks for (`claimCell`). Written,
   // not scoped with `Effect.locally`, which costs a few fiber operations more on every step: only user code reads it,
-  // and every piece of user code runs through here, which sets it first.
-  return Effect.zipRight(FiberRef.set(currentClaim, claim), Effect.exit(Effect.ensuring(provided, env.flushWrites)))
+  // and every piece of user code runs through here, which writes it first.
+  return Effect.withFiberRuntime((fiber) => {
+    const cell = fiber.getFiberRef(claimCell)
+    if (cell === noCell) return Effect.zipRight(FiberRef.set(claimCell, { claim }), guarded)
+    cell.claim = claim
+    return guarded
+  })
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -930,19 +948,19 @@ const run = (
       fenced: false,
       stop: mode._tag === "Dispatch" ? undefined : mode.fenced
     }
-    const startedAt = yield* Clock.currentTimeMillis
-    const claimed = yield* env.claim(running(firstAttempt), known, {
-      type: "workflow-step-start",
-      runId: env.runId,
-      from: "WORKFLOW",
-      payload: {
-        id: spec.id,
-        stepCallId,
-        status: "running",
-        payload: Exit.isSuccess(encodedInput) ? encodedInput.value : input,
-        startedAt
-      }
-    })
+    const claimed = yield* withNow((startedAt) =>
+      env.claim(running(firstAttempt), known, {
+        type: "workflow-step-start",
+        runId: env.runId,
+        from: "WORKFLOW",
+        payload: {
+          id: spec.id,
+          stepCallId,
+          status: "running",
+          payload: Exit.isSuccess(encodedInput) ? encodedInput.value : input,
+          startedAt
+        }
+      }))
     if (!claimed) {
       // Inline, the claim is lost only to another process that took the run over: the whole walk stops.
       if (mode._tag === "Inline") mode.fenced?.()
@@ -1005,7 +1023,8 @@ const run = (
         return timed
       })
     })
-    const exit = yield* runUser(env, () => spec.retry === undefined ? once : Effect.retry(once, spec.retry), claim)
+    // `once` is lazy already: no thunk for `runUser` to suspend.
+    const exit = yield* runUser(env, spec.retry === undefined ? once : Effect.retry(once, spec.retry), claim)
     // Another execution claimed the step meanwhile: it reports the step, and this one nothing.
     if (claim.fenced) return yield* stepFenced(env, spec.id, path, attempt)
 
@@ -1057,22 +1076,32 @@ const run = (
  */
 export type Under = Claim | { readonly expected: RunStore.StepRecord }
 
-/** Records an outcome (with its event) as `under` says; answers whether to go on (false: this execution is fenced off). */
-const recordOutcome = (
+/**
+ * Records an outcome (with its `workflow-step-result` event, ended now) as `under` says, then goes on with `then`; a
+ * fenced-off execution (its write refused) halts with `StepFenced` instead. One chain, no generator: it is on every
+ * step's path.
+ */
+const recordOutcome = <A, E>(
   env: RunEnv,
   under: Under,
   record: RunStore.StepRecord,
-  event: WorkflowEvent
-): Effect.Effect<boolean> =>
-  "expected" in under
-    ? Effect.map(env.claim(record, under.expected, event), (recorded) => {
-      if (recorded) env.memo.set(record.path, record)
-      return true
+  outcome: Parameters<typeof stepResultAt>[3],
+  then: () => Effect.Effect<A, E>
+): Effect.Effect<A, E | StepFenced> =>
+  withNow((endedAt) => {
+    const event = stepResultAt(env, record.stepId, record.stepCallId!, outcome, endedAt)
+    if ("expected" in under) {
+      return Effect.flatMap(env.claim(record, under.expected, event), (recorded): Effect.Effect<A, E | StepFenced> => {
+        if (recorded) env.memo.set(record.path, record)
+        return then()
+      })
+    }
+    return Effect.flatMap(env.emitUnder(under, record, event), (recorded): Effect.Effect<A, E | StepFenced> => {
+      if (!recorded) return stepFenced(env, record.stepId, record.path, record.attempt ?? 0)
+      env.memo.set(record.path, record)
+      return then()
     })
-    : Effect.map(env.emitUnder(under, record, event), (recorded) => {
-      if (recorded) env.memo.set(record.path, record)
-      return recorded
-    })
+  })
 
 /** Records a step's (or nested workflow's) success: stored result, `getStepResult`, and the `workflow-step-result` event. */
 export const succeed = (
@@ -1085,14 +1114,13 @@ export const succeed = (
   output: unknown,
   encoded: unknown,
   under: Under
-): Effect.Effect<unknown, StepFenced> =>
-  Effect.gen(function*() {
-    const record: RunStore.StepRecord = { path, stepId, status: "success", output: encoded, attempt, stepCallId }
-    const event = yield* stepResult(env, stepId, stepCallId, { status: "success", output: encoded })
-    if (!(yield* recordOutcome(env, under, record, event))) return yield* stepFenced(env, stepId, path, attempt)
+): Effect.Effect<unknown, StepFenced> => {
+  const record: RunStore.StepRecord = { path, stepId, status: "success", output: encoded, attempt, stepCallId }
+  return recordOutcome(env, under, record, { status: "success", output: encoded }, () => {
     scope.results.set(stepId, output)
-    return output
+    return Effect.succeed(output)
   })
+}
 
 /** Records a step's (or nested workflow's) failure, as `succeed`, and halts the walk with it. */
 export const fail = (
@@ -1104,13 +1132,11 @@ export const fail = (
   cause: Cause.Cause<unknown>,
   under: Under
 ): Effect.Effect<never, StepFailure | StepFenced> =>
-  Effect.gen(function*() {
+  Effect.suspend(() => {
     const error = serializeCause(cause)
     const record: RunStore.StepRecord = { path, stepId, status: "failed", error, attempt, stepCallId }
     env.onFailure?.(path, cause)
-    const event = yield* stepResult(env, stepId, stepCallId, { status: "failed", error })
-    if (!(yield* recordOutcome(env, under, record, event))) return yield* stepFenced(env, stepId, path, attempt)
-    return yield* new StepFailure({ stepId, path, cause })
+    return recordOutcome(env, under, record, { status: "failed", error }, () => Effect.fail(new StepFailure({ stepId, path, cause })))
   })
 
 /** The `workflow-step-result` event of a step (or nested workflow, or sleep), ended now. */
@@ -1118,23 +1144,35 @@ export const stepResult = (
   env: RunEnv,
   id: string,
   stepCallId: string,
-  outcome:
-    | { readonly status: "success"; readonly output?: unknown }
-    | { readonly status: "failed"; readonly error: SerializedError }
-    | { readonly status: "suspended" }
-): Effect.Effect<WorkflowEvent> =>
-  Effect.map(Clock.currentTimeMillis, (endedAt) => ({
-    type: "workflow-step-result",
-    runId: env.runId,
-    from: "WORKFLOW",
-    // Each shape spelled out rather than spread from `outcome`: an object built by a spread keeps only 4 of its fields
-    // in itself and the rest in a separate array (40 B more in every run's log).
-    payload: outcome.status === "failed"
-      ? { id, stepCallId, status: outcome.status, error: outcome.error, endedAt }
-      : outcome.status === "success" && "output" in outcome
-      ? { id, stepCallId, status: outcome.status, output: outcome.output, endedAt }
-      : { id, stepCallId, status: outcome.status, endedAt }
-  }))
+  outcome: StepOutcome
+): Effect.Effect<WorkflowEvent> => withNow((endedAt) => Effect.succeed(stepResultAt(env, id, stepCallId, outcome, endedAt)))
+
+/** How a step (or nested workflow, or sleep) ended, as its `workflow-step-result` event says. */
+type StepOutcome =
+  | { readonly status: "success"; readonly output?: unknown }
+  | { readonly status: "failed"; readonly error: SerializedError }
+  | { readonly status: "suspended" }
+
+/** The `workflow-step-result` event of a step (or nested workflow, or sleep) that ended at `endedAt`. */
+const stepResultAt = (env: RunEnv, id: string, stepCallId: string, outcome: StepOutcome, endedAt: number): WorkflowEvent => ({
+  type: "workflow-step-result",
+  runId: env.runId,
+  from: "WORKFLOW",
+  // Each shape spelled out rather than spread from `outcome`: an object built by a spread keeps only 4 of its fields
+  // in itself and the rest in a separate array (40 B more in every run's log).
+  payload: outcome.status === "failed"
+    ? { id, stepCallId, status: outcome.status, error: outcome.error, endedAt }
+    : outcome.status === "success" && "output" in outcome
+    ? { id, stepCallId, status: outcome.status, output: outcome.output, endedAt }
+    : { id, stepCallId, status: outcome.status, endedAt }
+})
+
+/**
+ * `f` of the clock's time now (epoch ms, the app's clock, so a test clock too): one fiber operation, where reading
+ * `Clock.currentTimeMillis` and mapping it take four. It is read two or three times on every step's path.
+ */
+const withNow = <A, E>(f: (now: number) => Effect.Effect<A, E>): Effect.Effect<A, E> =>
+  Effect.clockWith((clock) => f(clock.unsafeCurrentTimeMillis()))
 
 /** Emits the `workflow-step-start` of something that is not user code (a nested workflow, a sleep). */
 export const emitStepStart = (
@@ -1144,7 +1182,7 @@ export const emitStepStart = (
   payload: unknown,
   record: RunStore.StepRecord
 ): Effect.Effect<void> =>
-  Effect.flatMap(Clock.currentTimeMillis, (startedAt) =>
+  withNow((startedAt) =>
     env.emit({
       type: "workflow-step-start",
       runId: env.runId,

@@ -43,21 +43,11 @@ export const noWaits: WaitTracker = { enter: Effect.void, leave: Effect.void }
 
 /**
  * Walks a whole workflow (the root, or a nested one) and answers its last node's output. Every piece of user code in
- * it runs in the run's user context (its services and `RunContext`): an inline walk of the root provides it once, for
- * the whole walk; other walks leave it to the executor, around each piece of user code (see `Executor.runUser`).
+ * it runs in the run's user context (its services and `RunContext`): an inline walk runs in a fiber whose context is
+ * that (the default engine sets it when it forks the walk); other walks leave it to the executor, around each piece
+ * of user code (see `Executor.runUser`).
  */
 export const runWorkflow = (
-  env: RunEnv,
-  waits: WaitTracker,
-  workflow: { readonly nodes: ReadonlyArray<Node> },
-  input: unknown,
-  prefix: string
-): Effect.Effect<unknown, Halt> =>
-  prefix === "" && env.mode._tag === "Inline"
-    ? Effect.provide(walk(env, waits, workflow, input, prefix), env.userContext)
-    : walk(env, waits, workflow, input, prefix)
-
-const walk = (
   env: RunEnv,
   waits: WaitTracker,
   workflow: { readonly nodes: ReadonlyArray<Node> },
@@ -68,14 +58,16 @@ const walk = (
     const scope: WorkflowScope = { initData: input, results: new Map() }
     let value: unknown = input
     const first = replayPrefix(env, scope, workflow.nodes, prefix, (out) => (value = out), value)
-    const rest = first === 0 ? workflow.nodes : workflow.nodes.slice(first)
-    return Effect.as(
-      Effect.forEach(rest, (node, i) =>
-        Effect.map(runNode(env, waits, scope, node, value, `${prefix}${first + i}`), (out) => {
+    // A chain of `flatMap`s, one fiber operation per node (`Effect.forEach` and a `map` took four).
+    const nodes = workflow.nodes
+    const from = (i: number): Effect.Effect<unknown, Halt> =>
+      i === nodes.length
+        ? Effect.succeed(value)
+        : Effect.flatMap(runNode(env, waits, scope, nodes[i]!, value, `${prefix}${i}`), (out) => {
           value = out
-        }), { discard: true }),
-      undefined
-    ).pipe(Effect.map(() => value))
+          return from(i + 1)
+        })
+    return from(first)
   })
 
 /**
