@@ -6,7 +6,6 @@
  *
  * @since 0.1.0
  */
-import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -328,11 +327,12 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
 
     const store = RunStore.of({
       createRun: (record, event) =>
-        Effect.map(Clock.currentTimeMillis, (now) => {
+        Effect.clockWith((clock) => {
+          const now = clock.unsafeCurrentTimeMillis()
           evict(now)
-          if (runs.has(record.runId)) return false
+          if (runs.has(record.runId)) return Effect.succeed(false)
           runs.set(record.runId, new MemoryRun({ ...record, stepsVersion: 0 }, event))
-          return true
+          return Effect.succeed(true)
         }),
       getRun: (runId) =>
         Effect.sync(() => {
@@ -340,8 +340,9 @@ export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<RunStore[
           return run === undefined ? undefined : current(run)
         }),
       updateRun: (runId, patch, events) =>
-        Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        Effect.clockWith((clock) =>
           withRun("update run", runId, (run) => {
+            const now = clock.unsafeCurrentTimeMillis()
             if (events !== undefined) for (const event of events) run.events.push(event)
             // A finished run stays as it is (see `updateRun`).
             if (isTerminal(run.record.status)) return

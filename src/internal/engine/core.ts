@@ -161,7 +161,15 @@ const findStep = (workflow: Workflow.Any, stepId: string): Step.Any | undefined 
 }
 
 /** Interprets the exit of a walk of a whole run, encoding its output with the workflow's schema. */
-export const classify = (workflow: Workflow.Any, exit: Exit.Exit<unknown, Executor.Halt>): Effect.Effect<WalkResult> =>
+export const classify = (workflow: Workflow.Any, exit: Exit.Exit<unknown, Executor.Halt>): Effect.Effect<WalkResult> => {
+  if (Exit.isSuccess(exit)) {
+    const encoded = Codec.encodeNow(workflow.outputSchema, exit.value)
+    if (encoded !== undefined && Exit.isSuccess(encoded)) return Effect.succeed({ _tag: "Success", output: encoded.value })
+  }
+  return classifySlowly(workflow, exit)
+}
+
+const classifySlowly = (workflow: Workflow.Any, exit: Exit.Exit<unknown, Executor.Halt>): Effect.Effect<WalkResult> =>
   Effect.gen(function*() {
     if (Exit.isSuccess(exit)) {
       const encoded = yield* Effect.either(Codec.encode(workflow.outputSchema, exit.value))
@@ -290,8 +298,13 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
   const settle = (runId: string, patch: RunStore.RunPatch, events: ReadonlyArray<WorkflowEvent.WorkflowEvent>) =>
     Effect.zipRight(
       Effect.orDie(store.updateRun(runId, patch, events)),
-      Effect.forEach(events, (event) =>
-        Executor.publishQuietly(bus, EventBus.runChannel(runId), { type: "watch", runId, data: event }), { discard: true })
+      Effect.suspend(() => {
+        const channel = EventBus.runChannel(runId)
+        return Effect.catchAllCause(
+          EventBus.publishAll(bus, channel, events.map((event) => ({ type: "watch", runId, data: event }))),
+          (cause) => Effect.logWarning(`Could not publish on "${channel}"`, cause)
+        )
+      })
     )
 
   const setRun = (runId: string, patch: RunStore.RunPatch) => Effect.orDie(store.updateRun(runId, patch))
@@ -302,9 +315,14 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
   const finish = (runId: string, payload: typeof WorkflowEvent.WorkflowFinish.Type["payload"]) =>
     ({ type: "workflow-finish" as const, runId, from: "WORKFLOW" as const, payload })
 
+  // How many times waiters were woken (`notify`, the ticker): a wait that read the store unsettled looks again instead
+  // of waiting when a wake-up came while it read.
+  let notifications = 0
+
   /** Wakes whoever waits for this run to settle (in this process). */
   const notify = (runId: string) =>
     Effect.suspend(() => {
+      notifications++
       const waiter = waiters.get(runId)
       if (waiter === undefined) return Effect.void
       waiters.delete(runId)
@@ -312,11 +330,12 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
     })
 
   const completeRun = (runId: string, output: unknown) =>
-    Effect.gen(function*() {
+    Effect.suspend(() => {
       dropEnv(runId)
-      yield* settle(runId, { status: "success", output }, [finish(runId, { workflowStatus: "success", output })])
-      yield* announceEnd(runId)
-      yield* notify(runId)
+      return settle(runId, { status: "success", output }, [finish(runId, { workflowStatus: "success", output })]).pipe(
+        Effect.zipRight(announceEnd(runId)),
+        Effect.zipRight(notify(runId))
+      )
     })
 
   const failRun = (runId: string, failure: Executor.StepFailure) =>
@@ -453,10 +472,24 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
       }
     })
 
+  /** Waits for the next wake-up of the run's waiters (`notify`, or the ticker). */
+  const nextNotification = (runId: string) =>
+    Effect.suspend(() => {
+      let waiter = waiters.get(runId)
+      if (waiter === undefined) {
+        waiter = Deferred.unsafeMake<void>(FiberId.none)
+        waiters.set(runId, waiter)
+      }
+      return Deferred.await(waiter)
+    })
+
   /**
-   * Waits until the run settles. A waiter registers before reading the store, so no settlement is missed. While
-   * `walking(runId)` (this process walks the run; it notifies when the walk settles it), the first read is skipped:
-   * the store would show the run unsettled.
+   * Waits until the run settles. While `walking(runId)` (this process walks the run; it notifies when the walk settles
+   * it), it waits before its first read: the store would show the run unsettled. A read that finds the run unsettled
+   * waits for the next wake-up, unless one came while it read (no settlement is missed). A waiter is registered only
+   * to be waited on: left behind for a run already settled, waiters piled up (one per awaited run) for as long as the
+   * ticker did not run, which a process kept busy by short runs put off for good (heap growing by about 0.8 KB a run,
+   * seen in the memory soak).
    */
   const awaitOutcome = (
     runId: string,
@@ -464,32 +497,13 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
     walking: (runId: string) => boolean = () => false
   ): Effect.Effect<Outcome> =>
     Effect.gen(function*() {
-      let first = true
+      if (walking(runId)) yield* nextNotification(runId)
       while (true) {
-        let waiter = waiters.get(runId)
-        if (waiter === undefined) {
-          waiter = yield* Deferred.make<void>()
-          waiters.set(runId, waiter)
-        }
-        if (first && walking(runId)) {
-          first = false
-          yield* Deferred.await(waiter)
-          continue
-        }
-        first = false
+        const seen = notifications
         const outcome = yield* outcomeFromStore(runId)
-        if (outcome !== undefined && until(outcome)) {
-          // The waiter goes with the wait: left behind for a run already settled, waiters piled up (one per awaited
-          // run) for as long as the ticker below did not run, which a process kept busy by short runs put off for
-          // good (heap growing by about 0.8 KB a run, seen in the memory soak). Others sharing it wake and look again.
-          if (waiters.get(runId) === waiter) {
-            waiters.delete(runId)
-            Deferred.unsafeDone(waiter, Exit.void)
-          }
-          return outcome
-        }
+        if (outcome !== undefined && until(outcome)) return outcome
         // Another process may settle it without telling this one: the engine's ticker wakes every waiter each second.
-        yield* Deferred.await(waiter)
+        if (notifications === seen) yield* nextNotification(runId)
       }
     })
 
@@ -668,6 +682,7 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
     // Runs settled by another process are noticed within a second: one timer for all waiters, none per wait.
     yield* Effect.gen(function*() {
       yield* wallSleep("1 second")
+      notifications++
       if (waiters.size === 0) return
       const all = Array.from(waiters.values())
       waiters.clear()
@@ -714,7 +729,8 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
       Effect.gen(function*() {
         const services = (yield* Effect.context<R>()) as Context.Context<never>
         const workflowId = workflow.id
-        const encoded = yield* Effect.mapError(
+        const encodedNow = Codec.encodeNow(workflow.inputSchema, input)
+        const encoded = encodedNow !== undefined && Exit.isSuccess(encodedNow) ? encodedNow.value : yield* Effect.mapError(
           Codec.encode(workflow.inputSchema, input),
           (e) => new WorkflowInputError({ workflowId, reason: `input does not match inputSchema: ${e.message}` })
         )
