@@ -661,7 +661,11 @@ export const publishQuietly = (
 // ---------------------------------------------------------------------------------------------------------------
 // the context of user code
 
-/** THE place where user-facing contexts are built, for all four entry points. */
+/**
+ * THE place where user-facing contexts are built, for all four entry points. The writer is built when the code first
+ * reads it (a getter of the context, an own property, so that spreading the context copies it): most steps never
+ * write, and a writer is a dozen objects.
+ */
 export const makeContext = (
   env: RunEnv,
   scope: WorkflowScope,
@@ -670,20 +674,28 @@ export const makeContext = (
   inputData: unknown,
   attempt?: () => number,
   claim?: Claim
-): Step.BaseContext<never> => ({
-  inputData: inputData as never,
-  runId: env.runId,
-  workflowId: env.workflowId,
-  getInitData: <T>() => scope.initData as T,
-  getStepResult: ((step: string | { readonly id: string }) =>
-    scope.results.get(typeof step === "string" ? step : step.id)) as Step.GetStepResult,
-  writer: ToolStream.make(
-    attempt === undefined ? { callId, name, runId: env.runId } : { callId, name, runId: env.runId, attempt },
-    claim === undefined ? env.write : (event) => env.write(event, claim)
-  )
-})
+): Step.BaseContext<never> => {
+  let writer: ToolStream.ToolStream | undefined
+  return {
+    inputData: inputData as never,
+    runId: env.runId,
+    workflowId: env.workflowId,
+    getInitData: <T>() => scope.initData as T,
+    getStepResult: ((step: string | { readonly id: string }) =>
+      scope.results.get(typeof step === "string" ? step : step.id)) as Step.GetStepResult,
+    get writer() {
+      return writer ??= ToolStream.make(
+        attempt === undefined ? { callId, name, runId: env.runId } : { callId, name, runId: env.runId, attempt },
+        claim === undefined ? env.write : (event) => env.write(event, claim)
+      )
+    }
+  }
+}
 
-/** A step's context: the context `makeContext` built, plus what only steps get (one object literal, one shape). */
+/**
+ * A step's context: the context `makeContext` built (its writer still built on first read, and then the one of every
+ * attempt), plus what only steps get (one object literal, one shape).
+ */
 const stepContext = (
   base: Step.BaseContext<never>,
   resumeData: unknown,
@@ -695,7 +707,9 @@ const stepContext = (
   workflowId: base.workflowId,
   getInitData: base.getInitData,
   getStepResult: base.getStepResult,
-  writer: base.writer,
+  get writer() {
+    return base.writer
+  },
   resumeData: resumeData as never,
   suspend,
   attempt
