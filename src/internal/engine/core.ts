@@ -910,11 +910,13 @@ export const makeDefault = (options: DefaultOptions = {}) => Effect.gen(function
           // and the run stays as the store has it.
           Effect.onExit((exit) => {
             const cleanup = Effect.zipRight(release, endOpen(exit))
-            if (!entry.canceling || Exit.isSuccess(exit) || !Cause.isInterruptedOnly(exit.cause)) return cleanup
-            return Effect.zipRight(
-              Effect.catchAllCause(core.cancelRun(runId), (cause) => Effect.logError(`Run ${runId} could not be recorded`, cause)),
-              cleanup
-            )
+            if (Exit.isSuccess(exit) || !Cause.isInterruptedOnly(exit.cause)) return cleanup
+            // Interrupted: what the steps that were running wrote is made durable first (an inline walk's user code
+            // does not flush in a finalizer of its own, see `Executor.runUser`), then a cancel is recorded.
+            const recorded = (effect: Effect.Effect<void>) =>
+              Effect.catchAllCause(effect, (cause) => Effect.logError(`Run ${runId} could not be recorded`, cause))
+            const flushed = recorded(env.flushWrites)
+            return Effect.zipRight(entry.canceling ? Effect.zipRight(flushed, recorded(core.cancelRun(runId))) : flushed, cleanup)
           })
         )
         // The walk's fiber is its own: its context is set once, at its start, to what user code is given (the run's
