@@ -213,6 +213,25 @@ export interface WorkflowScope {
   readonly results: Map<string, unknown>
 }
 
+/** The two functions of a workflow scope that every user context of it hands out, built once per scope. */
+interface ScopeReaders {
+  readonly getInitData: <T>() => T
+  readonly getStepResult: Step.GetStepResult
+}
+const scopeReaders = new WeakMap<WorkflowScope, ScopeReaders>()
+const readersOf = (scope: WorkflowScope): ScopeReaders => {
+  let readers = scopeReaders.get(scope)
+  if (readers === undefined) {
+    readers = {
+      getInitData: <T>() => scope.initData as T,
+      getStepResult: ((step: string | { readonly id: string }) =>
+        scope.results.get(typeof step === "string" ? step : step.id)) as Step.GetStepResult
+    }
+    scopeReaders.set(scope, readers)
+  }
+  return readers
+}
+
 /** What `execute` runs: a step, or a map node seen as a step without schemas. */
 export interface StepSpec {
   readonly id: string
@@ -224,16 +243,24 @@ export interface StepSpec {
   readonly run: (ctx: Step.StepContext<never, never, unknown>) => Effect.Effect<unknown, unknown, unknown>
 }
 
-/** Sees a step definition as a spec. */
-export const stepSpec = (step: Step.Any): StepSpec => ({
-  id: step.id,
-  inputSchema: step.inputSchema,
-  outputSchema: step.outputSchema,
-  suspendSchema: step.suspendSchema,
-  retry: step.retry,
-  timeout: step.timeout,
-  run: step.execute
-})
+/** Sees a step definition as a spec (built once per step: walks ask for it on every visit). */
+export const stepSpec = (step: Step.Any): StepSpec => {
+  let spec = specs.get(step)
+  if (spec === undefined) {
+    spec = {
+      id: step.id,
+      inputSchema: step.inputSchema,
+      outputSchema: step.outputSchema,
+      suspendSchema: step.suspendSchema,
+      retry: step.retry,
+      timeout: step.timeout,
+      run: step.execute
+    }
+    specs.set(step, spec)
+  }
+  return spec
+}
+const specs = new WeakMap<Step.Any, StepSpec>()
 
 // ---------------------------------------------------------------------------------------------------------------
 // the run environment
@@ -676,13 +703,13 @@ export const makeContext = (
   claim?: Claim
 ): Step.BaseContext<never> => {
   let writer: ToolStream.ToolStream | undefined
+  const { getInitData, getStepResult } = readersOf(scope)
   return {
     inputData: inputData as never,
     runId: env.runId,
     workflowId: env.workflowId,
-    getInitData: <T>() => scope.initData as T,
-    getStepResult: ((step: string | { readonly id: string }) =>
-      scope.results.get(typeof step === "string" ? step : step.id)) as Step.GetStepResult,
+    getInitData,
+    getStepResult,
     get writer() {
       return writer ??= ToolStream.make(
         attempt === undefined ? { callId, name, runId: env.runId } : { callId, name, runId: env.runId, attempt },
@@ -954,15 +981,19 @@ const run = (
     // Each attempt is recorded `running` before it starts, so that after a crash the next execution counts on from
     // it. An executing walk names its instance and the attempt's start (wall clock), so that the run's owner can tell
     // a step whose executor went silent.
-    const running = (n: number): RunStore.StepRecord => ({
-      path,
-      stepId: spec.id,
-      status: "running",
-      stepCallId,
-      attempt: n,
-      ...(resumeData === undefined ? {} : { resumeData }),
-      ...(mode._tag === "Execute" ? { worker: mode.worker, startedAt: wallNow() } : {})
-    })
+    const running = (n: number): RunStore.StepRecord =>
+      resumeData === undefined && mode._tag !== "Execute"
+        // The common shape as one literal (a spread builds a slower object, and two throwaway ones on the way).
+        ? { path, stepId: spec.id, status: "running", stepCallId, attempt: n }
+        : {
+          path,
+          stepId: spec.id,
+          status: "running",
+          stepCallId,
+          attempt: n,
+          ...(resumeData === undefined ? {} : { resumeData }),
+          ...(mode._tag === "Execute" ? { worker: mode.worker, startedAt: wallNow() } : {})
+        }
     // The first attempt's record is the claim (with the start event, in one write): it lands only if the record is
     // still the one read, so of two executions of one step (a command delivered twice, say) exactly one goes on.
     // Everything the execution writes from here on is written under the claim, and refused once another execution
