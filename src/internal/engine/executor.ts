@@ -140,6 +140,8 @@ export type Mode =
     readonly claimed?: (record: RunStore.StepRecord) => void
     /** The call id of a claim on the step that a stopping instance gave up with the command: it may be taken over. */
     readonly released?: string | undefined
+    /** The walk's fiber already has the run's user context (the evented engine sets it once): not provided again. */
+    readonly inUserContext?: boolean
   }
 
 /**
@@ -701,7 +703,9 @@ const runUser = <A>(
   claim?: Claim
 ): Effect.Effect<Exit.Exit<A, unknown>> => {
   const user = Effect.suspend(effect) as Effect.Effect<A, unknown>
-  const provided = env.mode._tag === "Inline" ? user : Effect.provide(user, env.userContext)
+  const provided = env.mode._tag === "Inline" || (env.mode._tag === "Execute" && env.mode.inUserContext === true)
+    ? user
+    : Effect.provide(user, env.userContext)
   // The claim of the step (none for other user code), for the run streams the code asks for (`currentClaim`). Set,
   // not scoped with `Effect.locally`, which costs a few fiber operations more on every step: only user code reads it,
   // and every piece of user code runs through here, which sets it first.
