@@ -279,7 +279,7 @@ export const makeMemory: Effect.Effect<
       const group = options?.group
       if (group === undefined) {
         const dequeue = yield* PubSub.subscribe(target.pubsub)
-        return Stream.fromQueue(dequeue)
+        return Consume.fromQueue(dequeue, Stream.DefaultChunkSize)
       }
       const shared = yield* Effect.acquireRelease(
         Effect.sync(() => {
@@ -302,7 +302,7 @@ export const makeMemory: Effect.Effect<
       // A few events per pull: a member that pulled the whole queue would starve the other members of the group,
       // and one event per pull keeps a consumer from seeing that several are waiting (the evented engine walks a run
       // once for all the step ends of one pull).
-      return Stream.fromQueue(shared.queue, { maxChunkSize: groupChunk })
+      return Consume.fromQueue(shared.queue, groupChunk)
     })
 
   // A listener counts as a subscriber: the channel lives while it has one.

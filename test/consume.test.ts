@@ -55,4 +55,31 @@ describe("stream consumer", () => {
       yield* Scope.close(scope, Exit.void)
       expect(released).toBe(true)
     }))
+
+  it.effect("a stream over a queue hands over chunks of at most its size, and ends once the queue shuts down", () =>
+    Effect.gen(function*() {
+      const queue = yield* Queue.unbounded<number>()
+      const seen: Array<ReadonlyArray<number>> = []
+      const fiber = yield* Consume.forEachChunk(
+        Consume.fromQueue(queue, 2),
+        (chunk) => Effect.sync(() => seen.push(Chunk.toReadonlyArray(chunk)))
+      ).pipe(Effect.scoped, Effect.fork)
+      yield* Queue.offerAll(queue, [1, 2, 3, 4, 5])
+      yield* Effect.repeatN(Effect.yieldNow(), 10)
+      expect(seen).toEqual([[1, 2], [3, 4], [5]])
+      yield* Queue.shutdown(queue)
+      expect(yield* fiber.await).toStrictEqual(Exit.void)
+    }))
+
+  it.effect("a stream over a queue, changed by a decorator, is consumed as the Stream it became", () =>
+    Effect.gen(function*() {
+      const queue = yield* Queue.unbounded<number>()
+      yield* Queue.offerAll(queue, [1, 2, 3])
+      const seen: Array<number> = []
+      yield* Consume.forEach(
+        Consume.fromQueue(queue, 16).pipe(Stream.takeWhile((n) => n < 3)),
+        (n) => Effect.sync(() => seen.push(n))
+      ).pipe(Effect.scoped)
+      expect(seen).toEqual([1, 2])
+    }))
 })

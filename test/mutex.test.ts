@@ -136,4 +136,22 @@ describe("mutex", () => {
         expect(mutex.held()).toBe(false)
       }
     }))
+
+  it.live("onRelease is called once per call however it ends: success, failure, interruption, or a wait interrupted", () =>
+    Effect.gen(function*() {
+      const mutex = Mutex.make()
+      const released: Array<string> = []
+      const done = (name: string) => () => released.push(name)
+      yield* mutex.withLock(Effect.void, done("ok"))
+      yield* Effect.exit(mutex.withLock(Effect.fail("no"), done("failed")))
+      const gate = yield* Deferred.make<void>()
+      const holder = yield* Effect.fork(mutex.withLock(Deferred.await(gate), done("holder")))
+      yield* settle
+      const waiter = yield* Effect.fork(mutex.withLock(Effect.void, done("waiter")))
+      yield* settle
+      yield* Fiber.interrupt(waiter)
+      yield* Fiber.interrupt(holder)
+      expect(released).toEqual(["ok", "failed", "waiter", "holder"])
+      expect(mutex.held()).toBe(false)
+    }))
 })

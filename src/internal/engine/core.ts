@@ -796,6 +796,10 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
     startedAt,
     registry,
     loadMemo,
+    // (evented) What `loadMemo` answers without reading the store, when the cache holds the run at `version`: taken
+    // as it is, the walk after every command spares an effect.
+    cachedMemo: (runId: string, version: number | undefined): Memo.Memo | undefined =>
+      cacheSteps && version !== undefined ? memos.get(runId, version) : undefined,
     notify,
     awaitTerminal,
     causeAt: (runId: string, path: string): Cause.Cause<unknown> | undefined => causes.get(`${runId}|${path}`),

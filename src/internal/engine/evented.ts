@@ -18,6 +18,7 @@
  * a command for a workflow this instance does not register goes back to the group (`handBack`).
  */
 import * as Cause from "effect/Cause"
+import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -25,7 +26,7 @@ import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
-import * as Option from "effect/Option"
+import * as FiberRef from "effect/FiberRef"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import type * as Tracer from "effect/Tracer"
@@ -36,7 +37,7 @@ import * as Codec from "../codec.js"
 import { randomId } from "../ids.js"
 import { outage } from "../retry.js"
 import * as Consume from "../bus/consume.js"
-import { classify, type EngineOptions, type LaunchReason, makeCore, type Registered } from "./core.js"
+import { classify, type EngineOptions, type LaunchReason, makeCore, type Registered, type WalkResult } from "./core.js"
 import * as Executor from "./executor.js"
 import * as Interpreter from "./interpreter.js"
 import type * as Memo from "./memo.js"
@@ -216,11 +217,9 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
         }
         const held = lock
         held.users++
-        return held.mutex.withLock(effect).pipe(
-          Effect.ensuring(Effect.sync(() => {
-            if (--held.users === 0 && locks.get(runId) === held) locks.delete(runId)
-          }))
-        )
+        return held.mutex.withLock(effect, () => {
+          if (--held.users === 0 && locks.get(runId) === held) locks.delete(runId)
+        })
       })
 
     // A run's input is decoded once per stored value (the memory store hands out the same object every time), until
@@ -243,24 +242,43 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
       })
     }
 
+    type Loaded =
+      | { readonly _tag: "Undecodable"; readonly record: RunStore.RunRecord; readonly registered: Registered }
+      | {
+        readonly _tag: "Loaded"
+        readonly record: RunStore.RunRecord
+        readonly registered: Registered
+        readonly input: unknown
+        readonly memo: Memo.Memo
+      }
+
     /**
      * The run and what it needs to be walked, or nothing when it is over or unknown to this process. A run whose
      * stored input no longer decodes comes back as `Undecodable`: only a handler holding the run's lock fails it.
+     * Loaded after every command: its input decoded before and its step records cached (the common case) are taken
+     * as they are, not through an effect each.
      */
-    const load = (runId: string) =>
-      Effect.gen(function*() {
-        const record = yield* Effect.orDie(store.getRun(runId))
+    const load = (runId: string): Effect.Effect<Loaded | undefined, Unregistered> =>
+      Effect.flatMap(Effect.orDie(store.getRun(runId)), (record) => {
         if (record === undefined || RunStore.isTerminal(record.status)) {
           carried.delete(runId)
-          return undefined
+          return Effect.succeed(undefined)
         }
         const registered = core.registry.get(record.workflowId)
-        if (registered === undefined) return yield* new Unregistered({ runId, workflowId: record.workflowId })
-        const input = yield* decodeInput(registered, record)
-        if (input === undefined) return { _tag: "Undecodable" as const, record, registered }
-        const memo = yield* core.loadMemo(runId, record.workflowId, record.stepsVersion)
-        if (memo === undefined) return undefined
-        return { _tag: "Loaded" as const, record, registered, input: input.value, memo }
+        if (registered === undefined) return Effect.fail(new Unregistered({ runId, workflowId: record.workflowId }))
+        const withInput = (input: { readonly value: unknown } | undefined): Effect.Effect<Loaded | undefined> => {
+          if (input === undefined) return Effect.succeed({ _tag: "Undecodable", record, registered })
+          const loaded = (memo: Memo.Memo | undefined): Loaded | undefined =>
+            memo === undefined ? undefined : { _tag: "Loaded", record, registered, input: input.value, memo }
+          const cached = core.cachedMemo(runId, record.stepsVersion)
+          return cached !== undefined
+            ? Effect.succeed(loaded(cached))
+            : Effect.map(core.loadMemo(runId, record.workflowId, record.stepsVersion), loaded)
+        }
+        const key = typeof record.input === "object" && record.input !== null ? record.input : undefined
+        return record.corrupt === undefined && key !== undefined && decodedInputs.has(key)
+          ? withInput({ value: decodedInputs.get(key) })
+          : Effect.flatMap(decodeInput(registered, record), withInput)
       })
 
     /**
@@ -301,34 +319,45 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
      * again when they lost their executor (`lostSteps`), also unclaimed ones when recovering a run whose owner died.
      */
     const advance = (runId: string, lost?: "recover" | "executor", trace?: RunStore.TraceContext) =>
-      Effect.gen(function*() {
-        const loaded = yield* load(runId)
+      Effect.flatMap(load(runId), (loaded) => {
         // A suspended run waits for resume (which sets it running first); a late step end has nothing to advance.
-        if (loaded === undefined || loaded.record.status === "suspended") return
+        if (loaded === undefined || loaded.record.status === "suspended") return Effect.void
         if (loaded._tag === "Undecodable") {
           // Fails the run, saying why (as the default engine does), and tells every instance.
-          if ((yield* core.storedInput(loaded.registered, loaded.record)) === undefined) yield* announce(runId, "failed")
-          return
+          return Effect.flatMap(
+            core.storedInput(loaded.registered, loaded.record),
+            (input) => input === undefined ? announce(runId, "failed") : Effect.void
+          )
         }
-        const { input, memo, record, registered } = loaded
-        const redispatch = lost === undefined ? undefined : yield* lostSteps(memo, lost === "recover")
-        const parent = trace ?? record.trace
-        const env = core.cachedEnv(runId, registered, memo, {
-          _tag: "Dispatch",
-          dispatch: (path) => send("workflow.step.run", runId, { path }, parent),
-          wakeAt: (path, until) => timers.schedule(runId, path, until),
-          redispatch
-        })
-        const exit = yield* Effect.exit(
-          Tracing.under(Interpreter.runWorkflow(env, Interpreter.noWaits, registered.workflow, input, ""), parent)
-        )
-        const result = yield* classify(registered.workflow, exit)
+        return lost === undefined
+          ? dispatchWalk(runId, loaded, undefined, trace)
+          : Effect.flatMap(lostSteps(loaded.memo, lost === "recover"), (redispatch) =>
+            dispatchWalk(runId, loaded, redispatch, trace))
+      })
+
+    /** The dispatching walk of a loaded run (see `advance`), and what follows from where it came to. */
+    const dispatchWalk = (
+      runId: string,
+      loaded: Extract<Loaded, { readonly _tag: "Loaded" }>,
+      redispatch: ((record: RunStore.StepRecord) => boolean) | undefined,
+      trace: RunStore.TraceContext | undefined
+    ): Effect.Effect<void> => {
+      const { input, memo, record, registered } = loaded
+      const parent = trace ?? record.trace
+      const env = core.cachedEnv(runId, registered, memo, {
+        _tag: "Dispatch",
+        dispatch: (path) => send("workflow.step.run", runId, { path }, parent),
+        wakeAt: (path, until) => timers.schedule(runId, path, until),
+        redispatch
+      })
+      const settle = (exit: Exit.Exit<unknown, Executor.Halt>) => Effect.flatMap(classify(registered.workflow, exit), afterWalk)
+      const afterWalk = (result: WalkResult): Effect.Effect<void> => {
         switch (result._tag) {
           case "Success":
-            return yield* send("workflow.end", runId, { output: result.output })
+            return send("workflow.end", runId, { output: result.output })
           case "Failed": {
             const { failure } = result
-            return yield* send("workflow.fail", runId, {
+            return send("workflow.fail", runId, {
               stepId: failure.stepId,
               path: failure.path,
               error: Executor.serializeCause(failure.cause)
@@ -337,11 +366,13 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
           case "Suspended":
             // Recorded here, under the run's lock, so a second walk of the same state cannot suspend it again
             // after a resume; the command announces it.
-            yield* core.suspendRun(runId, result.suspended)
-            return yield* send("workflow.suspend", runId, { suspended: result.suspended })
+            return Effect.zipRight(
+              core.suspendRun(runId, result.suspended),
+              send("workflow.suspend", runId, { suspended: result.suspended })
+            )
           case "Fenced":
             // A dispatching walk executes no step; a node it met is another execution's, which walks on from it.
-            return
+            return Effect.void
           case "Pending": {
             if (carried.has(runId)) carried.set(runId, wallNow())
             // A run that only sleeps keeps nothing in this process but its timers.
@@ -350,9 +381,39 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
               forgetInput(record)
             }
             const status = result.waitingOnly ? "waiting" : "running"
-            if (record.status !== status) yield* core.setRun(runId, { status })
+            return record.status !== status ? core.setRun(runId, { status }) : Effect.void
           }
         }
+      }
+      return Effect.matchCauseEffect(
+        Tracing.under(Interpreter.runWorkflow(env, Interpreter.noWaits, registered.workflow, input, ""), parent),
+        {
+          onSuccess: (value) => settle(Exit.succeed(value)),
+          onFailure: (cause) => {
+            // The walk of nearly every command comes to steps in flight: answered here, not through `classify`.
+            const halt = Cause.failureOption(cause)
+            return halt._tag === "Some" && halt.value._tag === "Pending"
+              ? afterWalk({ _tag: "Pending", waitingOnly: halt.value.waitingOnly })
+              : settle(Exit.failCause(cause))
+          }
+        }
+      )
+    }
+
+    /**
+     * Gives the fiber of an executing walk the run's user context (its services and `RunContext`), for the rest of
+     * the fiber's life: the walk's fiber is the command's own, and nothing of the engine in it reads its context
+     * (store, bus and scopes are the engine's own values). `Effect.provide` around the step's code, as the executor
+     * does for walks without it, cost about 20 fiber operations on every step. The merge of the fiber's context with
+     * the run's is kept for the next command: handlers inherit one context from the consumer.
+     */
+    let mergedFor: { readonly base: Context.Context<never>; readonly user: Context.Context<never>; readonly merged: Context.Context<never> } | undefined
+    const enterUserContext = (user: Context.Context<never>) =>
+      Effect.flatMap(Effect.context<never>(), (base) => {
+        if (mergedFor === undefined || mergedFor.base !== base || mergedFor.user !== user) {
+          mergedFor = { base, user, merged: Context.merge(base, user) }
+        }
+        return FiberRef.set(FiberRef.currentContext, mergedFor.merged)
       })
 
     /**
@@ -369,12 +430,11 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
       stop: () => void,
       claimed: (record: RunStore.StepRecord) => void,
       trace: RunStore.TraceContext | undefined
-    ) =>
-      Effect.gen(function*() {
-        const loaded = yield* load(runId)
-        if (loaded === undefined) return
+    ): Effect.Effect<void, Unregistered> =>
+      Effect.flatMap(load(runId), (loaded) => {
+        if (loaded === undefined) return Effect.void
         // Not run: the step's end takes the run to a dispatching walk, which fails it under the run's lock.
-        if (loaded._tag === "Undecodable") return yield* send("workflow.step.end", runId, { path }, trace)
+        if (loaded._tag === "Undecodable") return send("workflow.step.end", runId, { path }, trace)
         const { input, memo, record, registered } = loaded
         const parent = trace ?? record.trace
         const env = core.cachedEnv(runId, registered, memo, {
@@ -383,14 +443,24 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
           worker: executorId,
           fenced: stop,
           claimed,
-          released
+          released,
+          inUserContext: true
         })
+        const ended = send("workflow.step.end", runId, { path }, parent)
         // Whatever the walk comes to (the node's own outcome is recorded), the dispatching side takes it from here.
-        const exit = yield* Effect.exit(
-          Tracing.under(Interpreter.runWorkflow(env, Interpreter.noWaits, registered.workflow, input, ""), parent)
+        return Effect.matchCauseEffect(
+          Effect.zipRight(
+            enterUserContext(env.userContext),
+            Tracing.under(Interpreter.runWorkflow(env, Interpreter.noWaits, registered.workflow, input, ""), parent)
+          ),
+          {
+            onSuccess: () => ended,
+            onFailure: (cause) => {
+              const halt = Cause.failureOption(cause)
+              return halt._tag === "Some" && halt.value._tag === "StepFenced" ? Effect.void : ended
+            }
+          }
         )
-        if (Exit.isFailure(exit) && Cause.failureOption(exit.cause).pipe(Option.exists((halt) => halt._tag === "StepFenced"))) return
-        yield* send("workflow.step.end", runId, { path }, parent)
       })
 
     /**
@@ -406,29 +476,29 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
     const advanceOnce = (runId: string, trace: RunStore.TraceContext | undefined): Effect.Effect<void, Unregistered> | undefined => {
       if (awaitingWalk.has(runId)) return undefined
       awaitingWalk.add(runId)
+      // Interrupted while it waits, the caller clears the mark (see `take`).
       return withLock(
         runId,
         Effect.suspend(() => {
           awaitingWalk.delete(runId)
           return advance(runId, undefined, trace)
         })
-      ).pipe(Effect.onInterrupt(() => Effect.sync(() => awaitingWalk.delete(runId))))
+      )
     }
 
     /** Forks `effect` as a fiber of the run's in `fibers` (executing steps, or walking), until it ends. */
     const track = (fibers: Map<string, Set<Fiber.RuntimeFiber<void>>>, runId: string, effect: Effect.Effect<void>) =>
-      Effect.gen(function*() {
-        let set = fibers.get(runId)
-        if (set === undefined) {
-          set = new Set()
-          fibers.set(runId, set)
+      Effect.map(Effect.forkIn(effect, handlers), (fiber) => {
+        let owned = fibers.get(runId)
+        if (owned === undefined) {
+          owned = new Set()
+          fibers.set(runId, owned)
         }
-        const owned = set
-        const fiber = yield* Effect.forkIn(effect, handlers)
-        owned.add(fiber)
+        const set = owned
+        set.add(fiber)
         fiber.addObserver(() => {
-          owned.delete(fiber)
-          if (owned.size === 0 && fibers.get(runId) === owned) fibers.delete(runId)
+          set.delete(fiber)
+          if (set.size === 0 && fibers.get(runId) === set) fibers.delete(runId)
         })
       })
 
@@ -482,13 +552,30 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
       Effect.map(Effect.orDie(store.getRun(runId)), (record) => record === undefined || RunStore.isTerminal(record.status))
 
     /**
-     * Hands a command this instance cannot handle back to the group, and logs how handling a message failed; the
-     * engine goes on with the next one.
+     * Runs a command's handler. A command this instance cannot handle goes back to the group, a failure is logged (the
+     * engine goes on with the next command), and an interruption (this instance stops) calls `interrupted`, which
+     * hands the command over. One uninterruptible region and one continuation around the handler, where the three
+     * wrappers this takes the place of (`Effect.catchTag`, `Effect.catchAllCause`, `Effect.onInterrupt`) cost two
+     * regions and three continuations for every command, two commands per step.
      */
-    const reported = (message: Command, effect: Effect.Effect<void, Unregistered>) =>
-      effect.pipe(
-        Effect.catchTag("Unregistered", (missing) => handBack(message, missing)),
-        Effect.catchAllCause((cause) => Effect.logError(`Handling ${message.type} for run ${message.runId} failed`, cause))
+    const handled = (
+      message: Command,
+      effect: Effect.Effect<void, Unregistered>,
+      interrupted: () => Effect.Effect<void>
+    ): Effect.Effect<void> =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.matchCauseEffect(restore(effect), {
+          onSuccess: () => Effect.void,
+          onFailure: (cause) => {
+            if (Cause.isInterruptedOnly(cause)) return interrupted()
+            const failure = Cause.failureOption(cause)
+            const next = failure._tag === "Some"
+              ? handBack(message, failure.value)
+              : Effect.logError(`Handling ${message.type} for run ${message.runId} failed`, cause)
+            // Handing back waits (and logging may): as interruptible as the handler was.
+            return Effect.catchAllCause(restore(next), (after) => Cause.isInterruptedOnly(after) ? interrupted() : Effect.void)
+          }
+        })
       )
 
     /**
@@ -612,7 +699,7 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
      * that this instance's stop interrupts hands its command back (`handOver`).
      */
     const take = (message: Command): Effect.Effect<void> => {
-      const handedOver = (effect: Effect.Effect<void>) => Effect.onInterrupt(effect, () => handOver(message))
+      const handedOver = () => handOver(message)
       switch (message.type) {
         case "workflow.step.run": {
           // Interrupted because another execution claimed its step: the command is done with, not handed back.
@@ -621,21 +708,19 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
           // whose silence the run's owner notices after the lease).
           let fenced = false
           let held: RunStore.StepRecord | undefined
-          const execution = Effect.withFiberRuntime<void>((fiber) =>
-            reported(
-              message,
-              executeNode(message.runId, message.data.path, message.data.released, () => {
-                fenced = true
-                fiber.unsafeInterruptAsFork(FiberId.none)
-              }, (record) => {
-                held = record
-              }, message.trace)
-            )
+          const execution = Effect.withFiberRuntime<void, Unregistered>((fiber) =>
+            executeNode(message.runId, message.data.path, message.data.released, () => {
+              fenced = true
+              fiber.unsafeInterruptAsFork(FiberId.none)
+            }, (record) => {
+              held = record
+            }, message.trace)
           )
           return track(
             executing,
             message.runId,
-            Effect.onInterrupt(
+            handled(
+              message,
               execution,
               () =>
                 fenced
@@ -648,14 +733,24 @@ export const makeEvented = (options: EngineOptions & { readonly group?: string; 
           )
         }
         case "workflow.step.end": {
-          const walk = advanceOnce(message.runId, message.trace)
-          return walk === undefined ? Effect.void : track(walking, message.runId, handedOver(reported(message, walk)))
+          const { runId } = message
+          const walk = advanceOnce(runId, message.trace)
+          // Interrupted before it took the lock, the walk clears its mark (should a newer walk own it by then, the
+          // next end merely walks once more).
+          return walk === undefined ? Effect.void : track(
+            walking,
+            runId,
+            handled(message, walk, () => {
+              awaitingWalk.delete(runId)
+              return handOver(message)
+            })
+          )
         }
         case "workflow.start":
         case "workflow.resume":
-          return track(walking, message.runId, handedOver(reported(message, handle(message))))
+          return track(walking, message.runId, handled(message, handle(message), handedOver))
         default:
-          return Effect.forkIn(handedOver(reported(message, handle(message))), handlers)
+          return Effect.forkIn(handled(message, handle(message), handedOver), handlers)
       }
     }
 

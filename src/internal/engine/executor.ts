@@ -150,6 +150,8 @@ export type Mode =
     readonly claimed?: (record: RunStore.StepRecord) => void
     /** The call id of a claim on the step that a stopping instance gave up with the command: it may be taken over. */
     readonly released?: string | undefined
+    /** The walk's fiber already has the run's user context (the evented engine sets it once): not provided again. */
+    readonly inUserContext?: boolean
   }
 
 /**
@@ -754,7 +756,9 @@ const runUser = <A>(
   claim?: Claim
 ): Effect.Effect<Exit.Exit<A, unknown>> => {
   const user = (typeof effect === "function" ? Effect.suspend(effect) : effect) as Effect.Effect<A, unknown>
-  const provided = env.mode._tag === "Inline" ? user : Effect.provide(user, env.userContext)
+  const provided = env.mode._tag === "Inline" || (env.mode._tag === "Execute" && env.mode.inUserContext === true)
+    ? user
+    : Effect.provide(user, env.userContext)
   // What the code wrote is durable before its outcome is known. Inline, as a continuation of the code, not a
   // finalizer (which masks interruption: four fiber operations more on every step): a walk interrupted while user code
   // runs (a cancel, a shutdown) is flushed by the default engine once it has stopped, before the run is recorded.

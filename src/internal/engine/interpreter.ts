@@ -56,17 +56,22 @@ export const runWorkflow = (
 ): Effect.Effect<unknown, Halt> =>
   Effect.suspend(() => {
     const scope: WorkflowScope = { initData: input, results: new Map() }
-    let value: unknown = input
-    const first = replayPrefix(env, scope, workflow.nodes, prefix, (out) => (value = out), value)
-    // A chain of `flatMap`s, one fiber operation per node (`Effect.forEach` and a `map` took four).
     const nodes = workflow.nodes
-    const from = (i: number): Effect.Effect<unknown, Halt> =>
-      i === nodes.length
-        ? Effect.succeed(value)
-        : Effect.flatMap(runNode(env, waits, scope, nodes[i]!, value, `${prefix}${i}`), (out) => {
-          value = out
-          return from(i + 1)
-        })
+    let value: unknown = input
+    const first = replayPrefix(env, scope, nodes, prefix, (out) => (value = out), value)
+    const target = env.mode._tag === "Execute" ? env.mode.path : undefined
+    // One continuation per node visited (`Effect.forEach` cost about twice the fiber operations).
+    const from = (i: number): Effect.Effect<unknown, Halt> => {
+      if (i >= nodes.length) return Effect.succeed(value)
+      const path = `${prefix}${i}`
+      return Effect.flatMap(runNode(env, waits, scope, nodes[i]!, value, path), (out) => {
+        value = out
+        // An executing walk is done once it has visited the node that holds its target: each node after it is still
+        // to run, and so pending (what the walk comes to is not used, the dispatching walk after the step's end goes
+        // on from there). The last node's end is left as it was, to be recorded where it always was.
+        return target !== undefined && i < nodes.length - 1 && holds(path, target) ? pending : from(i + 1)
+      })
+    }
     return from(first)
   })
 

@@ -8,8 +8,11 @@
 import * as Effect from "effect/Effect"
 
 export interface Mutex {
-  /** Runs `effect` holding the lock: after every earlier holder and waiter is done with it. */
-  readonly withLock: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  /**
+   * Runs `effect` holding the lock: after every earlier holder and waiter is done with it. `onRelease` is called as
+   * the call is over: as the lock is let go, however `effect` ended, or as the wait for the lock is interrupted.
+   */
+  readonly withLock: <A, E, R>(effect: Effect.Effect<A, E, R>, onRelease?: () => void) => Effect.Effect<A, E, R>
   /** Someone holds the lock. */
   readonly held: () => boolean
 }
@@ -24,9 +27,11 @@ export const make = (): Mutex => {
     if (next === undefined) held = false
     else next()
   }
-  const release = Effect.sync(releaseNow)
 
-  const wait = (restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>) =>
+  const wait = (
+    restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>,
+    onRelease: (() => void) | undefined
+  ) =>
     Effect.suspend(() => {
       let granted = false
       let waiter: (() => void) | undefined
@@ -48,6 +53,7 @@ export const make = (): Mutex => {
         // fiber could take it): pass it on.
         Effect.onInterrupt(() =>
           Effect.sync(() => {
+            onRelease?.()
             if (granted) return releaseNow()
             const at = waiter === undefined ? -1 : waiters.indexOf(waiter)
             if (at >= 0) waiters.splice(at, 1)
@@ -57,11 +63,26 @@ export const make = (): Mutex => {
     })
 
   return {
-    withLock: (effect) =>
+    withLock: (effect, onRelease) =>
       Effect.uninterruptibleMask((restore) => {
-        if (held) return Effect.zipRight(wait(restore), Effect.ensuring(restore(effect), release))
+        // The release in the continuation of `effect` itself, rather than through `Effect.ensuring`: the same
+        // guarantee (the region is uninterruptible, and the continuation runs however `effect` ends) in about half
+        // the fiber operations, on the path of every step's end in the evented engine.
+        const body = Effect.matchCauseEffect(restore(effect), {
+          onFailure: (cause) => {
+            onRelease?.()
+            releaseNow()
+            return Effect.failCause(cause)
+          },
+          onSuccess: (value) => {
+            onRelease?.()
+            releaseNow()
+            return Effect.succeed(value)
+          }
+        })
+        if (held) return Effect.zipRight(wait(restore, onRelease), body)
         held = true
-        return Effect.ensuring(restore(effect), release)
+        return body
       }),
     held: () => held
   }
