@@ -4,6 +4,9 @@
  * test's own (store and bus) stopped and started again while steps commit. Runs pause, then complete: no run lost,
  * no committed step run again, and the client, which follows every run's stream and events live from the start, goes
  * on without a gap or a duplicate (checked against the store).
+ *
+ * The two tests run at once: each has its own server, database and processes, and most of their time is waiting (for
+ * processes to start, the outage, runs to finish). The processes run the cluster fixture bundled (test/bundle.ts).
  */
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
@@ -13,7 +16,7 @@ import * as Postgres from "stepwise/postgres"
 import { postgresEnabled, redisEnabled } from "./backends.js"
 import { checkRuns } from "./fixtures/check.js"
 import { createEffects, stepsOfRun } from "./fixtures/clusterWorkflow.js"
-import { followedBy, freshDatabase, printed, type Proc, start } from "./fixtures/harness.js"
+import { clusterBundle, followedBy, freshDatabase, printed, type Proc, start } from "./fixtures/harness.js"
 import { type OwnServer, ownPostgres, ownPostgresAvailable, ownRedis } from "./fixtures/servers.js"
 
 const runs = 40
@@ -33,12 +36,13 @@ const restartMidway = (options: {
     const sql = yield* Effect.provide(SqlClient.SqlClient, context)
     const store = yield* Effect.provide(RunStore.RunStore, context)
     yield* createEffects(sql)
+    const fixture = yield* clusterBundle
     const workers: Array<Proc> = []
     for (const id of ["worker-1", "worker-2", "worker-3"]) {
-      workers.push(yield* start({ ...options.env, ROLE: "worker", WORKER_ID: id }))
+      workers.push(yield* start({ ...options.env, ROLE: "worker", WORKER_ID: id }, { fixture }))
     }
     for (const w of workers) yield* printed(w, "ready")
-    const client = yield* start({ ...options.env, ROLE: "client", RUNS: String(runs), RUN_PREFIX: "run" })
+    const client = yield* start({ ...options.env, ROLE: "client", RUNS: String(runs), RUN_PREFIX: "run" }, { fixture })
     while (true) {
       const [row] = yield* sql<{ count: number }>`SELECT count(*)::int AS count FROM cluster_effects`
       if ((row?.count ?? 0) >= (runs * stepsOfRun.length) / 3 || client.child.exitCode !== null) break
@@ -60,32 +64,34 @@ const restartMidway = (options: {
     return { figures, after: (Date.now() - restartedAt) / 1000 }
   })
 
-describe.skipIf(!postgresEnabled || !redisEnabled)("a Redis restart", () => {
-  it.scopedLive("killed and started again empty while runs stream: every run completes, nothing lost or run twice, readers go on", () =>
-    Effect.gen(function*() {
-      const redis = yield* ownRedis({ persist: false })
-      const db = yield* freshDatabase()
-      const { after, figures } = yield* restartMidway({
-        env: { BUS: "redis", DATABASE_URL: db.url, REDIS_URL: redis.url, REDIS_PREFIX: "stepwise-restart:" },
-        databaseUrl: db.url,
-        server: redis,
-        how: "crash"
-      })
-      console.log(`Redis restart: ${runs} runs done ${after.toFixed(1)} s after it, ${figures.reexecuted} attempts ran again`)
-    }), 180_000)
-})
+describe.concurrent("server restarts", () => {
+  describe.skipIf(!postgresEnabled || !redisEnabled)("a Redis restart", () => {
+    it.scopedLive("killed and started again empty while runs stream: every run completes, nothing lost or run twice, readers go on", () =>
+      Effect.gen(function*() {
+        const redis = yield* ownRedis({ persist: false })
+        const db = yield* freshDatabase()
+        const { after, figures } = yield* restartMidway({
+          env: { BUS: "redis", DATABASE_URL: db.url, REDIS_URL: redis.url, REDIS_PREFIX: "stepwise-restart:" },
+          databaseUrl: db.url,
+          server: redis,
+          how: "crash"
+        })
+        console.log(`Redis restart: ${runs} runs done ${after.toFixed(1)} s after it, ${figures.reexecuted} attempts ran again`)
+      }), 180_000)
+  })
 
-// Without initdb/pg_ctl the test may skip only outside CI: under CI it runs and fails, saying what is missing.
-describe.skipIf(!ownPostgresAvailable && !process.env["CI"])("a Postgres restart", () => {
-  it.scopedLive("stopped and started again while steps commit (store and bus): every run completes, nothing lost or run twice", () =>
-    Effect.gen(function*() {
-      const pg = yield* ownPostgres
-      const { after, figures } = yield* restartMidway({
-        env: { BUS: "postgres", DATABASE_URL: pg.url },
-        databaseUrl: pg.url,
-        server: pg,
-        how: "crash"
-      })
-      console.log(`Postgres restart: ${runs} runs done ${after.toFixed(1)} s after it, ${figures.reexecuted} attempts ran again`)
-    }), 180_000)
+  // Without initdb/pg_ctl the test may skip only outside CI: under CI it runs and fails, saying what is missing.
+  describe.skipIf(!ownPostgresAvailable && !process.env["CI"])("a Postgres restart", () => {
+    it.scopedLive("stopped and started again while steps commit (store and bus): every run completes, nothing lost or run twice", () =>
+      Effect.gen(function*() {
+        const pg = yield* ownPostgres
+        const { after, figures } = yield* restartMidway({
+          env: { BUS: "postgres", DATABASE_URL: pg.url },
+          databaseUrl: pg.url,
+          server: pg,
+          how: "crash"
+        })
+        console.log(`Postgres restart: ${runs} runs done ${after.toFixed(1)} s after it, ${figures.reexecuted} attempts ran again`)
+      }), 180_000)
+  })
 })

@@ -9,7 +9,10 @@
  * - `sqlite`: one process with the default engine over SQLite, which starts, executes and follows the runs; each trial
  *   kills it and starts it again.
  *
- * Each backend gets a database (or file) of its own, dropped at the end.
+ * With `cover`, the trials take the kinds of kill in turn and spread their moments (see `SoakOptions`), so that a few
+ * trials meet each kind and early, middle and late moments.
+ *
+ * Each backend gets a database (or file) of its own, dropped at the end. The processes run the fixture bundled.
  */
 import { SqlClient } from "@effect/sql"
 import { Effect, Layer, Random } from "effect"
@@ -22,7 +25,7 @@ import * as Sqlite from "stepwise/sqlite"
 import { redisUrl } from "../backends.js"
 import { addFigures, checkRuns, emptyFigures, type Figures } from "../fixtures/check.js"
 import { createEffects, stepsOfRun } from "../fixtures/clusterWorkflow.js"
-import { followedBy, freshDatabase, kill, printed, type Proc, spawnFixture } from "../fixtures/harness.js"
+import { clusterBundle, followedBy, freshDatabase, kill, printed, type Proc, spawnFixture } from "../fixtures/harness.js"
 
 export type Backend = "redis" | "postgres" | "sqlite"
 
@@ -38,6 +41,12 @@ export interface SoakOptions {
   readonly runsPerTrial?: number
   /** How long a trial's runs may take after its kill before those not done count as stuck. */
   readonly stuckAfterMillis?: number
+  /**
+   * Instead of drawing each trial's kill on its own: the kinds of kill (one worker, two workers, the client) in turn,
+   * from a random one, and the moments one in each equal slice of the range, the slices in a random order. Three
+   * trials then kill each kind once, one early, one midway and one late (which kind meets which moment varies).
+   */
+  readonly cover?: boolean
   /** Progress lines. */
   readonly log?: (line: string) => void
 }
@@ -63,6 +72,7 @@ export const soak = (options: SoakOptions): Effect.Effect<SoakResult, unknown> =
     const runsPerTrial = options.runsPerTrial ?? 20
     const stuckAfter = options.stuckAfterMillis ?? 60_000
     const log = options.log ?? (() => {})
+    const fixture = yield* clusterBundle
 
     // The backend's storage, and the test's own connection to it.
     let env: Record<string, string>
@@ -99,13 +109,13 @@ export const soak = (options: SoakOptions): Effect.Effect<SoakResult, unknown> =
     )
     const roleOf = (name: string) =>
       name === "client" ? { ROLE: "client" } : { ROLE: backend === "sqlite" ? "standalone" : "worker", WORKER_ID: name }
-    const addSpare = Effect.sync(() => spares.push(spawnFixture({ ...env, STANDBY: "1" }, { stdin: true })))
+    const addSpare = Effect.sync(() => spares.push(spawnFixture({ ...env, STANDBY: "1" }, { fixture, stdin: true })))
     const spawn = (name: string) =>
       Effect.gen(function*() {
         const spare = spares.shift()
         let proc: Proc
         if (spare === undefined || spare.child.exitCode !== null) {
-          proc = spawnFixture({ ...env, ...roleOf(name) }, { stdin: true })
+          proc = spawnFixture({ ...env, ...roleOf(name) }, { fixture, stdin: true })
         } else {
           yield* printed(spare, "standby", startWithin)
           spare.child.stdin!.write(`go ${Object.entries(roleOf(name)).map(([k, v]) => `${k}=${v}`).join(" ")}\n`)
@@ -116,8 +126,8 @@ export const soak = (options: SoakOptions): Effect.Effect<SoakResult, unknown> =
         return proc
       })
     const workerNames = backend === "sqlite" ? ["solo"] : ["worker-1", "worker-2", "worker-3"]
-    for (const name of workerNames) procs.set(name, spawnFixture({ ...env, ...roleOf(name) }, { stdin: true }))
-    if (backend !== "sqlite") procs.set("client", spawnFixture({ ...env, ...roleOf("client") }, { stdin: true }))
+    for (const name of workerNames) procs.set(name, spawnFixture({ ...env, ...roleOf(name) }, { fixture, stdin: true }))
+    if (backend !== "sqlite") procs.set("client", spawnFixture({ ...env, ...roleOf("client") }, { fixture, stdin: true }))
     yield* addSpare
     yield* addSpare
     /** The process that starts and follows runs. */
@@ -127,13 +137,17 @@ export const soak = (options: SoakOptions): Effect.Effect<SoakResult, unknown> =
     const figures = emptyFigures()
     const problems: Array<string> = []
     const kills = { workers: 0, clients: 0 }
+    // With `cover`: the slices of the kill moments in a random order, and the kind of the first trial's kill.
+    const slices = Array.from(yield* Random.shuffle(Array.from({ length: trials }, (_, i) => i)))
+    const firstKind = yield* Random.nextIntBetween(0, 3)
     for (let trial = 0; trial < trials; trial++) {
       for (const proc of procs.values()) yield* printed(proc, "ready", startWithin)
       const prefix = `t${trial}`
       yield* ask(prefix)
 
-      // A random moment: once a random share (5% to 80%) of the trial's user code has run.
-      const share = 0.05 + (yield* Random.next) * 0.75
+      // A random moment: once a random share (5% to 80%) of the trial's user code has run (with `cover`, a random share
+      // within the trial's slice of that range).
+      const share = 0.05 + 0.75 * (options.cover === true ? (slices[trial]! + (yield* Random.next)) / trials : yield* Random.next)
       const target = Math.ceil(runsPerTrial * stepsOfRun.length * share)
       const waitUntil = Date.now() + 20_000
       while (Date.now() < waitUntil) {
@@ -144,8 +158,8 @@ export const soak = (options: SoakOptions): Effect.Effect<SoakResult, unknown> =
         yield* Effect.sleep("10 millis")
       }
 
-      // The victims: one worker, sometimes two, sometimes the client.
-      const dice = yield* Random.next
+      // The victims: one worker, sometimes two, sometimes the client (with `cover`, each in turn).
+      const dice = options.cover === true ? [0.5, 0.3, 0.1][(firstKind + trial) % 3]! : yield* Random.next
       const victims = backend === "sqlite"
         ? ["solo"]
         : dice < 0.2
