@@ -294,8 +294,11 @@ const makeContender = (kind: EngineKind, engine: EngineLayer): Contender => {
           const waitingBytes = yield* Effect.promise(settledHeap)
 
           const t1 = performance.now()
-          yield* Effect.forEach(runs, (run) => run.cancel, { discard: true })
-          const canceled = yield* Effect.forEach(runs, (run) => Effect.map(Effect.exit(run.result), isCanceled))
+          // Each run's outcome is read right after its cancel: the memory store keeps at most 10,000 finished runs
+          // (its default retention bound), so past that, canceling all first dropped the first ones' records before
+          // their outcome was read (the 100,000-run point "did not end canceled").
+          const canceled = yield* Effect.forEach(runs, (run) =>
+            Effect.zipRight(run.cancel, Effect.map(Effect.exit(run.result), isCanceled)))
           const cancelMs = performance.now() - t1
           const notCanceled = canceled.filter((c) => !c).length
           if (notCanceled > 0) return yield* Effect.dieMessage(`${who}: ${notCanceled} runs did not end canceled`)
