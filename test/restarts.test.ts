@@ -5,8 +5,9 @@
  * no committed step run again, and the client, which follows every run's stream and events live from the start, goes
  * on without a gap or a duplicate (checked against the store).
  *
- * The two tests run at once: each has its own server, database and processes, and most of their time is waiting (for
- * processes to start, the outage, runs to finish). The processes run the cluster fixture bundled (test/bundle.ts).
+ * The two tests run one after the other (run at once, under CI's load, a Postgres restart once left runs unfinished
+ * past the 2 minutes allowed; see the closing note of 2026-12-07). The processes run the cluster fixture bundled
+ * (test/bundle.ts).
  */
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
@@ -64,7 +65,7 @@ const restartMidway = (options: {
     return { figures, after: (Date.now() - restartedAt) / 1000 }
   })
 
-describe.concurrent("server restarts", () => {
+describe("server restarts", () => {
   describe.skipIf(!postgresEnabled || !redisEnabled)("a Redis restart", () => {
     it.scopedLive("killed and started again empty while runs stream: every run completes, nothing lost or run twice, readers go on", () =>
       Effect.gen(function*() {
