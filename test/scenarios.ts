@@ -82,6 +82,18 @@ const advanceUntilSettled = (run: Run.Run<unknown, unknown>, step: Duration.Dura
     }
   })
 
+/** Waits until the run's log holds `count` events that `predicate` accepts. */
+const awaitEvents = (
+  run: Run.Run<unknown, unknown>,
+  predicate: (event: WorkflowEvent.WorkflowEvent) => boolean,
+  count: number
+) =>
+  run.events().pipe(
+    Stream.filter(predicate),
+    Stream.take(count),
+    Stream.runDrain
+  )
+
 const sleepThrough = (run: Run.Run<unknown, unknown>, duration: Duration.DurationInput) =>
   Effect.zipRight(awaitStatus(run, "waiting"), TestClock.adjust(duration))
 
@@ -665,7 +677,17 @@ export const scenarios: ReadonlyArray<Scenario> = [
       Workflow.commit
     ),
     input: { n: 1 },
-    drive: (run) => advanceUntilSettled(run, "30 minutes"),
+    // Both sleeps announced, then the clock past the short one (1 hour) and well before the long one (3 hours), and
+    // on only once the short arm's step has ended. Advancing in steps regardless of what the engine had done let the
+    // long sleep fall due while the short one's wake-up was still on its way through a real broker, and the two ends
+    // raced (seen under load, evented on Postgres with its bus).
+    drive: (run) =>
+      Effect.gen(function*() {
+        yield* awaitEvents(run, WorkflowEvent.is("workflow-step-waiting"), 2)
+        yield* TestClock.adjust("90 minutes")
+        yield* awaitEvents(run, (e) => WorkflowEvent.is("workflow-step-result")(e) && e.payload.id === "short-add", 1)
+        yield* advanceUntilSettled(run, "30 minutes")
+      }),
     check: (o) => {
       expect(success(o)).toEqual({ short: { n: 2 }, long: { n: 3 } })
       const woke = o.events.filter(WorkflowEvent.is("workflow-step-result")).map((e) => e.payload.id)
