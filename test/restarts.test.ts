@@ -26,6 +26,28 @@ const runs = 40
  * Starts three workers and a client over `env`, restarts `server` once a third of the user code has run, and checks
  * every run once the client followed them all.
  */
+/**
+ * What the store holds of the runs that did not finish: each one's status, owner and last heartbeat, and its steps
+ * that did not succeed (path, step, status, attempt, the instance that claimed it). A restart that leaves runs
+ * unfinished (seen once under CI's load, 2026-12-07) then says where they stopped.
+ */
+const unfinished = (store: RunStore.RunStore["Type"]) =>
+  Effect.gen(function*() {
+    const lines: Array<string> = []
+    for (let n = 0; n < runs; n++) {
+      const runId = `run-${n}`
+      const record = yield* store.getRun(runId)
+      if (record !== undefined && RunStore.isTerminal(record.status)) continue
+      const steps = record === undefined ? [] : (yield* store.getSteps(runId)).steps.filter((step) => step.status !== "success")
+      lines.push(
+        `${runId}: ${record === undefined ? "not in the store" : `${record.status}, owner ${record.owner} (heartbeat ${
+          record.heartbeatAt === undefined ? "never" : `${((Date.now() - record.heartbeatAt) / 1000).toFixed(1)} s ago`
+        })`}; ${steps.map((step) => `${step.path} ${step.stepId} ${step.status} #${step.attempt ?? 0}${step.worker === undefined ? "" : ` on ${step.worker}`}`).join(", ") || "no step unfinished"}`
+      )
+    }
+    return lines.length === 0 ? "the store holds every run finished" : `unfinished in the store:\n${lines.join("\n")}`
+  }).pipe(Effect.catchAll((error) => Effect.succeed(`the store could not be read: ${error.message}`)))
+
 const restartMidway = (options: {
   readonly env: Record<string, string>
   readonly databaseUrl: string
@@ -54,7 +76,9 @@ const restartMidway = (options: {
     yield* Effect.sleep("3 seconds")
     yield* options.server.start
     const restartedAt = Date.now()
-    yield* printed(client, "done run", 120_000)
+    yield* printed(client, "done run", 120_000).pipe(
+      Effect.catchAllDefect((defect) => Effect.flatMap(unfinished(store), (report) => Effect.die(new Error(`${String(defect)}\n${report}`))))
+    )
     // The test's own pool may hold connections from before the restart: its reads are retried.
     const { figures, problems } = yield* checkRuns({ store, sql, prefix: "run", count: runs, followed: followedBy(client) })
       .pipe(Effect.retry(Schedule.spaced("500 millis").pipe(Schedule.intersect(Schedule.recurs(10)))))
