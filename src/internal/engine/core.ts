@@ -298,13 +298,13 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
   const settle = (runId: string, patch: RunStore.RunPatch, events: ReadonlyArray<WorkflowEvent.WorkflowEvent>) =>
     Effect.zipRight(
       Effect.orDie(store.updateRun(runId, patch, events)),
-      Effect.suspend(() => {
-        const channel = EventBus.runChannel(runId)
-        return Effect.catchAllCause(
-          EventBus.publishAll(bus, channel, events.map((event) => ({ type: "watch", runId, data: event }))),
-          (cause) => Effect.logWarning(`Could not publish on "${channel}"`, cause)
+      Effect.suspend(() =>
+        Executor.publishAllQuietly(
+          bus,
+          EventBus.runChannel(runId),
+          events.map((event) => ({ type: "watch", runId, data: event }))
         )
-      })
+      )
     )
 
   const setRun = (runId: string, patch: RunStore.RunPatch) => Effect.orDie(store.updateRun(runId, patch))
@@ -816,7 +816,6 @@ export const makeCore = (options: EngineOptions = {}, cacheSteps = false) => Eff
     withDriver
   }
 })
-
 
 /** Options of the default engine. */
 export interface DefaultOptions extends EngineOptions {

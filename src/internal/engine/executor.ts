@@ -209,29 +209,27 @@ export interface RunEnv {
   readonly flushWrites: Effect.Effect<void>
 }
 
-/** A workflow being walked: nested workflows get their own. */
+/**
+ * A workflow being walked: nested workflows get their own. It carries the two functions every user context of it
+ * hands out, built once per scope rather than once per context.
+ */
 export interface WorkflowScope {
   readonly initData: unknown
   readonly results: Map<string, unknown>
-}
-
-/** The two functions of a workflow scope that every user context of it hands out, built once per scope. */
-interface ScopeReaders {
   readonly getInitData: <T>() => T
   readonly getStepResult: Step.GetStepResult
 }
-const scopeReaders = new WeakMap<WorkflowScope, ScopeReaders>()
-const readersOf = (scope: WorkflowScope): ScopeReaders => {
-  let readers = scopeReaders.get(scope)
-  if (readers === undefined) {
-    readers = {
-      getInitData: <T>() => scope.initData as T,
-      getStepResult: ((step: string | { readonly id: string }) =>
-        scope.results.get(typeof step === "string" ? step : step.id)) as Step.GetStepResult
-    }
-    scopeReaders.set(scope, readers)
+
+/** The scope of a workflow walked from `initData`. */
+export const makeScope = (initData: unknown): WorkflowScope => {
+  const results = new Map<string, unknown>()
+  return {
+    initData,
+    results,
+    getInitData: <T>() => initData as T,
+    getStepResult: ((step: string | { readonly id: string }) =>
+      results.get(typeof step === "string" ? step : step.id)) as Step.GetStepResult
   }
-  return readers
 }
 
 /** What `execute` runs: a step, or a map node seen as a step without schemas. */
@@ -614,10 +612,7 @@ const makeEventLog = (store: RunStore.RunStore["Type"], bus: EventBus.EventBus["
       Effect.flatMap(store.appendEvents(runId, batch, fences), () => {
         const envelopes: Array<EventBus.BusEvent> = new Array(batch.length)
         for (let i = 0; i < batch.length; i++) envelopes[i] = { type: "watch", runId, data: batch[i] }
-        return Effect.catchAllCause(
-          EventBus.publishAll(bus, channel, envelopes),
-          (cause) => Effect.logWarning(`Could not publish on "${channel}"`, cause)
-        )
+        return publishAllQuietly(bus, channel, envelopes)
       }),
     onFailure: asDefect,
     clearOnSurface: true
@@ -676,6 +671,17 @@ export const makeEmit = (
     ).pipe(Effect.orDie)
 }
 
+/** `publishQuietly` for several events on one channel, in one publish. */
+export const publishAllQuietly = (
+  bus: EventBus.EventBus["Type"],
+  channel: string,
+  events: ReadonlyArray<EventBus.BusEvent>
+): Effect.Effect<void> =>
+  Effect.catchAllCause(
+    EventBus.publishAll(bus, channel, events),
+    (cause) => Effect.logWarning(`Could not publish on "${channel}"`, cause)
+  )
+
 /** The bus is for delivery only: a failed publish is logged, never fatal (readers fall back on the store). */
 export const publishQuietly = (
   bus: EventBus.EventBus["Type"],
@@ -705,13 +711,12 @@ export const makeContext = (
   claim?: Claim
 ): Step.BaseContext<never> => {
   let writer: ToolStream.ToolStream | undefined
-  const { getInitData, getStepResult } = readersOf(scope)
   return {
     inputData: inputData as never,
     runId: env.runId,
     workflowId: env.workflowId,
-    getInitData,
-    getStepResult,
+    getInitData: scope.getInitData,
+    getStepResult: scope.getStepResult,
     get writer() {
       return writer ??= ToolStream.make(
         attempt === undefined ? { callId, name, runId: env.runId } : { callId, name, runId: env.runId, attempt },

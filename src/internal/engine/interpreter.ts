@@ -55,7 +55,7 @@ export const runWorkflow = (
   prefix: string
 ): Effect.Effect<unknown, Halt> =>
   Effect.suspend(() => {
-    const scope: WorkflowScope = { initData: input, results: new Map() }
+    const scope = Executor.makeScope(input)
     const nodes = workflow.nodes
     let value: unknown = input
     const first = replayPrefix(env, scope, nodes, prefix, (out) => (value = out), value)
